@@ -1,0 +1,25 @@
+# op-events-forwarder container image.
+#   docker build -t op-events-forwarder .
+#   docker run -v /srv/op-events:/var/lib/op-events-forwarder \
+#     -v $PWD/op-events-forwarder.toml:/etc/op-events-forwarder/op-events-forwarder.toml:ro \
+#     -v $PWD/token:/run/secrets/op-events-token:ro op-events-forwarder
+# Point token_file at /run/secrets/op-events-token and state.path under /var/lib/op-events-forwarder.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY migrations migrations
+COPY config config
+COPY tests tests
+RUN cargo build --locked --release && strip target/release/op-events-forwarder
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/op-events-forwarder op-events \
+    && install -d -o op-events -g op-events -m 0750 /var/lib/op-events-forwarder /var/log/op-events
+COPY --from=build /src/target/release/op-events-forwarder /usr/local/bin/op-events-forwarder
+COPY config/op-events-forwarder.toml /etc/op-events-forwarder/op-events-forwarder.toml
+USER op-events
+VOLUME ["/var/lib/op-events-forwarder"]
+# The TLS roots are compiled in (webpki roots); the image needs no CA bundle.
+ENTRYPOINT ["/usr/local/bin/op-events-forwarder"]
+CMD ["run", "--config", "/etc/op-events-forwarder/op-events-forwarder.toml"]

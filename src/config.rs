@@ -1,0 +1,2345 @@
+//! The config file: TOML plus `OP_EVENTS_FORWARDER__…` environment overrides, read in two phases.
+//!
+//! Phase one turns text into a `RawConfig`: the `config` crate parses the TOML into a value tree,
+//! the environment overrides are patched into that tree, and a strict serde deserializer of our own
+//! reads the tree into the raw structs (`deny_unknown_fields`, defaults from named functions).
+//! Our deserializer rather than the `config` crate's, because that one turns `path = 3` into `"3"`
+//! and reports unknown keys without saying which entry of an array they are in.
+//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, templates, duplicates.
+//!
+//! Every error names the file, the key path (like `accounts[0].page_size`), the environment
+//! variable when the value came from one, what was expected and what was found.
+//! The config holds no secret: only the path of the token file or the name of its variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Map, Value, ValueKind};
+use serde::Deserialize;
+use serde::de::{self, IntoDeserializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::stream::Stream;
+
+/// The validated config of the whole daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the daemon keeps cursors and the outbox.
+    pub state: StateConfig,
+    /// The 1Password accounts to read, at least one, names unique.
+    pub accounts: Vec<AccountConfig>,
+    /// Where events go, at least one, names unique.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// The `[state]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The SQLite database file (`state.path`).
+    pub path: PathBuf,
+}
+
+/// One `[[accounts]]` entry: a bearer token and what to read with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Unique name, 1 to 64 characters from `A-Za-z0-9_-`; used in logs, store keys and paths.
+    pub name: String,
+    /// Where the bearer token is read from (the token itself is never part of the config).
+    pub token: TokenSource,
+    /// The Events API base URL without a trailing slash, like `https://events.1password.com`.
+    pub base_url: String,
+    /// An extra CA certificate (PEM) to trust for this account's API host.
+    pub ca_file: Option<PathBuf>,
+    /// The streams to read, non-empty, no duplicates, in the order configured.
+    pub streams: Vec<Stream>,
+    /// Where a stream with no saved cursor starts; `None` lets the API choose.
+    pub start_time: Option<StartTime>,
+    /// Events per page asked of the API, 1 to 1000.
+    pub page_size: u16,
+    /// How long a stream sleeps after a page without more events (`poll_interval_secs`).
+    pub poll_interval: Duration,
+    /// The timeout of one API request (`request_timeout_secs`).
+    pub request_timeout: Duration,
+    /// Backpressure: the poller stops fetching while a stream's outbox holds this many pages.
+    pub max_pending_pages: u32,
+}
+
+/// Where an account's bearer token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Read the token from this file (for example a systemd credential), `token_file`.
+    File(PathBuf),
+    /// Read the token from the environment variable of this name, `token_env`.
+    Env(String),
+}
+
+/// The `start_time` of an account: absolute, or relative to the moment the daemon starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartTime {
+    /// An RFC 3339 time, like `2026-11-01T00:00:00Z`.
+    At(OffsetDateTime),
+    /// A time ago, like `-7d`, `-24h`, `-30m` or `-90s`.
+    Ago(Duration),
+}
+
+impl StartTime {
+    /// The absolute start time, taking `now` as the reference for [`StartTime::Ago`].
+    ///
+    /// A time ago too large to represent resolves to the earliest representable time.
+    pub fn resolve(&self, now: OffsetDateTime) -> OffsetDateTime {
+        match *self {
+            StartTime::At(at) => at,
+            StartTime::Ago(ago) => time::Duration::try_from(ago)
+                .ok()
+                .and_then(|ago| now.checked_sub(ago))
+                .unwrap_or_else(|| time::PrimitiveDateTime::MIN.assume_offset(now.offset())),
+        }
+    }
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkConfig {
+    /// Unique name, 1 to 64 characters from `A-Za-z0-9_-`; used in logs, store keys and metrics.
+    pub name: String,
+    /// The kind of sink (`type`) and its settings.
+    pub kind: SinkKind,
+}
+
+/// The kinds of sink, one per `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// `type = "file"`: NDJSON files.
+    File(FileSinkConfig),
+}
+
+/// The settings of a file sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSinkConfig {
+    /// The path template; `{stream}` and `{account}` are its only placeholders (validated).
+    pub path: String,
+}
+
+impl FileSinkConfig {
+    /// The file for one account's stream: the template with its placeholders filled in.
+    pub fn path_for(&self, account: &str, stream: Stream) -> PathBuf {
+        PathBuf::from(
+            self.path
+                .replace("{stream}", stream.as_str())
+                .replace("{account}", account),
+        )
+    }
+}
+
+/// Why the config could not be loaded: where, which key, and what was wrong with it.
+///
+/// Displays as `<origin>: <key path>: <problem>`, with ` (from <VARIABLE>)` after the key path
+/// when the value came from an environment override, for example
+/// `demo.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 5000`.
+// Boxed: a `Result` carrying it stays small.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError(Box<ErrorDetail>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ErrorDetail {
+    origin: String,
+    key: Option<String>,
+    env_var: Option<String>,
+    kind: ConfigErrorKind,
+}
+
+impl ConfigError {
+    fn new(
+        origin: &str,
+        key: Option<String>,
+        env_var: Option<String>,
+        kind: ConfigErrorKind,
+    ) -> ConfigError {
+        ConfigError(Box::new(ErrorDetail {
+            origin: origin.to_owned(),
+            key,
+            env_var,
+            kind,
+        }))
+    }
+
+    /// The file, as given to [`load`], or the origin given to [`from_toml_str`].
+    pub fn origin(&self) -> &str {
+        &self.0.origin
+    }
+
+    /// The key path, like `accounts[0].page_size`; `None` for problems of the whole file.
+    pub fn key(&self) -> Option<&str> {
+        self.0.key.as_deref()
+    }
+
+    /// The environment variable the offending value came from, if it came from one.
+    pub fn env_var(&self) -> Option<&str> {
+        self.0.env_var.as_deref()
+    }
+
+    /// What was wrong.
+    pub fn kind(&self) -> &ConfigErrorKind {
+        &self.0.kind
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ErrorDetail {
+            origin,
+            key,
+            env_var,
+            kind,
+        } = &*self.0;
+        write!(f, "{origin}: ")?;
+        match (key, env_var) {
+            (Some(key), Some(var)) => write!(f, "{key} (from {var}): ")?,
+            (Some(key), None) => write!(f, "{key}: ")?,
+            (None, Some(var)) => write!(f, "{var}: ")?,
+            (None, None) => {}
+        }
+        write!(f, "{kind}")
+    }
+}
+
+/// What was wrong with a config, without saying where (see [`ConfigError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file could not be read.
+    Unreadable(String),
+    /// The file is not valid TOML; the position is 1-based when the parser gave one.
+    Syntax {
+        /// The line and column of the problem.
+        position: Option<(usize, usize)>,
+        /// The parser's description of the problem.
+        message: String,
+    },
+    /// A key that the table does not take.
+    UnknownKey {
+        /// The keys the table takes.
+        expected: Vec<String>,
+    },
+    /// A required key is absent.
+    Missing {
+        /// Why it is required, when that depends on another key.
+        note: Option<String>,
+    },
+    /// A value of the wrong type, out of range or malformed.
+    Invalid {
+        /// What would have been accepted.
+        expected: String,
+        /// What was found.
+        got: String,
+    },
+    /// A value that is not one of a closed set (streams, sink types, placeholders).
+    UnknownValue {
+        /// What the value names, like `stream`.
+        what: String,
+        /// The value found.
+        value: String,
+        /// The values accepted.
+        expected: Vec<String>,
+    },
+    /// A value that must be unique appears twice.
+    Duplicate {
+        /// What the value names, like `account name`.
+        what: String,
+        /// The value found twice.
+        value: String,
+        /// The key path of its first occurrence.
+        first: String,
+    },
+    /// An environment override names an array entry that the file does not have.
+    NoSuchEntry {
+        /// How many entries the array has.
+        len: usize,
+    },
+    /// Any other deserialization problem.
+    Other(String),
+}
+
+impl fmt::Display for ConfigErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigErrorKind::Unreadable(reason) => write!(f, "cannot read the file: {reason}"),
+            ConfigErrorKind::Syntax {
+                position: Some((line, column)),
+                message,
+            } => write!(f, "invalid TOML at line {line}, column {column}: {message}"),
+            ConfigErrorKind::Syntax {
+                position: None,
+                message,
+            } => write!(f, "invalid TOML: {message}"),
+            ConfigErrorKind::UnknownKey { expected } if expected.is_empty() => {
+                write!(f, "unknown key (this table takes no keys)")
+            }
+            ConfigErrorKind::UnknownKey { expected } => {
+                write!(f, "unknown key (expected one of {})", expected.join(", "))
+            }
+            ConfigErrorKind::Missing { note: None } => write!(f, "missing"),
+            ConfigErrorKind::Missing { note: Some(note) } => write!(f, "missing ({note})"),
+            ConfigErrorKind::Invalid { expected, got } => {
+                write!(f, "expected {expected}, got {got}")
+            }
+            ConfigErrorKind::UnknownValue {
+                what,
+                value,
+                expected,
+            } => write!(
+                f,
+                "unknown {what} \"{value}\" (expected one of {})",
+                expected.join(", ")
+            ),
+            ConfigErrorKind::Duplicate { what, value, first } => {
+                write!(f, "duplicate {what} \"{value}\" (already at {first})")
+            }
+            ConfigErrorKind::NoSuchEntry { len } => write!(
+                f,
+                "no such entry (there {}; an override can change an entry, not add one)",
+                if *len == 1 {
+                    "is 1".to_owned()
+                } else {
+                    format!("are {len}")
+                }
+            ),
+            ConfigErrorKind::Other(message) => write!(f, "{message}"),
+        }
+    }
+}
+
+/// The prefix of environment overrides; `__` separates the levels below it.
+pub const ENV_PREFIX: &str = "OP_EVENTS_FORWARDER__";
+
+/// Reads the config file at `path`, applies the environment's overrides and validates the result.
+///
+/// # Errors
+///
+/// Returns a [`ConfigError`] naming the file, the key path and the problem when the file cannot be
+/// read, is not valid TOML, or does not describe a valid config.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::new(
+            &origin,
+            None,
+            None,
+            ConfigErrorKind::Unreadable(error.to_string()),
+        )
+    })?;
+    // Only our own variables are looked at (a name that is not UTF-8 cannot be one of them).
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|name| name.starts_with(ENV_PREFIX)) else {
+            continue;
+        };
+        let Some(value) = value.to_str() else {
+            let kind = ConfigErrorKind::Invalid {
+                expected: "a UTF-8 value".to_owned(),
+                got: "bytes that are not UTF-8".to_owned(),
+            };
+            return Err(ConfigError::new(&origin, None, Some(name.to_owned()), kind));
+        };
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    from_toml_str(&origin, &text, &env)
+}
+
+/// Parses `toml`, applies the overrides found in `env` and validates the result; pure.
+///
+/// `origin` names the text in errors (usually the file path).
+/// Of `env`, only the variables starting with [`ENV_PREFIX`] count: each sets one key, the levels
+/// of the key path separated by `__` and array entries named by their index, like
+/// `OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL_SECS=5`.
+///
+/// # Errors
+///
+/// Returns a [`ConfigError`] naming the key path and the problem for invalid TOML, a bad override,
+/// or a config that does not validate.
+pub fn from_toml_str(
+    origin: &str,
+    toml: &str,
+    env: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
+    let mut tree = parse_toml(toml).map_err(|kind| error(Problem::new(None, kind), &[]))?;
+    let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
+    let raw = RawConfig::deserialize(ValueDe::new(&tree, String::new()))
+        .map_err(|problem| error(problem, &overrides))?;
+    Config::from_raw(raw).map_err(|problem| error(problem, &overrides))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase one: the raw config, as serde reads it.
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: RawState,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+    #[serde(default)]
+    sinks: Vec<RawSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    path: String,
+}
+
+/// Integers are read as `i64` so that `from_raw` can say which range was expected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    token_file: Option<String>,
+    token_env: Option<String>,
+    base_url: String,
+    ca_file: Option<String>,
+    #[serde(default = "default_streams")]
+    streams: Vec<String>,
+    start_time: Option<String>,
+    #[serde(default = "default_page_size")]
+    page_size: i64,
+    #[serde(default = "default_poll_interval_secs")]
+    poll_interval_secs: i64,
+    #[serde(default = "default_request_timeout_secs")]
+    request_timeout_secs: i64,
+    #[serde(default = "default_max_pending_pages")]
+    max_pending_pages: i64,
+}
+
+/// A sink, tagged by its `type` key (our deserializer reads enums as internally tagged tables,
+/// keeping key paths in errors, which serde's own `#[serde(tag)]` buffering would lose).
+#[derive(Debug, Deserialize)]
+#[serde(rename = "sink", rename_all = "snake_case")]
+enum RawSink {
+    File(RawFileSink),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileSink {
+    name: String,
+    path: String,
+}
+
+fn default_streams() -> Vec<String> {
+    Stream::ALL
+        .iter()
+        .map(|stream| stream.as_str().to_owned())
+        .collect()
+}
+
+fn default_page_size() -> i64 {
+    1000
+}
+
+fn default_poll_interval_secs() -> i64 {
+    10
+}
+
+fn default_request_timeout_secs() -> i64 {
+    30
+}
+
+fn default_max_pending_pages() -> i64 {
+    100
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase two: validation.
+
+const PAGE_SIZE_MAX: i64 = 1000;
+/// A day: longer would look like a stalled daemon, and keeps durations far from overflow.
+const POLL_INTERVAL_SECS_MAX: i64 = 86_400;
+/// An hour: a request that takes longer is stuck.
+const REQUEST_TIMEOUT_SECS_MAX: i64 = 3_600;
+/// At most 1,000 events a page, so this bounds a stream's outbox to 100 million events.
+const MAX_PENDING_PAGES_MAX: i64 = 100_000;
+
+impl Config {
+    /// Validates a raw config; pure, no IO.
+    fn from_raw(raw: RawConfig) -> Result<Config, Problem> {
+        let state = StateConfig {
+            path: non_empty_path("state.path", raw.state.path)?,
+        };
+
+        if raw.accounts.is_empty() {
+            return Err(Problem::invalid(
+                "accounts",
+                "at least one [[accounts]] table",
+                "none",
+            ));
+        }
+        let mut account_names = HashMap::new();
+        let mut accounts = Vec::with_capacity(raw.accounts.len());
+        for (index, raw_account) in raw.accounts.into_iter().enumerate() {
+            let key = format!("accounts[{index}]");
+            check_name(&format!("{key}.name"), &raw_account.name)?;
+            unique_name(&mut account_names, "account name", &key, &raw_account.name)?;
+            accounts.push(AccountConfig::from_raw(&key, raw_account)?);
+        }
+
+        if raw.sinks.is_empty() {
+            return Err(Problem::invalid(
+                "sinks",
+                "at least one [[sinks]] table",
+                "none",
+            ));
+        }
+        let mut sink_names = HashMap::new();
+        let mut sinks = Vec::with_capacity(raw.sinks.len());
+        for (index, raw_sink) in raw.sinks.into_iter().enumerate() {
+            let key = format!("sinks[{index}]");
+            let sink = match raw_sink {
+                RawSink::File(file) => {
+                    check_name(&format!("{key}.name"), &file.name)?;
+                    unique_name(&mut sink_names, "sink name", &key, &file.name)?;
+                    SinkConfig {
+                        name: file.name,
+                        kind: SinkKind::File(FileSinkConfig {
+                            path: path_template(&format!("{key}.path"), file.path)?,
+                        }),
+                    }
+                }
+            };
+            sinks.push(sink);
+        }
+
+        Ok(Config {
+            state,
+            accounts,
+            sinks,
+        })
+    }
+}
+
+impl AccountConfig {
+    fn from_raw(key: &str, raw: RawAccount) -> Result<AccountConfig, Problem> {
+        let at = |name: &str| format!("{key}.{name}");
+        let token = match (raw.token_file, raw.token_env) {
+            (Some(file), None) => TokenSource::File(non_empty_path(&at("token_file"), file)?),
+            (None, Some(var)) => TokenSource::Env(env_var_name(&at("token_env"), var)?),
+            (Some(_), Some(_)) => {
+                return Err(Problem::invalid(
+                    key,
+                    "exactly one of token_file or token_env",
+                    "both",
+                ));
+            }
+            (None, None) => {
+                return Err(Problem::invalid(
+                    key,
+                    "exactly one of token_file or token_env",
+                    "neither",
+                ));
+            }
+        };
+        let base_url =
+            base_url(&raw.base_url).map_err(|kind| Problem::new(Some(at("base_url")), kind))?;
+        let ca_file = raw
+            .ca_file
+            .map(|path| non_empty_path(&at("ca_file"), path))
+            .transpose()?;
+        let streams = streams(&at("streams"), &raw.streams)?;
+        let start_time = raw
+            .start_time
+            .map(|text| {
+                start_time(&text).ok_or_else(|| {
+                    Problem::invalid(
+                        &at("start_time"),
+                        "an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time ago (like -7d, -24h, -30m or -90s)",
+                        &quote(&text),
+                    )
+                })
+            })
+            .transpose()?;
+        let page_size = int_in(&at("page_size"), raw.page_size, 1, PAGE_SIZE_MAX)?;
+        let poll_interval_secs = int_in(
+            &at("poll_interval_secs"),
+            raw.poll_interval_secs,
+            1,
+            POLL_INTERVAL_SECS_MAX,
+        )?;
+        let request_timeout_secs = int_in(
+            &at("request_timeout_secs"),
+            raw.request_timeout_secs,
+            1,
+            REQUEST_TIMEOUT_SECS_MAX,
+        )?;
+        let max_pending_pages = int_in(
+            &at("max_pending_pages"),
+            raw.max_pending_pages,
+            1,
+            MAX_PENDING_PAGES_MAX,
+        )?;
+        Ok(AccountConfig {
+            name: raw.name,
+            token,
+            base_url,
+            ca_file,
+            streams,
+            start_time,
+            page_size: u16::try_from(page_size).expect("page_size was checked to be at most 1000"),
+            poll_interval: Duration::from_secs(poll_interval_secs.unsigned_abs()),
+            request_timeout: Duration::from_secs(request_timeout_secs.unsigned_abs()),
+            max_pending_pages: u32::try_from(max_pending_pages)
+                .expect("max_pending_pages was checked to fit in a u32"),
+        })
+    }
+}
+
+fn quote(text: &str) -> String {
+    format!("{text:?}")
+}
+
+fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Problem::invalid(
+            key,
+            &format!("an integer from {min} to {max}"),
+            &value.to_string(),
+        ))
+    }
+}
+
+fn non_empty_path(key: &str, path: String) -> Result<PathBuf, Problem> {
+    if path.is_empty() {
+        return Err(Problem::invalid(key, "a non-empty path", "\"\""));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), Problem> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Problem::invalid(
+            key,
+            "1 to 64 characters from A-Z, a-z, 0-9, _ and -",
+            &quote(name),
+        ))
+    }
+}
+
+/// Records `name` for the entry at `key`, failing if an earlier entry has it.
+fn unique_name(
+    seen: &mut HashMap<String, String>,
+    what: &str,
+    key: &str,
+    name: &str,
+) -> Result<(), Problem> {
+    let name_key = format!("{key}.name");
+    match seen.get(name) {
+        Some(first) => Err(Problem::new(
+            Some(name_key),
+            ConfigErrorKind::Duplicate {
+                what: what.to_owned(),
+                value: name.to_owned(),
+                first: first.clone(),
+            },
+        )),
+        None => {
+            seen.insert(name.to_owned(), name_key);
+            Ok(())
+        }
+    }
+}
+
+fn env_var_name(key: &str, name: String) -> Result<String, Problem> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if valid {
+        Ok(name)
+    } else {
+        Err(Problem::invalid(
+            key,
+            "an environment variable name (A-Z, a-z, 0-9 and _, not starting with a digit)",
+            &quote(&name),
+        ))
+    }
+}
+
+fn streams(key: &str, names: &[String]) -> Result<Vec<Stream>, Problem> {
+    if names.is_empty() {
+        return Err(Problem::invalid(
+            key,
+            "at least one stream",
+            "an empty array",
+        ));
+    }
+    let mut streams: Vec<Stream> = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let element_key = format!("{key}[{index}]");
+        let stream: Stream = name.parse().map_err(|_| {
+            Problem::new(
+                Some(element_key.clone()),
+                ConfigErrorKind::UnknownValue {
+                    what: "stream".to_owned(),
+                    value: name.clone(),
+                    expected: Stream::ALL
+                        .iter()
+                        .map(|stream| stream.as_str().to_owned())
+                        .collect(),
+                },
+            )
+        })?;
+        if let Some(first) = streams.iter().position(|seen| *seen == stream) {
+            return Err(Problem::new(
+                Some(element_key),
+                ConfigErrorKind::Duplicate {
+                    what: "stream".to_owned(),
+                    value: name.clone(),
+                    first: format!("{key}[{first}]"),
+                },
+            ));
+        }
+        streams.push(stream);
+    }
+    Ok(streams)
+}
+
+/// Parses `2026-11-01T00:00:00Z` (RFC 3339) or `-7d`, `-24h`, `-30m`, `-90s` (a time ago).
+fn start_time(text: &str) -> Option<StartTime> {
+    let Some(ago) = text.strip_prefix('-') else {
+        return OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .map(StartTime::At);
+    };
+    let unit_secs: u64 = match ago.bytes().last()? {
+        b'd' => 86_400,
+        b'h' => 3_600,
+        b'm' => 60,
+        b's' => 1,
+        _ => return None,
+    };
+    let amount = &ago[..ago.len() - 1];
+    if amount.is_empty() || !amount.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let secs = amount.parse::<u64>().ok()?.checked_mul(unit_secs)?;
+    Some(StartTime::Ago(Duration::from_secs(secs)))
+}
+
+/// Checks and normalizes a base URL: `https://host[:port]`, or `http://` to a loopback host.
+fn base_url(url: &str) -> Result<String, ConfigErrorKind> {
+    let invalid = |expected: &str| ConfigErrorKind::Invalid {
+        expected: expected.to_owned(),
+        got: quote(url),
+    };
+    let (scheme, authority) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("an https:// URL (or http:// to a loopback host)"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return Err(invalid("an https:// URL (or http:// to a loopback host)"));
+    }
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    if authority.contains(['/', '?', '#']) {
+        return Err(invalid(
+            "a URL without a path, query or fragment (like https://events.1password.com)",
+        ));
+    }
+    let authority = authority.to_ascii_lowercase();
+    let host = url_host(&authority)
+        .ok_or_else(|| invalid("a URL of the form https://host or https://host:port"))?;
+    if scheme == "http" && !is_loopback(host) {
+        return Err(invalid(
+            "https:// (http:// is allowed only to 127.0.0.0/8, ::1 or localhost)",
+        ));
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// The host of a lowercased `host[:port]` or `[v6][:port]`, if it is well formed.
+fn url_host(authority: &str) -> Option<&str> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (v6, rest) = bracketed.split_once(']')?;
+            v6.parse::<Ipv6Addr>().ok()?;
+            let port = match rest {
+                "" => None,
+                _ => Some(rest.strip_prefix(':')?),
+            };
+            (v6, port)
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            let valid_host = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-');
+            if !valid_host {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    if let Some(port) = port {
+        let valid_port = !port.is_empty()
+            && port.bytes().all(|byte| byte.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|port| port != 0);
+        if !valid_port {
+            return None;
+        }
+    }
+    Some(host)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks that the only placeholders of a sink path template are `{stream}` and `{account}`.
+fn path_template(key: &str, template: String) -> Result<String, Problem> {
+    if template.is_empty() {
+        return Err(Problem::invalid(key, "a non-empty path", "\"\""));
+    }
+    let malformed = || {
+        Problem::invalid(
+            key,
+            "a path whose only braces are the placeholders {stream} and {account}",
+            &quote(&template),
+        )
+    };
+    let mut rest = template.as_str();
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err(malformed());
+        }
+        let close = rest[open..].find('}').ok_or_else(malformed)? + open;
+        let placeholder = &rest[open..=close];
+        if placeholder[1..].contains('{') {
+            return Err(malformed());
+        }
+        if placeholder != "{stream}" && placeholder != "{account}" {
+            return Err(Problem::new(
+                Some(key.to_owned()),
+                ConfigErrorKind::UnknownValue {
+                    what: "placeholder".to_owned(),
+                    value: placeholder.to_owned(),
+                    expected: vec!["{stream}".to_owned(), "{account}".to_owned()],
+                },
+            ));
+        }
+        rest = &rest[close + 1..];
+    }
+    Ok(template)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors before the origin is known.
+
+/// A problem at a key path, before the origin and the environment variable are attached.
+#[derive(Debug)]
+struct Problem {
+    key: Option<String>,
+    /// A missing field, to be appended to the key path of the table that lacks it.
+    missing_field: Option<&'static str>,
+    env_var: Option<String>,
+    /// Boxed: a `Result` carrying a problem stays small.
+    kind: Box<ConfigErrorKind>,
+}
+
+impl Problem {
+    fn new(key: Option<String>, kind: ConfigErrorKind) -> Problem {
+        Problem {
+            key,
+            missing_field: None,
+            env_var: None,
+            kind: Box::new(kind),
+        }
+    }
+
+    fn invalid(key: &str, expected: &str, got: &str) -> Problem {
+        Problem::new(
+            Some(key.to_owned()),
+            ConfigErrorKind::Invalid {
+                expected: expected.to_owned(),
+                got: got.to_owned(),
+            },
+        )
+    }
+
+    /// Places a problem raised without a location at the value at `path`; the innermost wins.
+    fn at(mut self, path: &str) -> Problem {
+        if self.key.is_none() {
+            let key = match self.missing_field.take() {
+                Some(field) => join(path, field),
+                None => path.to_owned(),
+            };
+            self.key = (!key.is_empty()).then_some(key);
+        }
+        self
+    }
+
+    fn into_error(self, origin: &str, overrides: &[Override]) -> ConfigError {
+        let key = match (self.key, self.missing_field) {
+            (Some(key), _) => Some(key),
+            (None, Some(field)) => Some(field.to_owned()),
+            (None, None) => None,
+        };
+        let env_var = self.env_var.or_else(|| {
+            let key = key.as_deref()?;
+            let unknown_key = matches!(*self.kind, ConfigErrorKind::UnknownKey { .. });
+            overrides
+                .iter()
+                .find(|o| {
+                    key == o.path
+                        || is_under(key, &o.path)
+                        || (unknown_key && is_under(&o.path, key))
+                })
+                .map(|o| o.var.clone())
+        });
+        ConfigError::new(origin, key, env_var, *self.kind)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{key}: {}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
+
+impl de::Error for Problem {
+    fn custom<T: fmt::Display>(message: T) -> Problem {
+        Problem::new(None, ConfigErrorKind::Other(message.to_string()))
+    }
+
+    fn invalid_type(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Problem {
+        Problem::new(
+            None,
+            ConfigErrorKind::Invalid {
+                expected: expected.to_string(),
+                got: describe_unexpected(&unexpected),
+            },
+        )
+    }
+
+    fn invalid_value(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Problem {
+        Self::invalid_type(unexpected, expected)
+    }
+
+    fn unknown_field(_field: &str, expected: &'static [&'static str]) -> Problem {
+        Problem::new(
+            None,
+            ConfigErrorKind::UnknownKey {
+                expected: expected.iter().map(|&field| field.to_owned()).collect(),
+            },
+        )
+    }
+
+    fn missing_field(field: &'static str) -> Problem {
+        Problem {
+            missing_field: Some(field),
+            ..Problem::new(None, ConfigErrorKind::Missing { note: None })
+        }
+    }
+}
+
+fn describe_unexpected(unexpected: &de::Unexpected<'_>) -> String {
+    match unexpected {
+        de::Unexpected::Signed(n) => n.to_string(),
+        de::Unexpected::Unsigned(n) => n.to_string(),
+        de::Unexpected::Str(text) => quote(text),
+        other => other.to_string(),
+    }
+}
+
+/// `parent.key`, or `key` at the top level.
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Whether `path` lies strictly inside `ancestor` (`accounts[0].name` inside `accounts[0]`).
+fn is_under(path: &str, ancestor: &str) -> bool {
+    path.strip_prefix(ancestor)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text to tree, and environment overrides.
+
+fn parse_toml(text: &str) -> Result<Value, ConfigErrorKind> {
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build();
+    match built {
+        Ok(config) => Ok(config.cache),
+        Err(config::ConfigError::FileParse { cause, .. }) => Err(syntax_error(&cause.to_string())),
+        Err(other) => Err(ConfigErrorKind::Syntax {
+            position: None,
+            message: other.to_string(),
+        }),
+    }
+}
+
+/// Condenses the toml crate's multi-line report (header, source excerpt, caret, message).
+fn syntax_error(report: &str) -> ConfigErrorKind {
+    let mut lines = report.lines();
+    let position = lines
+        .next()
+        .and_then(|header| header.strip_prefix("TOML parse error at line "))
+        .and_then(|rest| rest.split_once(", column "))
+        .and_then(|(line, column)| Some((line.trim().parse().ok()?, column.trim().parse().ok()?)));
+    let message = match position {
+        Some(_) => lines
+            // The excerpt lines look like `  |`, `4 | name = = "a"` and `  |        ^`.
+            .filter(|line| {
+                let before_bar = line.split_once('|').map(|(before, _)| before.trim());
+                !before_bar.is_some_and(|before| before.bytes().all(|byte| byte.is_ascii_digit()))
+            })
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => report
+            .trim()
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    ConfigErrorKind::Syntax { position, message }
+}
+
+/// An environment override that was applied: which variable set which key path.
+#[derive(Debug)]
+struct Override {
+    var: String,
+    path: String,
+}
+
+/// Patches every `OP_EVENTS_FORWARDER__…` variable into the tree, in name order.
+///
+/// The values stay strings, marked with the variable as their origin, and [`ValueDe`] parses them
+/// as the type the key needs. Keys are not checked here: an unknown one is reported by the
+/// deserializer like one in the file, with the variable named.
+fn apply_env_overrides(
+    tree: &mut Value,
+    env: &[(String, String)],
+) -> Result<Vec<Override>, Problem> {
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut overrides = Vec::with_capacity(vars.len());
+    for (var, value) in vars {
+        let segments: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(Problem {
+                env_var: Some(var.clone()),
+                ..Problem::new(
+                    None,
+                    ConfigErrorKind::Invalid {
+                        expected: format!(
+                            "key levels separated by __ (like {ENV_PREFIX}ACCOUNTS__0__POLL_INTERVAL_SECS)"
+                        ),
+                        got: "an empty level".to_owned(),
+                    },
+                )
+            });
+        }
+        let path = apply_override(tree, var, &segments, value).map_err(|problem| Problem {
+            env_var: Some(var.clone()),
+            ..problem
+        })?;
+        overrides.push(Override {
+            var: var.clone(),
+            path,
+        });
+    }
+    Ok(overrides)
+}
+
+fn apply_override(
+    tree: &mut Value,
+    var: &str,
+    segments: &[String],
+    value: &str,
+) -> Result<String, Problem> {
+    let origin = var.to_owned();
+    let leaf = || Value::new(Some(&origin), ValueKind::String(value.to_owned()));
+    let mut node = tree;
+    let mut path = String::new();
+    for (depth, segment) in segments.iter().enumerate() {
+        let is_last = depth + 1 == segments.len();
+        let child = match &mut node.kind {
+            ValueKind::Table(table) => {
+                path = join(&path, segment);
+                if is_last {
+                    table.insert(segment.clone(), leaf());
+                    return Ok(path);
+                }
+                if !table.contains_key(segment) {
+                    if let Some(index) = segments.get(depth + 1).and_then(|next| parse_index(next))
+                    {
+                        return Err(Problem::new(
+                            Some(format!("{path}[{index}]")),
+                            ConfigErrorKind::NoSuchEntry { len: 0 },
+                        ));
+                    }
+                    let table_kind = ValueKind::Table(Map::new());
+                    table.insert(segment.clone(), Value::new(Some(&origin), table_kind));
+                }
+                table.get_mut(segment).expect("the table has this key")
+            }
+            ValueKind::Array(items) => {
+                let Some(index) = parse_index(segment) else {
+                    return Err(Problem::invalid(
+                        &path,
+                        "an array index (a number) as the next level",
+                        &quote(&segment.to_ascii_uppercase()),
+                    ));
+                };
+                path = format!("{path}[{index}]");
+                if index >= items.len() {
+                    return Err(Problem::new(
+                        Some(path),
+                        ConfigErrorKind::NoSuchEntry { len: items.len() },
+                    ));
+                }
+                if is_last {
+                    items[index] = leaf();
+                    return Ok(path);
+                }
+                &mut items[index]
+            }
+            other => {
+                return Err(Problem::invalid(
+                    &path,
+                    "a table or an array (the variable names a key inside it)",
+                    &describe(other),
+                ));
+            }
+        };
+        node = child;
+    }
+    Ok(path)
+}
+
+fn parse_index(segment: &str) -> Option<usize> {
+    if segment.is_empty() || !segment.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    segment.parse().ok()
+}
+
+/// A value for "got …": scalars as written, containers by their kind.
+fn describe(kind: &ValueKind) -> String {
+    match kind {
+        ValueKind::Nil => "nothing".to_owned(),
+        ValueKind::Boolean(value) => value.to_string(),
+        ValueKind::I64(value) => value.to_string(),
+        ValueKind::I128(value) => value.to_string(),
+        ValueKind::U64(value) => value.to_string(),
+        ValueKind::U128(value) => value.to_string(),
+        ValueKind::Float(value) => format!("{value:?}"),
+        ValueKind::String(value) => quote(value),
+        ValueKind::Table(_) => "a table".to_owned(),
+        ValueKind::Array(_) => "an array".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The strict deserializer over the tree.
+
+/// Deserializes one value of the tree, knowing its key path.
+///
+/// Strict where the `config` crate's deserializer is lenient: a string is not an integer, an
+/// integer is not a string. Strings from environment overrides are the exception: they parse as
+/// the type asked for (integers, booleans, and comma-separated arrays).
+/// Enums read as tables tagged by their `type` key, the variant reading the rest of the table.
+struct ValueDe<'a> {
+    value: &'a Value,
+    path: String,
+    /// The tag key of an enum's table, hidden from the variant's struct.
+    hidden_key: Option<&'static str>,
+}
+
+impl<'a> ValueDe<'a> {
+    fn new(value: &'a Value, path: String) -> ValueDe<'a> {
+        ValueDe {
+            value,
+            path,
+            hidden_key: None,
+        }
+    }
+
+    /// The value's text if it is a string from an environment override.
+    fn env_string(&self) -> Option<&'a str> {
+        match &self.value.kind {
+            ValueKind::String(text) if self.value.origin().is_some() => Some(text),
+            _ => None,
+        }
+    }
+
+    fn wrong_type(&self, expected: &str) -> Problem {
+        Problem::invalid(&self.path, expected, &describe(&self.value.kind))
+    }
+
+    fn table_access(&self, table: &'a Map<String, Value>) -> TableAccess<'a> {
+        // Sorted, so that the first error reported does not depend on hash order.
+        let mut entries: Vec<(&'a String, &'a Value)> = table
+            .iter()
+            .filter(|(key, _)| Some(key.as_str()) != self.hidden_key)
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        TableAccess {
+            entries: entries.into_iter(),
+            pending: None,
+            path: self.path.clone(),
+            hidden_key: self.hidden_key,
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for ValueDe<'_> {
+    type Error = Problem;
+
+    fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        let result = match &self.value.kind {
+            ValueKind::Nil => visitor.visit_unit(),
+            ValueKind::Boolean(value) => visitor.visit_bool(*value),
+            ValueKind::I64(value) => visitor.visit_i64(*value),
+            ValueKind::I128(value) => visitor.visit_i128(*value),
+            ValueKind::U64(value) => visitor.visit_u64(*value),
+            ValueKind::U128(value) => visitor.visit_u128(*value),
+            ValueKind::Float(value) => visitor.visit_f64(*value),
+            ValueKind::String(value) => visitor.visit_str(value),
+            ValueKind::Table(table) => visitor.visit_map(self.table_access(table)),
+            ValueKind::Array(items) => {
+                visitor.visit_seq(ArrayAccess::new(items.clone(), &self.path))
+            }
+        };
+        result.map_err(|problem: Problem| problem.at(&self.path))
+    }
+
+    fn deserialize_bool<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        let value = match (&self.value.kind, self.env_string()) {
+            (ValueKind::Boolean(value), _) => *value,
+            (_, Some("true")) => true,
+            (_, Some("false")) => false,
+            _ => return Err(self.wrong_type("true or false")),
+        };
+        visitor
+            .visit_bool(value)
+            .map_err(|problem: Problem| problem.at(&self.path))
+    }
+
+    fn deserialize_i64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        let value = match (&self.value.kind, self.env_string()) {
+            (ValueKind::I64(value), _) => *value,
+            (_, Some(text)) => text
+                .trim()
+                .parse()
+                .map_err(|_| self.wrong_type("an integer"))?,
+            _ => return Err(self.wrong_type("an integer")),
+        };
+        visitor
+            .visit_i64(value)
+            .map_err(|problem: Problem| problem.at(&self.path))
+    }
+
+    fn deserialize_i8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_i16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_i32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_u8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_u16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_u32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_u64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_i64(visitor)
+    }
+
+    fn deserialize_str<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        match &self.value.kind {
+            ValueKind::String(value) => visitor
+                .visit_str(value)
+                .map_err(|problem: Problem| problem.at(&self.path)),
+            _ => Err(self.wrong_type("a string")),
+        }
+    }
+
+    fn deserialize_string<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_char<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_identifier<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        match &self.value.kind {
+            ValueKind::Nil => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        let items = match (&self.value.kind, self.env_string()) {
+            (ValueKind::Array(items), _) => items.clone(),
+            (_, Some(text)) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::new(self.value.origin().map(str::to_owned).as_ref(), item))
+                .collect(),
+            _ => return Err(self.wrong_type("an array")),
+        };
+        visitor
+            .visit_seq(ArrayAccess::new(items, &self.path))
+            .map_err(|problem: Problem| problem.at(&self.path))
+    }
+
+    fn deserialize_tuple<V: de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        match &self.value.kind {
+            ValueKind::Table(table) => visitor
+                .visit_map(self.table_access(table))
+                .map_err(|problem: Problem| problem.at(&self.path)),
+            _ => Err(self.wrong_type("a table")),
+        }
+    }
+
+    fn deserialize_struct<V: de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        self.deserialize_map(visitor)
+    }
+
+    fn deserialize_enum<V: de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        const TAG: &str = "type";
+        let ValueKind::Table(table) = &self.value.kind else {
+            return Err(self.wrong_type("a table"));
+        };
+        let tag_path = join(&self.path, TAG);
+        let expected: Vec<String> = variants.iter().map(|&variant| variant.to_owned()).collect();
+        let Some(tag_value) = table.get(TAG) else {
+            return Err(Problem::new(
+                Some(tag_path),
+                ConfigErrorKind::Missing {
+                    note: Some(format!("expected one of {}", expected.join(", "))),
+                },
+            ));
+        };
+        let ValueKind::String(tag) = &tag_value.kind else {
+            return Err(ValueDe::new(tag_value, tag_path).wrong_type("a string"));
+        };
+        if !variants.contains(&tag.as_str()) {
+            return Err(Problem::new(
+                Some(tag_path),
+                ConfigErrorKind::UnknownValue {
+                    what: format!("{name} type"),
+                    value: tag.clone(),
+                    expected,
+                },
+            ));
+        }
+        visitor
+            .visit_enum(TaggedTable {
+                tag,
+                de: ValueDe {
+                    value: self.value,
+                    path: self.path.clone(),
+                    hidden_key: Some(TAG),
+                },
+            })
+            .map_err(|problem: Problem| problem.at(&self.path))
+    }
+
+    fn deserialize_ignored_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        f32 f64 i128 u128 bytes byte_buf unit unit_struct
+    }
+}
+
+/// The entries of a table, in key order, each deserialized with its key path.
+struct TableAccess<'a> {
+    entries: std::vec::IntoIter<(&'a String, &'a Value)>,
+    pending: Option<(&'a String, &'a Value)>,
+    path: String,
+    hidden_key: Option<&'static str>,
+}
+
+impl<'de> de::MapAccess<'de> for TableAccess<'_> {
+    type Error = Problem;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Problem> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.pending = Some((key, value));
+        let deserializer: de::value::StrDeserializer<'_, Problem> =
+            key.as_str().into_deserializer();
+        seed.deserialize(deserializer)
+            .map(Some)
+            .map_err(|mut problem| {
+                // The tag key of an enum's table is accepted too, though the variant does not list it.
+                if let (ConfigErrorKind::UnknownKey { expected }, Some(hidden)) =
+                    (&mut *problem.kind, self.hidden_key)
+                {
+                    expected.insert(0, hidden.to_owned());
+                }
+                problem.at(&join(&self.path, key))
+            })
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Problem> {
+        let (key, value) = self
+            .pending
+            .take()
+            .expect("next_value_seed follows next_key_seed");
+        seed.deserialize(ValueDe::new(value, join(&self.path, key)))
+    }
+}
+
+/// The elements of an array, each deserialized with its index in the key path.
+struct ArrayAccess {
+    items: std::iter::Enumerate<std::vec::IntoIter<Value>>,
+    path: String,
+}
+
+impl ArrayAccess {
+    fn new(items: Vec<Value>, path: &str) -> ArrayAccess {
+        ArrayAccess {
+            items: items.into_iter().enumerate(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for ArrayAccess {
+    type Error = Problem;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Problem> {
+        let Some((index, item)) = self.items.next() else {
+            return Ok(None);
+        };
+        seed.deserialize(ValueDe::new(&item, format!("{}[{index}]", self.path)))
+            .map(Some)
+    }
+}
+
+/// An enum's table: the variant named by its tag, its content the rest of the table.
+struct TaggedTable<'a> {
+    tag: &'a str,
+    de: ValueDe<'a>,
+}
+
+impl<'de, 'a> de::EnumAccess<'de> for TaggedTable<'a> {
+    type Error = Problem;
+    type Variant = TaggedTable<'a>;
+
+    fn variant_seed<V: de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Problem> {
+        let deserializer: de::value::StrDeserializer<'_, Problem> = self.tag.into_deserializer();
+        let variant = seed.deserialize(deserializer)?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for TaggedTable<'_> {
+    type Error = Problem;
+
+    fn unit_variant(self) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Problem> {
+        let tag = self.tag;
+        let table_path = self.de.path.clone();
+        seed.deserialize(self.de).map_err(|mut problem| {
+            // Keys of the variant's own table, except `name`, which every variant has.
+            let type_specific = problem.key.as_deref().is_some_and(|key| {
+                key.strip_prefix(table_path.as_str())
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .is_some_and(|field| !field.contains(['.', '[']) && field != "name")
+            });
+            if let ConfigErrorKind::Missing { note: note @ None } = &mut *problem.kind
+                && type_specific
+            {
+                *note = Some(format!("required for type \"{tag}\""));
+            }
+            problem
+        })
+    }
+
+    fn tuple_variant<V: de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        de::Deserializer::deserialize_seq(self.de, visitor)
+    }
+
+    fn struct_variant<V: de::Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        de::Deserializer::deserialize_map(self.de, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const VALID: &str = r#"
+[state]
+path = "/var/lib/op-events-forwarder/state.db"
+
+[[accounts]]
+name = "acme"
+token_file = "/run/token"
+base_url = "https://events.1password.com"
+
+[[sinks]]
+name = "archive"
+type = "file"
+path = "/var/log/op-events/{stream}.ndjson"
+"#;
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        from_toml_str("test.toml", toml, &[])
+    }
+
+    fn parse_env(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        from_toml_str("test.toml", toml, &env)
+    }
+
+    /// `VALID` with `from` replaced by `to` (which must change it).
+    fn edit(from: &str, to: &str) -> String {
+        assert!(VALID.contains(from), "{from:?} is not in VALID");
+        VALID.replacen(from, to, 1)
+    }
+
+    #[track_caller]
+    fn check_err(toml: &str, expected: &str) {
+        match parse(toml) {
+            Ok(config) => panic!("expected the error {expected:?}, parsed {config:#?}"),
+            Err(error) => assert_eq!(error.to_string(), expected),
+        }
+    }
+
+    #[track_caller]
+    fn check_env_err(toml: &str, env: &[(&str, &str)], expected: &str) {
+        match parse_env(toml, env) {
+            Ok(config) => panic!("expected the error {expected:?}, parsed {config:#?}"),
+            Err(error) => assert_eq!(error.to_string(), expected),
+        }
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let config = from_toml_str(
+            "op-events-forwarder.toml",
+            include_str!("../config/op-events-forwarder.toml"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.state.path,
+            PathBuf::from("/var/lib/op-events-forwarder/state.db")
+        );
+        let account = &config.accounts[0];
+        assert_eq!(account.name, "acme");
+        assert_eq!(
+            account.token,
+            TokenSource::File(PathBuf::from(
+                "/run/credentials/op-events-forwarder.service/token"
+            ))
+        );
+        assert_eq!(account.base_url, "https://events.1password.com");
+        assert_eq!(account.streams, Stream::ALL);
+        assert_eq!(account.start_time, None);
+        assert_eq!(
+            config.sinks,
+            vec![SinkConfig {
+                name: "archive".to_owned(),
+                kind: SinkKind::File(FileSinkConfig {
+                    path: "/var/log/op-events/{stream}.ndjson".to_owned()
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn shipped_demo_parses() {
+        let config = from_toml_str("demo.toml", include_str!("../config/demo.toml"), &[]).unwrap();
+        assert_eq!(config.state.path, PathBuf::from("./demo-state/state.db"));
+        let account = &config.accounts[0];
+        assert_eq!(
+            account.token,
+            TokenSource::Env("OP_EVENTS_FORWARDER_DEMO_TOKEN".to_owned())
+        );
+        assert_eq!(account.base_url, "http://127.0.0.1:8722");
+        assert_eq!(
+            account.start_time,
+            Some(StartTime::Ago(Duration::from_secs(2 * 86_400)))
+        );
+        let SinkKind::File(file) = &config.sinks[0].kind;
+        assert_eq!(
+            file.path_for(&account.name, Stream::ItemUsages),
+            PathBuf::from("./demo-output/itemusages.ndjson")
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(VALID).unwrap();
+        assert_eq!(
+            config.accounts,
+            vec![AccountConfig {
+                name: "acme".to_owned(),
+                token: TokenSource::File(PathBuf::from("/run/token")),
+                base_url: "https://events.1password.com".to_owned(),
+                ca_file: None,
+                streams: Stream::ALL.to_vec(),
+                start_time: None,
+                page_size: 1000,
+                poll_interval: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(30),
+                max_pending_pages: 100,
+            }]
+        );
+    }
+
+    #[test]
+    fn every_account_key() {
+        let toml = edit(
+            "token_file = \"/run/token\"\nbase_url = \"https://events.1password.com\"",
+            r#"token_env = "OP_TOKEN"
+base_url = "https://events.ent.1password.com:8443/"
+ca_file = "/etc/ssl/ca.pem"
+streams = ["signinattempts", "auditevents"]
+start_time = 2026-11-01T00:00:00Z
+page_size = 1
+poll_interval_secs = 86400
+request_timeout_secs = 3600
+max_pending_pages = 100000"#,
+        );
+        let account = parse(&toml).unwrap().accounts.remove(0);
+        assert_eq!(account.token, TokenSource::Env("OP_TOKEN".to_owned()));
+        assert_eq!(account.base_url, "https://events.ent.1password.com:8443");
+        assert_eq!(account.ca_file, Some(PathBuf::from("/etc/ssl/ca.pem")));
+        assert_eq!(
+            account.streams,
+            [Stream::SignInAttempts, Stream::AuditEvents]
+        );
+        assert_eq!(
+            account.start_time,
+            Some(StartTime::At(datetime!(2026-11-01 00:00 UTC)))
+        );
+        assert_eq!(account.page_size, 1);
+        assert_eq!(account.poll_interval, Duration::from_secs(86_400));
+        assert_eq!(account.request_timeout, Duration::from_secs(3_600));
+        assert_eq!(account.max_pending_pages, 100_000);
+    }
+
+    #[test]
+    fn loopback_http_base_urls_are_accepted() {
+        for (url, normalized) in [
+            ("http://127.0.0.1:8722", "http://127.0.0.1:8722"),
+            ("http://127.1.2.3/", "http://127.1.2.3"),
+            ("http://[::1]:8722/", "http://[::1]:8722"),
+            ("HTTP://LocalHost:8722", "http://localhost:8722"),
+            (
+                "https://events.1password.eu/",
+                "https://events.1password.eu",
+            ),
+        ] {
+            let toml = edit("https://events.1password.com", url);
+            assert_eq!(
+                parse(&toml).unwrap().accounts[0].base_url,
+                normalized,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_time_resolution() {
+        let now = datetime!(2026-11-03 12:00 UTC);
+        for (text, expected) in [
+            ("-2d", datetime!(2026-11-01 12:00 UTC)),
+            ("-24h", datetime!(2026-11-02 12:00 UTC)),
+            ("-30m", datetime!(2026-11-03 11:30 UTC)),
+            ("-90s", datetime!(2026-11-03 11:58:30 UTC)),
+            ("-0s", now),
+            ("2026-11-01T00:00:00Z", datetime!(2026-11-01 00:00 UTC)),
+            ("2026-11-01T02:00:00+02:00", datetime!(2026-11-01 00:00 UTC)),
+        ] {
+            let start = start_time(text).unwrap_or_else(|| panic!("{text} does not parse"));
+            assert_eq!(start.resolve(now), expected, "{text}");
+        }
+        // Too far back to represent: the earliest time, not a panic.
+        let far = start_time("-99999999999999d").unwrap();
+        assert_eq!(far.resolve(now), time::PrimitiveDateTime::MIN.assume_utc());
+        for bad in [
+            "7d",
+            "-7w",
+            "-d",
+            "--7d",
+            "-7.5h",
+            "-1e3s",
+            "yesterday",
+            "2026-11-01",
+            "-99999999999999999d",
+        ] {
+            assert_eq!(start_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_give_the_position() {
+        check_err(
+            &edit("name = \"acme\"", "name = = \"acme\""),
+            "test.toml: invalid TOML at line 6, column 8: extra `=`, expected nothing",
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme"),
+            "test.toml: invalid TOML at line 6, column 13: invalid basic string, expected `\"`",
+        );
+        check_err(
+            &format!("{VALID}name = \"again\"\n"),
+            "test.toml: invalid TOML at line 14, column 1: duplicate key",
+        );
+    }
+
+    #[test]
+    fn unknown_keys() {
+        check_err(
+            &format!("logging = \"debug\"\n{VALID}"),
+            "test.toml: logging: unknown key (expected one of state, accounts, sinks)",
+        );
+        check_err(
+            &edit("[state]\n", "[state]\ndir = \"/var/lib\"\n"),
+            "test.toml: state.dir: unknown key (expected one of path)",
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\npage_sise = 10"),
+            "test.toml: accounts[0].page_sise: unknown key (expected one of name, token_file, token_env, \
+             base_url, ca_file, streams, start_time, page_size, poll_interval_secs, request_timeout_secs, \
+             max_pending_pages)",
+        );
+        check_err(
+            &format!("{VALID}format = \"ndjson\"\n"),
+            "test.toml: sinks[0].format: unknown key (expected one of type, name, path)",
+        );
+    }
+
+    #[test]
+    fn missing_keys() {
+        check_err(
+            &edit(
+                "[state]\npath = \"/var/lib/op-events-forwarder/state.db\"\n",
+                "",
+            ),
+            "test.toml: state: missing",
+        );
+        check_err(
+            &edit("path = \"/var/lib/op-events-forwarder/state.db\"\n", ""),
+            "test.toml: state.path: missing",
+        );
+        check_err(
+            &edit("name = \"acme\"\n", ""),
+            "test.toml: accounts[0].name: missing",
+        );
+        check_err(
+            &edit("base_url = \"https://events.1password.com\"\n", ""),
+            "test.toml: accounts[0].base_url: missing",
+        );
+        check_err(
+            &format!("{VALID}\n[[sinks]]\nname = \"other\"\ntype = \"file\"\n"),
+            "test.toml: sinks[1].path: missing (required for type \"file\")",
+        );
+        check_err(
+            &edit("name = \"archive\"\n", ""),
+            "test.toml: sinks[0].name: missing",
+        );
+        check_err(
+            &edit("type = \"file\"\n", ""),
+            "test.toml: sinks[0].type: missing (expected one of file)",
+        );
+    }
+
+    #[test]
+    fn wrong_types() {
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\npage_size = \"10\""),
+            "test.toml: accounts[0].page_size: expected an integer, got \"10\"",
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npoll_interval_secs = 2.5",
+            ),
+            "test.toml: accounts[0].poll_interval_secs: expected an integer, got 2.5",
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = 7"),
+            "test.toml: accounts[0].name: expected a string, got 7",
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\nstreams = \"auditevents\"",
+            ),
+            "test.toml: accounts[0].streams: expected an array, got \"auditevents\"",
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\nstreams = [\"auditevents\", 3]",
+            ),
+            "test.toml: accounts[0].streams[1]: expected a string, got 3",
+        );
+        check_err(
+            &edit("[[accounts]]", "[accounts]"),
+            "test.toml: accounts: expected an array, got a table",
+        );
+        check_err(
+            &format!(
+                "state = \"/tmp/x\"\n{}",
+                VALID.replacen(
+                    "[state]\npath = \"/var/lib/op-events-forwarder/state.db\"\n",
+                    "",
+                    1
+                )
+            ),
+            "test.toml: state: expected a table, got \"/tmp/x\"",
+        );
+        check_err(
+            &edit("type = \"file\"", "type = true"),
+            "test.toml: sinks[0].type: expected a string, got true",
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers() {
+        let with = |line: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{line}"));
+        check_err(
+            &with("page_size = 5000"),
+            "test.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 5000",
+        );
+        check_err(
+            &with("page_size = 0"),
+            "test.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 0",
+        );
+        check_err(
+            &with("poll_interval_secs = 0"),
+            "test.toml: accounts[0].poll_interval_secs: expected an integer from 1 to 86400, got 0",
+        );
+        check_err(
+            &with("request_timeout_secs = -5"),
+            "test.toml: accounts[0].request_timeout_secs: expected an integer from 1 to 3600, got -5",
+        );
+        check_err(
+            &with("max_pending_pages = 0"),
+            "test.toml: accounts[0].max_pending_pages: expected an integer from 1 to 100000, got 0",
+        );
+    }
+
+    #[test]
+    fn bad_base_urls() {
+        let check_url = |url: &str, expected: &str| {
+            check_err(
+                &edit("https://events.1password.com", url),
+                &format!("test.toml: accounts[0].base_url: expected {expected}, got \"{url}\""),
+            );
+        };
+        let scheme = "an https:// URL (or http:// to a loopback host)";
+        check_url("events.1password.com", scheme);
+        check_url("ftp://events.1password.com", scheme);
+        let loopback = "https:// (http:// is allowed only to 127.0.0.0/8, ::1 or localhost)";
+        check_url("http://events.1password.com", loopback);
+        check_url("http://10.0.0.1:8722", loopback);
+        check_url("http://[::2]:8722", loopback);
+        check_url("http://localhost.example.com", loopback);
+        let no_path = "a URL without a path, query or fragment (like https://events.1password.com)";
+        check_url("https://events.1password.com/api/v2", no_path);
+        check_url("https://events.1password.com?region=us", no_path);
+        check_url("https://events.1password.com//", no_path);
+        let form = "a URL of the form https://host or https://host:port";
+        check_url("https://", form);
+        check_url("https://:8722", form);
+        check_url("https://events.1password.com:", form);
+        check_url("https://events.1password.com:99999", form);
+        check_url("https://user@events.1password.com", form);
+        check_url("https://[::1", form);
+    }
+
+    #[test]
+    fn bad_start_time() {
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\nstart_time = \"7d\""),
+            "test.toml: accounts[0].start_time: expected an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time \
+             ago (like -7d, -24h, -30m or -90s), got \"7d\"",
+        );
+        // A TOML local date-time has no offset, so it is not RFC 3339.
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\nstart_time = 2026-11-01T00:00:00",
+            ),
+            "test.toml: accounts[0].start_time: expected an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time \
+             ago (like -7d, -24h, -30m or -90s), got \"2026-11-01T00:00:00\"",
+        );
+    }
+
+    #[test]
+    fn bad_streams() {
+        let with = |streams: &str| {
+            edit(
+                "name = \"acme\"",
+                &format!("name = \"acme\"\nstreams = {streams}"),
+            )
+        };
+        check_err(
+            &with("[\"auditevents\", \"audit\"]"),
+            "test.toml: accounts[0].streams[1]: unknown stream \"audit\" (expected one of auditevents, itemusages, \
+             signinattempts)",
+        );
+        check_err(
+            &with("[\"itemusages\", \"auditevents\", \"itemusages\"]"),
+            "test.toml: accounts[0].streams[2]: duplicate stream \"itemusages\" (already at accounts[0].streams[0])",
+        );
+        check_err(
+            &with("[]"),
+            "test.toml: accounts[0].streams: expected at least one stream, got an empty array",
+        );
+    }
+
+    #[test]
+    fn bad_names() {
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme corp\""),
+            "test.toml: accounts[0].name: expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -, got \"acme corp\"",
+        );
+        check_err(
+            &edit("name = \"archive\"", "name = \"\""),
+            "test.toml: sinks[0].name: expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -, got \"\"",
+        );
+        let long = "a".repeat(65);
+        check_err(
+            &edit("name = \"acme\"", &format!("name = \"{long}\"")),
+            &format!(
+                "test.toml: accounts[0].name: expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -, got \"{long}\""
+            ),
+        );
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let second_account = "\n[[accounts]]\nname = \"acme\"\ntoken_env = \"T\"\nbase_url = \"https://events.1password.ca\"\n";
+        check_err(
+            &format!("{VALID}{second_account}"),
+            "test.toml: accounts[1].name: duplicate account name \"acme\" (already at accounts[0].name)",
+        );
+        let sinks = "\n[[sinks]]\nname = \"other\"\ntype = \"file\"\npath = \"/a\"\n\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"/b\"\n";
+        check_err(
+            &format!("{VALID}{sinks}"),
+            "test.toml: sinks[2].name: duplicate sink name \"archive\" (already at sinks[0].name)",
+        );
+    }
+
+    #[test]
+    fn token_sources() {
+        check_err(
+            &edit(
+                "token_file = \"/run/token\"",
+                "token_file = \"/run/token\"\ntoken_env = \"OP_TOKEN\"",
+            ),
+            "test.toml: accounts[0]: expected exactly one of token_file or token_env, got both",
+        );
+        check_err(
+            &edit("token_file = \"/run/token\"\n", ""),
+            "test.toml: accounts[0]: expected exactly one of token_file or token_env, got neither",
+        );
+        check_err(
+            &edit("token_file = \"/run/token\"", "token_env = \"OP-TOKEN\""),
+            "test.toml: accounts[0].token_env: expected an environment variable name (A-Z, a-z, 0-9 and _, not \
+             starting with a digit), got \"OP-TOKEN\"",
+        );
+        check_err(
+            &edit("token_file = \"/run/token\"", "token_file = \"\""),
+            "test.toml: accounts[0].token_file: expected a non-empty path, got \"\"",
+        );
+    }
+
+    #[test]
+    fn path_templates() {
+        let with = |path: &str| edit("/var/log/op-events/{stream}.ndjson", path);
+        let config = parse(&with("/var/log/{account}/{stream}.ndjson")).unwrap();
+        let SinkKind::File(file) = &config.sinks[0].kind;
+        assert_eq!(
+            file.path_for("acme", Stream::AuditEvents),
+            PathBuf::from("/var/log/acme/auditevents.ndjson")
+        );
+        parse(&with("/var/log/all.ndjson")).unwrap();
+        check_err(
+            &with("/var/log/{stream}-{date}.ndjson"),
+            "test.toml: sinks[0].path: unknown placeholder \"{date}\" (expected one of {stream}, {account})",
+        );
+        check_err(
+            &with("/var/log/{Stream}.ndjson"),
+            "test.toml: sinks[0].path: unknown placeholder \"{Stream}\" (expected one of {stream}, {account})",
+        );
+        let malformed = |path: &str| {
+            check_err(
+                &with(path),
+                &format!(
+                    "test.toml: sinks[0].path: expected a path whose only braces are the placeholders {{stream}} \
+                     and {{account}}, got \"{path}\""
+                ),
+            );
+        };
+        malformed("/var/log/{stream.ndjson");
+        malformed("/var/log/stream}.ndjson");
+        malformed("/var/log/{{stream}}.ndjson");
+    }
+
+    #[test]
+    fn sink_types() {
+        check_err(
+            &edit("type = \"file\"", "type = \"syslog\""),
+            "test.toml: sinks[0].type: unknown sink type \"syslog\" (expected one of file)",
+        );
+        check_err(
+            &format!("{VALID}\n[[sinks]]\nname = \"x\"\ntype = \"File\"\npath = \"/x\"\n"),
+            "test.toml: sinks[1].type: unknown sink type \"File\" (expected one of file)",
+        );
+        check_err(
+            &format!("sinks = 3\n{}", VALID.split("[[sinks]]").next().unwrap()),
+            "test.toml: sinks: expected an array, got 3",
+        );
+    }
+
+    #[test]
+    fn no_accounts_or_sinks() {
+        check_err(
+            "[state]\npath = \"/x.db\"\n",
+            "test.toml: accounts: expected at least one [[accounts]] table, got none",
+        );
+        let no_sinks = VALID.split("[[sinks]]").next().unwrap();
+        check_err(
+            no_sinks,
+            "test.toml: sinks: expected at least one [[sinks]] table, got none",
+        );
+        check_err("", "test.toml: state: missing");
+    }
+
+    #[test]
+    fn env_overrides_scalars() {
+        let config = parse_env(
+            VALID,
+            &[
+                ("OP_EVENTS_FORWARDER__STATE__PATH", "/tmp/x.db"),
+                ("OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL_SECS", "5"),
+                ("OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE", " 250 "),
+                (
+                    "OP_EVENTS_FORWARDER__ACCOUNTS__0__STREAMS",
+                    "itemusages, auditevents",
+                ),
+                ("OP_EVENTS_FORWARDER__ACCOUNTS__0__START_TIME", "-7d"),
+                (
+                    "OP_EVENTS_FORWARDER__SINKS__0__PATH",
+                    "/srv/{account}-{stream}.ndjson",
+                ),
+                // Not overrides: no double underscore after the prefix, or another prefix.
+                ("OP_EVENTS_FORWARDER_DEMO_TOKEN", "sim-token"),
+                ("OP_EVENTS_FORWARDERX__STATE__PATH", "/nope"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.state.path, PathBuf::from("/tmp/x.db"));
+        let account = &config.accounts[0];
+        assert_eq!(account.poll_interval, Duration::from_secs(5));
+        assert_eq!(account.page_size, 250);
+        assert_eq!(account.streams, [Stream::ItemUsages, Stream::AuditEvents]);
+        assert_eq!(
+            account.start_time,
+            Some(StartTime::Ago(Duration::from_secs(7 * 86_400)))
+        );
+        assert_eq!(
+            config.sinks[0].kind,
+            SinkKind::File(FileSinkConfig {
+                path: "/srv/{account}-{stream}.ndjson".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn env_overrides_fill_in_and_replace() {
+        // An override can supply a key the file leaves out, even a whole table's worth.
+        let without_state = VALID.replacen(
+            "[state]\npath = \"/var/lib/op-events-forwarder/state.db\"\n",
+            "",
+            1,
+        );
+        let config = parse_env(
+            &without_state,
+            &[("OP_EVENTS_FORWARDER__STATE__PATH", "/tmp/y.db")],
+        )
+        .unwrap();
+        assert_eq!(config.state.path, PathBuf::from("/tmp/y.db"));
+        // Switching the token source to the environment needs the file's token_file gone.
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__TOKEN_ENV", "OP_TOKEN")],
+            "test.toml: accounts[0]: expected exactly one of token_file or token_env, got both",
+        );
+    }
+
+    #[test]
+    fn env_override_errors() {
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL", "5")],
+            "test.toml: accounts[0].poll_interval (from OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL): unknown \
+             key (expected one of name, token_file, token_env, base_url, ca_file, streams, start_time, page_size, \
+             poll_interval_secs, request_timeout_secs, max_pending_pages)",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__LOGGING__LEVEL", "debug")],
+            "test.toml: logging (from OP_EVENTS_FORWARDER__LOGGING__LEVEL): unknown key (expected one of state, \
+             accounts, sinks)",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__SINKS__0__FORMAT", "json")],
+            "test.toml: sinks[0].format (from OP_EVENTS_FORWARDER__SINKS__0__FORMAT): unknown key (expected one of \
+             type, name, path)",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE", "ten")],
+            "test.toml: accounts[0].page_size (from OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE): expected an \
+             integer, got \"ten\"",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE", "5000")],
+            "test.toml: accounts[0].page_size (from OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE): expected an \
+             integer from 1 to 1000, got 5000",
+        );
+        check_env_err(
+            VALID,
+            &[(
+                "OP_EVENTS_FORWARDER__ACCOUNTS__0__STREAMS",
+                "auditevents,audit",
+            )],
+            "test.toml: accounts[0].streams[1] (from OP_EVENTS_FORWARDER__ACCOUNTS__0__STREAMS): unknown stream \
+             \"audit\" (expected one of auditevents, itemusages, signinattempts)",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__1__POLL_INTERVAL_SECS", "5")],
+            "test.toml: accounts[1] (from OP_EVENTS_FORWARDER__ACCOUNTS__1__POLL_INTERVAL_SECS): no such entry \
+             (there is 1; an override can change an entry, not add one)",
+        );
+        check_env_err(
+            "[state]\npath = \"/x.db\"\n",
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__NAME", "acme")],
+            "test.toml: accounts[0] (from OP_EVENTS_FORWARDER__ACCOUNTS__0__NAME): no such entry (there are 0; an \
+             override can change an entry, not add one)",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__NAME", "acme")],
+            "test.toml: accounts (from OP_EVENTS_FORWARDER__ACCOUNTS__NAME): expected an array index (a number) as \
+             the next level, got \"NAME\"",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__STATE__PATH__DIR", "/tmp")],
+            "test.toml: state.path (from OP_EVENTS_FORWARDER__STATE__PATH__DIR): expected a table or an array (the \
+             variable names a key inside it), got \"/var/lib/op-events-forwarder/state.db\"",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__STATE", "/tmp/x.db")],
+            "test.toml: state (from OP_EVENTS_FORWARDER__STATE): expected a table, got \"/tmp/x.db\"",
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__STATE____PATH", "/tmp/x.db")],
+            "test.toml: OP_EVENTS_FORWARDER__STATE____PATH: expected key levels separated by __ (like \
+             OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL_SECS), got an empty level",
+        );
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, VALID).unwrap();
+        assert_eq!(load(&path).unwrap().accounts[0].name, "acme");
+
+        let missing = dir.path().join("missing.toml");
+        assert_eq!(
+            load(&missing).unwrap_err().to_string(),
+            format!(
+                "{}: cannot read the file: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+
+        std::fs::write(
+            &path,
+            edit("name = \"acme\"", "name = \"acme\"\npage_size = 5000"),
+        )
+        .unwrap();
+        let error = load(&path).unwrap_err();
+        assert_eq!(error.origin(), path.display().to_string());
+        assert_eq!(error.key(), Some("accounts[0].page_size"));
+        assert_eq!(error.env_var(), None);
+        assert_eq!(
+            error.kind(),
+            &ConfigErrorKind::Invalid {
+                expected: "an integer from 1 to 1000".to_owned(),
+                got: "5000".to_owned()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: accounts[0].page_size: expected an integer from 1 to 1000, got 5000",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn errors_are_deterministic() {
+        // Several unknown keys in one table: the first in key order is reported, every time.
+        let toml = edit(
+            "name = \"acme\"",
+            "name = \"acme\"\nzeta = 1\nalpha = 2\nmid = 3",
+        );
+        for _ in 0..20 {
+            check_err(
+                &toml,
+                "test.toml: accounts[0].alpha: unknown key (expected one of name, token_file, token_env, base_url, \
+                 ca_file, streams, start_time, page_size, poll_interval_secs, request_timeout_secs, \
+                 max_pending_pages)",
+            );
+        }
+    }
+}

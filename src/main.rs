@@ -1,0 +1,212 @@
+//! The `op-events-forwarder` command: parse arguments, set up logging, hand over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use op_events_forwarder::sim::{SimConfig, SimToken, Simulator};
+use op_events_forwarder::{config, demo, shutdown};
+use tracing_subscriber::EnvFilter;
+
+/// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
+const EXIT_CONFIG: u8 = 78;
+
+/// Forwards 1Password Events API activity to syslog, HTTP collectors and files.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "OP_EVENTS_FORWARDER_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file and exit (0 if valid, 78 if not).
+    CheckConfig {
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Serve a simulated Events API (for trying the daemon out, and for tests).
+    Simulate {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8722")]
+        listen: SocketAddr,
+        /// Events per stream to start with.
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        /// Live events per stream per second.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Seed of the event generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A bearer token to accept, as TOKEN or TOKEN=feature,feature (repeatable).
+        #[arg(long = "token", default_value = "sim-token")]
+        tokens: Vec<SimToken>,
+        /// Append "<stream>\t<uuid>" for every generated event to this file.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+    /// Run the simulator and the daemon together into ./demo-output/ and check the result.
+    Demo {
+        /// Events per stream.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Output directory.
+        #[arg(long, default_value = "demo-output")]
+        out: PathBuf,
+        /// Keep running with live events until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Live events per stream per second with --follow.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Seed of the event generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One TLS provider for the whole process, chosen before anything builds a TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(cli.command))
+}
+
+async fn async_main(command: Command) -> ExitCode {
+    match command {
+        Command::Run { config } => {
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(err) => return config_error(&err),
+            };
+            let stop = match shutdown::install() {
+                Ok(stop) => stop,
+                Err(err) => {
+                    return fail(anyhow::Error::from(err).context("cannot install signal handlers"));
+                }
+            };
+            match op_events_forwarder::run(config, stop.cancelled_owned()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(err),
+            }
+        }
+        Command::CheckConfig { config } => match config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => config_error(&err),
+        },
+        Command::Simulate {
+            listen,
+            events,
+            rate,
+            seed,
+            tokens,
+            ledger,
+        } => {
+            let mut sim_config = SimConfig::new(listen);
+            sim_config.initial_events = events;
+            sim_config.rate_per_sec = rate;
+            sim_config.seed = seed;
+            sim_config.tokens = tokens;
+            sim_config.ledger = ledger;
+            let sim = match Simulator::start(sim_config).await {
+                Ok(sim) => sim,
+                Err(err) => {
+                    return fail(
+                        anyhow::Error::from(err).context(format!("cannot listen on {listen}")),
+                    );
+                }
+            };
+            println!("simulated Events API at {}", sim.base_url());
+            let stop = match shutdown::install() {
+                Ok(stop) => stop,
+                Err(err) => return fail(err.into()),
+            };
+            stop.cancelled().await;
+            sim.shutdown();
+            ExitCode::SUCCESS
+        }
+        Command::Demo {
+            events,
+            out,
+            follow,
+            rate,
+            seed,
+        } => {
+            let stop = match shutdown::install() {
+                Ok(stop) => stop,
+                Err(err) => return fail(err.into()),
+            };
+            let options = demo::DemoOptions {
+                events,
+                out,
+                follow,
+                rate,
+                seed,
+            };
+            match demo::run(&options, stop).await {
+                Ok(summaries) if summaries.iter().all(|s| s.complete() || options.follow) => {
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => ExitCode::FAILURE,
+                Err(err) => fail(err),
+            }
+        }
+    }
+}
+
+fn config_error(err: &config::ConfigError) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn fail(err: anyhow::Error) -> ExitCode {
+    tracing::error!("{err:#}");
+    eprintln!("error: {err:#}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

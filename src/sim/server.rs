@@ -1,0 +1,409 @@
+//! The simulator's HTTP side: the accept loop, routing, auth, request parsing and responses.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::cursor::{Cursor, CursorError};
+use super::generate::{self, Case, Rng};
+use super::{MAX_INSERT_COUNT, RequestKind, Shared, SimToken, store};
+use crate::stream::Stream;
+
+/// The largest request body read; event requests are tiny.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long to wait before accepting again after an accept error (e.g. out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+type Body = Full<Bytes>;
+
+/// Accepts connections until `shutdown` is cancelled, serving each on its own task.
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let socket = match accepted {
+            Ok((socket, _peer)) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "Simulator failed to accept a connection, pausing.");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        // Small responses should not wait for Nagle.
+        let _ = socket.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(route(&shared, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(socket), service);
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "Simulator connection ended with an error.");
+            }
+        });
+    }
+}
+
+async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    if let Some(name) = path.strip_prefix("/api/v2/")
+        && let Ok(stream) = name.parse::<Stream>()
+    {
+        return events(shared, stream, request).await;
+    }
+    match path {
+        "/api/v2/auth/introspect" => introspect(shared, &request, Introspection::V2),
+        "/api/auth/introspect" => introspect(shared, &request, Introspection::Legacy),
+        "/_sim/stats" => match *request.method() {
+            Method::GET => json(
+                StatusCode::OK,
+                serde_json::to_string(&shared.stats()).unwrap_or_default(),
+            ),
+            _ => method_not_allowed("GET"),
+        },
+        "/_sim/ledger" => match *request.method() {
+            Method::GET => ledger(shared),
+            _ => method_not_allowed("GET"),
+        },
+        "/_sim/insert" => match *request.method() {
+            Method::POST => insert(shared, request.uri().query().unwrap_or("")),
+            _ => method_not_allowed("POST"),
+        },
+        _ => error(StatusCode::NOT_FOUND),
+    }
+}
+
+/// Serves `POST /api/v2/<stream>` and records the request.
+async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> Response<Body> {
+    if request.method() != Method::POST {
+        shared.record(
+            stream,
+            StatusCode::METHOD_NOT_ALLOWED.as_u16(),
+            RequestKind::Invalid,
+            0,
+        );
+        return method_not_allowed("POST");
+    }
+    let authorized =
+        token(shared, request.headers()).is_some_and(|token| token.features.contains(&stream));
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await;
+    let kind = match body {
+        Ok(body) => parse_request(&body.to_bytes()),
+        Err(_) => RequestKind::Invalid,
+    };
+    if !authorized {
+        shared.record(stream, StatusCode::UNAUTHORIZED.as_u16(), kind, 0);
+        return error(StatusCode::UNAUTHORIZED);
+    }
+    match page(shared, stream, &kind, OffsetDateTime::now_utc()) {
+        Ok((body, n_items)) => {
+            shared.record(stream, StatusCode::OK.as_u16(), kind, n_items);
+            json(StatusCode::OK, body)
+        }
+        Err(reason) => {
+            tracing::debug!(%stream, %reason, "Simulator rejected an event request.");
+            shared.record(stream, StatusCode::BAD_REQUEST.as_u16(), kind, 0);
+            error(StatusCode::BAD_REQUEST)
+        }
+    }
+}
+
+/// Why an event request got a 400.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("body is not a cursor or reset-cursor object")]
+    Body,
+    #[error("limit {0} is outside 1..=1000")]
+    Limit(u64),
+    #[error("{field} is not an RFC 3339 date-time")]
+    Time { field: &'static str },
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+}
+
+/// Reads what an event request body asks for, without validating values.
+///
+/// Mirrors Go's `encoding/json` into a struct: unknown fields are ignored, `null` means absent,
+/// a present `cursor` makes it a continuation.
+fn parse_request(body: &[u8]) -> RequestKind {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return RequestKind::Invalid;
+    };
+    match fields.get("cursor") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(cursor)) => return RequestKind::Cursor(cursor.clone()),
+        Some(_) => return RequestKind::Invalid,
+    }
+    let limit = match fields.get("limit") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(limit) => Some(limit),
+            None => return RequestKind::Invalid,
+        },
+    };
+    let mut times = [None, None];
+    for (slot, key) in times.iter_mut().zip(["start_time", "end_time"]) {
+        match fields.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) => *slot = Some(text.clone()),
+            Some(_) => return RequestKind::Invalid,
+        }
+    }
+    let [start_time, end_time] = times;
+    RequestKind::Reset {
+        limit,
+        start_time,
+        end_time,
+    }
+}
+
+/// Builds the 200 body for an event request, and says how many items it holds.
+fn page(
+    shared: &Shared,
+    stream: Stream,
+    kind: &RequestKind,
+    now: OffsetDateTime,
+) -> Result<(String, usize), BadRequest> {
+    let cursor = match kind {
+        RequestKind::Invalid => return Err(BadRequest::Body),
+        RequestKind::Cursor(text) => Cursor::decode(text, shared.cursor_key, stream)?,
+        RequestKind::Reset {
+            limit,
+            start_time,
+            end_time,
+        } => {
+            let limit = match *limit {
+                None => None,
+                Some(limit @ 1..=1000) => Some(limit as u16),
+                Some(limit) => return Err(BadRequest::Limit(limit)),
+            };
+            let start = parse_time(start_time.as_deref(), "start_time")?;
+            let end = parse_time(end_time.as_deref(), "end_time")?;
+            store::reset_cursor(stream, limit, start, end, now)
+        }
+    };
+    // The lock is held only to pick the page; items are generated after it is released.
+    let page = shared
+        .log(stream)
+        .page(&cursor, now, shared.empty_page_every)?;
+    let next = page.next.encode(shared.cursor_key);
+
+    let mut body = String::with_capacity(64 + next.len() + page.inserted.len() * 900);
+    body.push_str("{\"cursor\":");
+    generate::push_json_string(&mut body, &next);
+    body.push_str(if page.has_more {
+        ",\"has_more\":true,\"items\":["
+    } else {
+        ",\"has_more\":false,\"items\":["
+    });
+    for (index, inserted_at) in page.items.clone().zip(&page.inserted) {
+        if index != page.items.start {
+            body.push(',');
+        }
+        generate::write_item(&shared.world, stream, index, *inserted_at, &mut body);
+    }
+    body.push_str("]}");
+    Ok((body, page.inserted.len()))
+}
+
+fn parse_time(
+    text: Option<&str>,
+    field: &'static str,
+) -> Result<Option<OffsetDateTime>, BadRequest> {
+    text.map(|text| OffsetDateTime::parse(text, &Rfc3339).map_err(|_| BadRequest::Time { field }))
+        .transpose()
+}
+
+/// The presented bearer token, if the simulator knows it.
+fn token<'a>(shared: &'a Shared, headers: &HeaderMap) -> Option<&'a SimToken> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    shared.tokens.iter().find(|known| known.token == token)
+}
+
+/// Which introspection endpoint is being served.
+#[derive(Debug, Clone, Copy)]
+enum Introspection {
+    /// `GET /api/v2/auth/introspect`, snake_case.
+    V2,
+    /// The deprecated `GET /api/auth/introspect`, PascalCase.
+    Legacy,
+}
+
+#[derive(Serialize)]
+struct IntrospectionV2<'a> {
+    uuid: String,
+    issued_at: String,
+    features: Vec<&'a str>,
+    account_uuid: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct IntrospectionLegacy<'a> {
+    #[serde(rename = "UUID")]
+    uuid: String,
+    issued_at: String,
+    features: Vec<&'a str>,
+}
+
+fn introspect(
+    shared: &Shared,
+    request: &Request<Incoming>,
+    version: Introspection,
+) -> Response<Body> {
+    if request.method() != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let Some(token) = token(shared, request.headers()) else {
+        return error(StatusCode::UNAUTHORIZED);
+    };
+    // The integration's uuid is a function of the seed and the token, so it is stable across restarts.
+    let uuid = generate::id(
+        &mut Rng::new(generate::combine(
+            shared.world.seed,
+            generate::hash_str(&token.token),
+        )),
+        Case::Upper,
+    );
+    let issued = shared
+        .started_at
+        .checked_sub(time::Duration::days(30))
+        .unwrap_or(shared.started_at);
+    let issued_at = generate::format_rfc3339(issued, time::UtcOffset::UTC, 0);
+    // Features in the API's order, whatever order the token lists them in.
+    let features = Stream::ALL
+        .into_iter()
+        .filter(|stream| token.features.contains(stream))
+        .map(Stream::as_str)
+        .collect();
+    let body = match version {
+        Introspection::V2 => serde_json::to_string(&IntrospectionV2 {
+            uuid,
+            issued_at,
+            features,
+            account_uuid: &shared.world.account_uuid,
+        }),
+        Introspection::Legacy => serde_json::to_string(&IntrospectionLegacy {
+            uuid,
+            issued_at,
+            features,
+        }),
+    };
+    json(StatusCode::OK, body.unwrap_or_default())
+}
+
+/// `GET /_sim/ledger`: every generated uuid per stream, in insertion order.
+fn ledger(shared: &Shared) -> Response<Body> {
+    let mut body = String::from("{");
+    for (stream_pos, stream) in Stream::ALL.into_iter().enumerate() {
+        if stream_pos > 0 {
+            body.push(',');
+        }
+        let n_items = shared.log(stream).len();
+        body.push('"');
+        body.push_str(stream.as_str());
+        body.push_str("\":[");
+        for index in 0..n_items {
+            if index > 0 {
+                body.push(',');
+            }
+            body.push('"');
+            body.push_str(&generate::item_uuid(&shared.world, stream, index));
+            body.push('"');
+        }
+        body.push(']');
+    }
+    body.push('}');
+    json(StatusCode::OK, body)
+}
+
+/// `POST /_sim/insert?stream=<stream>&count=<n>`: inserts now and returns the uuids as a JSON array.
+fn insert(shared: &Shared, query: &str) -> Response<Body> {
+    let mut stream = None;
+    let mut count = Some(1);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("stream", value)) => stream = value.parse::<Stream>().ok(),
+            Some(("count", value)) => {
+                count = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|count| *count <= MAX_INSERT_COUNT)
+            }
+            _ => {}
+        }
+    }
+    let (Some(stream), Some(count)) = (stream, count) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    let uuids = shared.insert_now(stream, count);
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&uuids).unwrap_or_default(),
+    )
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An error response in the shape production sends: `{"Error":{"Message":"<reason phrase>"}}`.
+fn error(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    json(
+        status,
+        format!("{{\"Error\":{{\"Message\":\"{reason}\"}}}}"),
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}

@@ -1,0 +1,254 @@
+//! The file sink: NDJSON, one event per line, bytes as received, fsynced before the ack.
+//!
+//! The path is a template with `{stream}` and `{account}`. Missing directories are created,
+//! new files get mode 0640 (the events name people and addresses). A failed write is rolled
+//! back to the file's previous length where possible, so a retried batch does not leave a
+//! torn line behind.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{SinkError, one_line};
+use crate::config::FileSinkConfig;
+use crate::store::OutboxPage;
+use crate::stream::Stream;
+
+/// Mode of the files the sink creates.
+const FILE_MODE: u32 = 0o640;
+
+pub struct FileSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    config: FileSinkConfig,
+    /// Open files by path; shared by every worker of this sink, since streams (or accounts)
+    /// may write to the same file when the template leaves them out.
+    files: Mutex<HashMap<PathBuf, File>>,
+}
+
+impl FileSink {
+    pub fn new(name: &str, config: &FileSinkConfig) -> FileSink {
+        FileSink {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                config: config.clone(),
+                files: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The file a stream of an account is written to.
+    pub fn path_for(&self, account: &str, stream: Stream) -> PathBuf {
+        self.inner.config.path_for(account, stream)
+    }
+
+    pub async fn deliver(
+        &self,
+        account: &str,
+        stream: Stream,
+        pages: Vec<OutboxPage>,
+    ) -> Result<(), SinkError> {
+        let inner = Arc::clone(&self.inner);
+        let account = account.to_owned();
+        let done = tokio::task::spawn_blocking(move || inner.write(&account, stream, &pages)).await;
+        match done {
+            Ok(res) => res,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+}
+
+impl Inner {
+    fn write(&self, account: &str, stream: Stream, pages: &[OutboxPage]) -> Result<(), SinkError> {
+        let path = self.config.path_for(account, stream);
+        let io_err = |source| SinkError::Io {
+            sink: self.name.clone(),
+            path: path.display().to_string(),
+            source,
+        };
+        let mut buf = Vec::new();
+        for page in pages {
+            let events = page.events().map_err(|err| {
+                io_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "outbox page {} of {account}/{stream} is corrupt: {err}",
+                        page.seq
+                    ),
+                ))
+            })?;
+            for event in events {
+                buf.extend_from_slice(one_line(event.get()).as_bytes());
+                buf.push(b'\n');
+            }
+        }
+
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match files.entry(path.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(open(&path).map_err(io_err)?)
+            }
+        };
+        let before = file.metadata().map_err(io_err)?.len();
+        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        if let Err(err) = written {
+            // Take back a partial write so the retry starts on a clean line; drop the handle
+            // so the next try opens the file afresh.
+            let _ = file.set_len(before);
+            files.remove(&path);
+            return Err(io_err(err));
+        }
+        Ok(())
+    }
+}
+
+/// Opens a file for appending, creating it and its directories if needed. A torn last line
+/// (the process was killed in the middle of a write) is cut off: that batch was never
+/// acknowledged, so it is delivered again whole.
+fn open(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    let complete = complete_len(&file)?;
+    let len = file.metadata()?.len();
+    if complete < len {
+        tracing::warn!(
+            path = %path.display(), bytes = len - complete,
+            "the file ends in a partial line from an interrupted write; removing it (its batch is written again)"
+        );
+        file.set_len(complete)?;
+        file.sync_data()?;
+    }
+    Ok(file)
+}
+
+/// The length of the file up to and including its last line break.
+fn complete_len(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(idx) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + idx as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn page(seq: u64, events: &[&str]) -> OutboxPage {
+        OutboxPage {
+            seq,
+            events: format!("[{}]", events.join(",")),
+            n_events: events.len() as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_one_event_per_line_into_new_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/out/{{account}}/{{stream}}.ndjson", dir.path().display());
+        let sink = FileSink::new("archive", &FileSinkConfig { path: template });
+        let a = r#"{"uuid":"A","name":"Zoë \"Z\"","n":1.50}"#;
+        let b = r#"{"uuid":"B"}"#;
+        sink.deliver(
+            "acme",
+            Stream::ItemUsages,
+            vec![page(1, &[a]), page(2, &[b])],
+        )
+        .await
+        .unwrap();
+        sink.deliver("acme", Stream::ItemUsages, vec![page(3, &[b])])
+            .await
+            .unwrap();
+
+        let path = dir.path().join("out/acme/itemusages.ndjson");
+        assert_eq!(sink.path_for("acme", Stream::ItemUsages), path);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{a}\n{b}\n{b}\n")
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_removed_before_the_batch_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditevents.ndjson");
+        let long_line = format!("{{\"uuid\":\"A\",\"pad\":\"{}\"}}", "x".repeat(10_000));
+        std::fs::write(&path, format!("{long_line}\n{{\"uuid\":\"B\",\"na")).unwrap();
+        let sink = FileSink::new(
+            "archive",
+            &FileSinkConfig {
+                path: format!("{}/{{stream}}.ndjson", dir.path().display()),
+            },
+        );
+        let b = r#"{"uuid":"B","name":"b"}"#;
+        sink.deliver("acme", Stream::AuditEvents, vec![page(2, &[b])])
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{long_line}\n{b}\n")
+        );
+
+        std::fs::write(&path, "no line break at all").unwrap();
+        let sink = FileSink::new(
+            "archive",
+            &FileSinkConfig {
+                path: format!("{}/{{stream}}.ndjson", dir.path().display()),
+            },
+        );
+        sink.deliver("acme", Stream::AuditEvents, vec![page(3, &[b])])
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{b}\n"));
+    }
+
+    #[tokio::test]
+    async fn a_path_that_cannot_be_created_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "a file, not a directory").unwrap();
+        let template = format!("{}/{{stream}}.ndjson", blocker.display());
+        let sink = FileSink::new("archive", &FileSinkConfig { path: template });
+        let err = sink
+            .deliver("acme", Stream::AuditEvents, vec![page(1, &["{}"])])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "sink archive: {}/auditevents.ndjson: ",
+                blocker.display()
+            )),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Live counters of what the daemon has fetched and delivered, per stream and per sink.
+//!
+//! Shared by pollers and sink workers (writers) and by `demo`'s progress display (reader);
+//! `/metrics` and `status` will read them too.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::stream::Stream;
+
+/// A stream of one account.
+pub type StreamKey = (String, Stream);
+
+/// Counters of one stream's poller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub fetched_events: u64,
+    /// The last page said `has_more: false`.
+    pub caught_up: bool,
+    pub last_error: Option<String>,
+}
+
+/// Everything counted so far.
+#[derive(Debug)]
+pub struct Stats {
+    streams: Mutex<BTreeMap<StreamKey, StreamStats>>,
+    /// Events delivered per (sink, account, stream).
+    delivered: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    /// Bumped after every change, for readers that wait for progress instead of polling.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            streams: Mutex::default(),
+            delivered: Mutex::default(),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+impl Stats {
+    /// A receiver that sees a change after every update.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    pub fn update_stream(&self, account: &str, stream: Stream, f: impl FnOnce(&mut StreamStats)) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        f(streams.entry((account.to_owned(), stream)).or_default());
+        drop(streams);
+        self.changed();
+    }
+
+    pub fn add_delivered(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
+        let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        *delivered
+            .entry((sink.to_owned(), account.to_owned(), stream))
+            .or_default() += n_events;
+        drop(delivered);
+        self.changed();
+    }
+
+    pub fn stream(&self, account: &str, stream: Stream) -> StreamStats {
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams
+            .get(&(account.to_owned(), stream))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Events delivered by a sink since the daemon started.
+    pub fn delivered(&self, sink: &str, account: &str, stream: Stream) -> u64 {
+        let delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        delivered
+            .get(&(sink.to_owned(), account.to_owned(), stream))
+            .copied()
+            .unwrap_or(0)
+    }
+}

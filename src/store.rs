@@ -1,0 +1,608 @@
+//! The durable state: per-stream cursors, the outbox of fetched pages, per-sink offsets.
+//!
+//! Invariant: this is the only module that touches SQLite. Every method is synchronous and
+//! short; async code calls them through [`Store::run`], which moves the work to tokio's
+//! blocking pool so a slow disk never stalls the runtime.
+//!
+//! The two transactions that carry the daemon's guarantees:
+//! - [`Store::append_page`]: the page's events and the cursor after them, together. A cursor
+//!   is never saved unless the events before it are durable.
+//! - [`Store::ack`]: a sink's new offset, and the deletion of every page all configured sinks
+//!   have now delivered, together.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::stream::Stream;
+
+/// The SQL migrations, applied in order; the schema version is the number applied, kept in
+/// `PRAGMA user_version`.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial.sql",
+    include_str!("../migrations/0001_initial.sql"),
+)];
+
+/// An error from the state database, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database {path}: cannot create its directory: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state database {path}: schema version {found} is newer than this program knows ({known}); \
+         use a newer op-events-forwarder or another state file"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error(
+        "state database {path}: outbox page {seq} of {account}/{stream} is not a JSON array of events: {reason}"
+    )]
+    CorruptPage {
+        path: PathBuf,
+        account: String,
+        stream: String,
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// A page waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxPage {
+    /// Position of the page in its stream; grows by one per page and is never reused.
+    pub seq: u64,
+    /// The events as a JSON array whose elements are byte-for-byte what the API sent.
+    pub events: String,
+    pub n_events: u64,
+}
+
+impl OutboxPage {
+    /// The page's events, each exactly as the API sent it.
+    pub fn events(&self) -> Result<Vec<&serde_json::value::RawValue>, serde_json::Error> {
+        serde_json::from_str(&self.events)
+    }
+}
+
+/// Handle to the state database. Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    conn: Connection,
+    /// The sinks configured now. A page is deleted once every one of them has acknowledged it;
+    /// offsets of sinks no longer configured do not hold pages back.
+    sinks: Vec<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and applies the
+    /// migrations it has not seen.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sqlite)?;
+        tracing::debug!(path = %path.display(), journal_mode = %mode, "opened state database");
+        // FULL: a committed cursor or acknowledgement survives a power cut too, not just a crash.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        migrate(&mut conn, path)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                state: Mutex::new(State {
+                    conn,
+                    sinks: Vec::new(),
+                }),
+            }),
+        })
+    }
+
+    /// Runs `f` on tokio's blocking pool, where SQLite may wait on the disk.
+    pub async fn run<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce(&Store) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(res) => res,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The schema version applied to the file.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let state = self.lock();
+        user_version(&state.conn).map_err(|source| self.err(source))
+    }
+
+    /// Declares the configured sinks. Offsets of sinks that are no longer configured are
+    /// removed, so they stop holding pages back; their names are returned for the log.
+    pub fn register_sinks(&self, sinks: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut state = self.lock();
+        let names = state_sinks(sinks);
+        state.sinks = names.clone();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        let mut removed: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT DISTINCT sink FROM sink_offsets ORDER BY sink")
+                .map_err(|e| self.err(e))?;
+            stmt.query_map([], |row| row.get::<_, String>(0))
+                .map_err(|e| self.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?
+        };
+        removed.retain(|name| !sinks.contains(&name.as_str()));
+        for name in &removed {
+            tx.execute("DELETE FROM sink_offsets WHERE sink = ?1", [name])
+                .map_err(|e| self.err(e))?;
+        }
+        // Pages that only the removed sinks were holding back are delivered everywhere now.
+        let streams = {
+            let mut stmt = tx
+                .prepare("SELECT account, stream FROM streams")
+                .map_err(|e| self.err(e))?;
+            stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?
+        };
+        for (account, stream) in streams {
+            delete_delivered(&tx, &names, &account, &stream).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
+    /// The saved cursor of a stream, or `None` if it has never fetched a page.
+    pub fn cursor(&self, account: &str, stream: Stream) -> Result<Option<String>, StoreError> {
+        let state = self.lock();
+        state
+            .conn
+            .query_row(
+                "SELECT cursor FROM streams WHERE account = ?1 AND stream = ?2",
+                params![account, stream.as_str()],
+                |row| row.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The accounts that have state in this file (a cursor or pages).
+    pub fn accounts(&self) -> Result<Vec<String>, StoreError> {
+        let state = self.lock();
+        let mut stmt = state
+            .conn
+            .prepare("SELECT DISTINCT account FROM streams ORDER BY account")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |row| row.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Makes a fetched page durable: appends its events to the outbox (when there are any) and
+    /// saves the cursor that follows them, in one transaction. `events` is a JSON array of the
+    /// events as received. Returns the page's sequence number, or `None` for an empty page.
+    pub fn append_page(
+        &self,
+        account: &str,
+        stream: Stream,
+        events: &str,
+        n_events: u64,
+        cursor: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut state = self.lock();
+        let now = unix_now();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        let last_seq: u64 = tx
+            .query_row(
+                "SELECT last_seq FROM streams WHERE account = ?1 AND stream = ?2",
+                params![account, stream.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        let seq = (n_events > 0).then_some(last_seq + 1);
+        if let Some(seq) = seq {
+            tx.execute(
+                "INSERT INTO outbox (account, stream, seq, n_events, events, fetched_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![account, stream.as_str(), seq, n_events, events, now],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "INSERT INTO streams (account, stream, cursor, last_seq, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (account, stream) DO UPDATE SET
+                 cursor = excluded.cursor, last_seq = excluded.last_seq,
+                 updated_at = excluded.updated_at",
+            params![
+                account,
+                stream.as_str(),
+                cursor,
+                seq.unwrap_or(last_seq),
+                now
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(seq)
+    }
+
+    /// How many pages of a stream are in the outbox, not yet delivered by every sink.
+    pub fn pending_pages(&self, account: &str, stream: Stream) -> Result<u64, StoreError> {
+        let state = self.lock();
+        state
+            .conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE account = ?1 AND stream = ?2",
+                params![account, stream.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The offset of a sink in a stream: every page up to it is delivered there.
+    pub fn offset(&self, sink: &str, account: &str, stream: Stream) -> Result<u64, StoreError> {
+        let state = self.lock();
+        offset(&state.conn, sink, account, stream.as_str()).map_err(|e| self.err(e))
+    }
+
+    /// Up to `max_pages` pages a sink has not yet delivered, oldest first.
+    pub fn pages_for(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        max_pages: u32,
+    ) -> Result<Vec<OutboxPage>, StoreError> {
+        let state = self.lock();
+        let after = offset(&state.conn, sink, account, stream.as_str()).map_err(|e| self.err(e))?;
+        let mut stmt = state
+            .conn
+            .prepare_cached(
+                "SELECT seq, events, n_events FROM outbox
+                 WHERE account = ?1 AND stream = ?2 AND seq > ?3
+                 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![account, stream.as_str(), after, max_pages], |row| {
+            Ok(OutboxPage {
+                seq: row.get(0)?,
+                events: row.get(1)?,
+                n_events: row.get(2)?,
+            })
+        })
+        .map_err(|e| self.err(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.err(e))
+    }
+
+    /// Records that `sink` has delivered every page of the stream up to `seq`, and deletes the
+    /// pages every configured sink has now delivered, in one transaction. Returns how many pages
+    /// were deleted.
+    pub fn ack(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let sinks = state.sinks.clone();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO sink_offsets (sink, account, stream, acked_seq, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (sink, account, stream) DO UPDATE SET
+                 acked_seq = max(acked_seq, excluded.acked_seq), updated_at = excluded.updated_at",
+            params![sink, account, stream.as_str(), seq, unix_now()],
+        )
+        .map_err(|e| self.err(e))?;
+        let deleted =
+            delete_delivered(&tx, &sinks, account, stream.as_str()).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(deleted)
+    }
+
+    /// Checks a page read from the outbox and splits it into its events.
+    pub fn decode_page<'a>(
+        &self,
+        account: &str,
+        stream: Stream,
+        page: &'a OutboxPage,
+    ) -> Result<Vec<&'a serde_json::value::RawValue>, StoreError> {
+        page.events().map_err(|err| StoreError::CorruptPage {
+            path: self.inner.path.clone(),
+            account: account.to_owned(),
+            stream: stream.as_str().to_owned(),
+            seq: page.seq,
+            reason: err.to_string(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is still safe to use.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+}
+
+fn state_sinks(sinks: &[&str]) -> Vec<String> {
+    sinks.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Deletes the pages of a stream that every sink in `sinks` has acknowledged.
+fn delete_delivered(
+    tx: &Transaction<'_>,
+    sinks: &[String],
+    account: &str,
+    stream: &str,
+) -> rusqlite::Result<u64> {
+    if sinks.is_empty() {
+        return Ok(0);
+    }
+    let mut min_acked = u64::MAX;
+    for sink in sinks {
+        min_acked = min_acked.min(offset(tx, sink, account, stream)?);
+    }
+    let deleted = tx.execute(
+        "DELETE FROM outbox WHERE account = ?1 AND stream = ?2 AND seq <= ?3",
+        params![account, stream, min_acked],
+    )?;
+    Ok(deleted as u64)
+}
+
+fn offset(conn: &Connection, sink: &str, account: &str, stream: &str) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT acked_seq FROM sink_offsets WHERE sink = ?1 AND account = ?2 AND stream = ?3",
+        params![sink, account, stream],
+        |row| row.get(0),
+    )
+    .optional()
+    .map(|seq| seq.unwrap_or(0))
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let known = MIGRATIONS.len() as u32;
+    let found = user_version(conn).map_err(sqlite)?;
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    for (idx, (name, sql)) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = idx as u32 + 1;
+        let tx = conn.transaction().map_err(sqlite)?;
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        tracing::info!(path = %path.display(), migration = name, version, "applied state migration");
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACME: &str = "acme";
+    const AUDIT: Stream = Stream::AuditEvents;
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state/state.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn migrates_an_empty_file_and_reopens_an_already_migrated_one() {
+        let (dir, store) = temp_store();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        store
+            .append_page(ACME, AUDIT, r#"[{"uuid":"A"}]"#, 1, "c1")
+            .unwrap();
+        drop(store);
+
+        let again = Store::open(&dir.path().join("state/state.db")).unwrap();
+        assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert_eq!(again.cursor(ACME, AUDIT).unwrap().as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn refuses_a_schema_newer_than_it_knows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(&path).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state database {}: schema version 99 is newer than this program knows (1); \
+                 use a newer op-events-forwarder or another state file",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn empty_pages_save_the_cursor_without_an_outbox_row() {
+        let (_dir, store) = temp_store();
+        assert_eq!(store.cursor(ACME, AUDIT).unwrap(), None);
+        assert_eq!(store.append_page(ACME, AUDIT, "[]", 0, "c0").unwrap(), None);
+        assert_eq!(store.cursor(ACME, AUDIT).unwrap().as_deref(), Some("c0"));
+        assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 0);
+        assert_eq!(
+            store.append_page(ACME, AUDIT, "[1]", 1, "c1").unwrap(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn accounts_never_share_cursors() {
+        let (_dir, store) = temp_store();
+        store.append_page("a", AUDIT, "[1]", 1, "ca").unwrap();
+        store.append_page("b", AUDIT, "[2]", 1, "cb").unwrap();
+        assert_eq!(store.cursor("a", AUDIT).unwrap().as_deref(), Some("ca"));
+        assert_eq!(store.cursor("b", AUDIT).unwrap().as_deref(), Some("cb"));
+        assert_eq!(store.accounts().unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn pages_are_deleted_once_every_sink_acked_them() {
+        let (_dir, store) = temp_store();
+        store.register_sinks(&["file", "syslog"]).unwrap();
+        for n in 1..=3 {
+            store
+                .append_page(ACME, AUDIT, &format!("[{n}]"), 1, &format!("c{n}"))
+                .unwrap();
+        }
+        let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
+        assert_eq!(pages.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2, 3]);
+
+        assert_eq!(store.ack("file", ACME, AUDIT, 3).unwrap(), 0);
+        assert!(store.pages_for("file", ACME, AUDIT, 10).unwrap().is_empty());
+        assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 3);
+
+        assert_eq!(store.ack("syslog", ACME, AUDIT, 2).unwrap(), 2);
+        assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 1);
+        let left = store.pages_for("syslog", ACME, AUDIT, 10).unwrap();
+        assert_eq!(
+            left,
+            [OutboxPage {
+                seq: 3,
+                events: "[3]".into(),
+                n_events: 1
+            }]
+        );
+
+        // An older acknowledgement never moves an offset back.
+        store.ack("file", ACME, AUDIT, 1).unwrap();
+        assert_eq!(store.offset("file", ACME, AUDIT).unwrap(), 3);
+    }
+
+    #[test]
+    fn sequence_numbers_keep_growing_after_the_outbox_empties() {
+        let (_dir, store) = temp_store();
+        store.register_sinks(&["file"]).unwrap();
+        assert_eq!(
+            store.append_page(ACME, AUDIT, "[1]", 1, "c1").unwrap(),
+            Some(1)
+        );
+        store.ack("file", ACME, AUDIT, 1).unwrap();
+        assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 0);
+        assert_eq!(
+            store.append_page(ACME, AUDIT, "[2]", 1, "c2").unwrap(),
+            Some(2)
+        );
+        assert_eq!(store.pages_for("file", ACME, AUDIT, 10).unwrap()[0].seq, 2);
+    }
+
+    #[test]
+    fn removing_a_sink_releases_the_pages_it_held() {
+        let (_dir, store) = temp_store();
+        store.register_sinks(&["file", "gone"]).unwrap();
+        store.append_page(ACME, AUDIT, "[1]", 1, "c1").unwrap();
+        store.ack("file", ACME, AUDIT, 1).unwrap();
+        store.ack("gone", ACME, AUDIT, 0).unwrap();
+        assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 1);
+        assert_eq!(store.register_sinks(&["file"]).unwrap(), vec!["gone"]);
+        assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_crash_between_append_and_ack_keeps_the_page_for_every_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store.register_sinks(&["file"]).unwrap();
+            store
+                .append_page(ACME, AUDIT, r#"[{"uuid":"A"}]"#, 1, "c1")
+                .unwrap();
+            store.ack("file", ACME, AUDIT, 1).unwrap();
+            store
+                .append_page(ACME, AUDIT, r#"[{"uuid":"B"},{"uuid":"C"}]"#, 2, "c2")
+                .unwrap();
+            // The process dies here: the page is appended, no sink has acknowledged it.
+            std::mem::forget(store);
+        }
+        let store = Store::open(&path).unwrap();
+        store.register_sinks(&["file"]).unwrap();
+        assert_eq!(store.cursor(ACME, AUDIT).unwrap().as_deref(), Some("c2"));
+        assert_eq!(store.offset("file", ACME, AUDIT).unwrap(), 1);
+        let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
+        assert_eq!(pages.len(), 1);
+        let events = store.decode_page(ACME, AUDIT, &pages[0]).unwrap();
+        let raw: Vec<&str> = events.iter().map(|e| e.get()).collect();
+        assert_eq!(raw, [r#"{"uuid":"B"}"#, r#"{"uuid":"C"}"#]);
+    }
+}

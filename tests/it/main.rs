@@ -1,0 +1,8 @@
+//! Integration tests: the real daemon, in-process and as a binary, against the simulator.
+//!
+//! One test binary (faster to build and link than one per file); a module per area.
+
+mod support;
+
+mod binary;
+mod daemon;

@@ -1,0 +1,165 @@
+//! Shared harness: a simulator, a temporary directory, configs written as a user would, and
+//! waits on the daemon's own progress signal rather than on the clock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use op_events_forwarder::config::{self, Config};
+use op_events_forwarder::sim::{SimConfig, SimToken, Simulator};
+use op_events_forwarder::stats::Stats;
+use op_events_forwarder::stream::Stream;
+
+pub const TOKEN: &str = "it-token";
+pub const ACCOUNT: &str = "it";
+pub const SINK: &str = "files";
+
+/// How long any wait for progress may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A simulator and a scratch directory for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sim: Simulator,
+}
+
+impl Env {
+    pub async fn new(events_per_stream: usize, seed: u64) -> Env {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        let mut sim_config = SimConfig::new("127.0.0.1:0".parse().unwrap());
+        sim_config.seed = seed;
+        sim_config.initial_events = events_per_stream;
+        sim_config.tokens = vec![SimToken::all(TOKEN)];
+        let sim = Simulator::start(sim_config)
+            .await
+            .expect("the simulator starts");
+        Env { dir, sim }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The output file of a stream.
+    pub fn output(&self, stream: Stream) -> PathBuf {
+        self.path(&format!("out/{stream}.ndjson"))
+    }
+
+    /// A config for this environment; `account_extra` lines go into the account table.
+    pub fn config_toml(&self, account_extra: &str) -> String {
+        let dir = self.dir.path().display();
+        format!(
+            r#"
+[state]
+path = "{dir}/state.db"
+
+[[accounts]]
+name = "{ACCOUNT}"
+token_file = "{dir}/token"
+base_url = "{base}"
+start_time = "-2d"
+{account_extra}
+
+[[sinks]]
+name = "{SINK}"
+type = "file"
+path = "{dir}/out/{{stream}}.ndjson"
+"#,
+            base = self.sim.base_url()
+        )
+    }
+
+    pub fn config(&self, account_extra: &str) -> Config {
+        config::from_toml_str("it.toml", &self.config_toml(account_extra), &[])
+            .expect("the test config is valid")
+    }
+
+    /// Every line of a stream's output file.
+    pub fn lines(&self, stream: Stream) -> Vec<String> {
+        match std::fs::read_to_string(self.output(stream)) {
+            Ok(text) => text.lines().map(str::to_owned).collect(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => panic!("cannot read output: {err}"),
+        }
+    }
+
+    /// Asserts that the output of a stream holds every event the simulator generated exactly
+    /// once, each line byte-identical to the event as served.
+    pub fn assert_exactly_once(&self, stream: Stream) {
+        let lines = self.lines(stream);
+        assert_exactly_once(&self.sim, stream, &lines);
+    }
+}
+
+pub fn assert_exactly_once(sim: &Simulator, stream: Stream, lines: &[String]) {
+    let served: HashMap<String, String> = sim
+        .events(stream)
+        .into_iter()
+        .map(|event| (event.uuid, event.json))
+        .collect();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for line in lines {
+        let uuid = uuid_of(line);
+        let served_json = served
+            .get(&uuid)
+            .unwrap_or_else(|| panic!("{stream}: a line the simulator never served: {line}"));
+        assert_eq!(line, served_json, "{stream}: event {uuid} was altered");
+        *seen
+            .entry(served.get_key_value(&uuid).unwrap().0)
+            .or_default() += 1;
+    }
+    let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "{stream}: delivered more than once: {duplicated:?}"
+    );
+    let missing: Vec<_> = served
+        .keys()
+        .filter(|u| !seen.contains_key(u.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{stream}: {} events missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+pub fn uuid_of(line: &str) -> String {
+    let event: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+    event["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no uuid: {line}"))
+        .to_owned()
+}
+
+/// Waits until `done` holds for the daemon's stats, woken by each change they report.
+pub async fn wait_for(stats: &Stats, what: &str, mut done: impl FnMut(&Stats) -> bool) {
+    let mut changes = stats.subscribe();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            changes.borrow_and_update();
+            if done(stats) {
+                return;
+            }
+            changes.changed().await.expect("the stats outlive the wait");
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
+/// True when the sink has delivered at least `n` events of every stream.
+pub fn delivered_all(stats: &Stats, n: &HashMap<Stream, usize>) -> bool {
+    n.iter()
+        .all(|(stream, n)| stats.delivered(SINK, ACCOUNT, *stream) >= *n as u64)
+}
+
+pub fn generated(sim: &Simulator) -> HashMap<Stream, usize> {
+    Stream::ALL
+        .into_iter()
+        .map(|stream| (stream, sim.generated(stream)))
+        .collect()
+}

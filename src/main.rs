@@ -113,7 +113,7 @@ async fn async_main(command: Command) -> ExitCode {
             let stop = match shutdown::install() {
                 Ok(stop) => stop,
                 Err(err) => {
-                    return fail(anyhow::Error::from(err).context("cannot install signal handlers"));
+                    return fail(signal_error(err));
                 }
             };
             match op_events_forwarder::run(config, stop.cancelled_owned()).await {
@@ -153,7 +153,7 @@ async fn async_main(command: Command) -> ExitCode {
             println!("simulated Events API at {}", sim.base_url());
             let stop = match shutdown::install() {
                 Ok(stop) => stop,
-                Err(err) => return fail(err.into()),
+                Err(err) => return fail(signal_error(err)),
             };
             stop.cancelled().await;
             sim.shutdown();
@@ -168,7 +168,7 @@ async fn async_main(command: Command) -> ExitCode {
         } => {
             let stop = match shutdown::install() {
                 Ok(stop) => stop,
-                Err(err) => return fail(err.into()),
+                Err(err) => return fail(signal_error(err)),
             };
             let options = demo::DemoOptions {
                 events,
@@ -186,6 +186,10 @@ async fn async_main(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+fn signal_error(err: std::io::Error) -> anyhow::Error {
+    anyhow::Error::from(err).context("cannot install signal handlers")
 }
 
 fn config_error(err: &config::ConfigError) -> ExitCode {

@@ -23,6 +23,7 @@ use serde::de::{self, IntoDeserializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::api::{ApiVersion, Region};
 use crate::stream::Stream;
 
 /// The validated config of the whole daemon.
@@ -50,14 +51,24 @@ pub struct AccountConfig {
     pub name: String,
     /// Where the bearer token is read from (the token itself is never part of the config).
     pub token: TokenSource,
-    /// The Events API base URL without a trailing slash, like `https://events.1password.com`.
-    pub base_url: String,
+    /// The Events API base URL without a trailing slash, like `https://events.1password.com`;
+    /// `None` to take it from `region` or, failing that, from the token's `aud` claim at start.
+    pub base_url: Option<String>,
+    /// `region`: one of the four documented hosts; never set together with `base_url`.
+    pub region: Option<Region>,
     /// An extra CA certificate (PEM) to trust for this account's API host.
     pub ca_file: Option<PathBuf>,
-    /// The streams to read, non-empty, no duplicates, in the order configured.
-    pub streams: Vec<Stream>,
+    /// The streams to read, non-empty, no duplicates, in the order configured; `None` to read
+    /// the cursor streams the token's features allow (resolved at start).
+    pub streams: Option<Vec<Stream>>,
+    /// `api_version`: which cursor endpoints to read, `v2` (default) or `v1`.
+    pub api_version: ApiVersion,
     /// Where a stream with no saved cursor starts; `None` lets the API choose.
     pub start_time: Option<StartTime>,
+    /// `end_time`: where a bounded backfill ends; a stream that reaches it stops.
+    pub end_time: Option<StartTime>,
+    /// The query parameter names of the v3 beta endpoint (`audit_v3`).
+    pub v3_params: V3Params,
     /// Events per page asked of the API, 1 to 1000.
     pub page_size: u16,
     /// How long a stream sleeps after a page without more events (`poll_interval_secs`).
@@ -66,6 +77,25 @@ pub struct AccountConfig {
     pub request_timeout: Duration,
     /// Backpressure: the poller stops fetching while a stream's outbox holds this many pages.
     pub max_pending_pages: u32,
+}
+
+/// The names of the v3 beta endpoint's paging parameters. The defaults are the 3.0.0 revision
+/// (`max_page_size`, `page_token`); the early beta used `page_size` and `next_page_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V3Params {
+    /// `v3_page_size_param`.
+    pub page_size: String,
+    /// `v3_page_token_param`.
+    pub page_token: String,
+}
+
+impl Default for V3Params {
+    fn default() -> Self {
+        V3Params {
+            page_size: "max_page_size".to_owned(),
+            page_token: "page_token".to_owned(),
+        }
+    }
 }
 
 /// Where an account's bearer token comes from.
@@ -400,11 +430,15 @@ struct RawAccount {
     name: String,
     token_file: Option<String>,
     token_env: Option<String>,
-    base_url: String,
+    base_url: Option<String>,
+    region: Option<String>,
     ca_file: Option<String>,
-    #[serde(default = "default_streams")]
-    streams: Vec<String>,
+    streams: Option<Vec<String>>,
+    api_version: Option<String>,
     start_time: Option<String>,
+    end_time: Option<String>,
+    v3_page_size_param: Option<String>,
+    v3_page_token_param: Option<String>,
     #[serde(default = "default_page_size")]
     page_size: i64,
     #[serde(default = "default_poll_interval_secs")]
@@ -428,13 +462,6 @@ enum RawSink {
 struct RawFileSink {
     name: String,
     path: String,
-}
-
-fn default_streams() -> Vec<String> {
-    Stream::ALL
-        .iter()
-        .map(|stream| stream.as_str().to_owned())
-        .collect()
 }
 
 fn default_page_size() -> i64 {
@@ -542,25 +569,102 @@ impl AccountConfig {
                 ));
             }
         };
-        let base_url =
-            base_url(&raw.base_url).map_err(|kind| Problem::new(Some(at("base_url")), kind))?;
+        let base_url = raw
+            .base_url
+            .map(|url| base_url(&url).map_err(|kind| Problem::new(Some(at("base_url")), kind)))
+            .transpose()?;
+        let region = raw
+            .region
+            .map(|name| {
+                Region::ALL
+                    .into_iter()
+                    .find(|region| region.as_str() == name)
+                    .ok_or_else(|| {
+                        Problem::new(
+                            Some(at("region")),
+                            ConfigErrorKind::UnknownValue {
+                                what: "region".to_owned(),
+                                value: name.clone(),
+                                expected: Region::ALL
+                                    .iter()
+                                    .map(|region| region.as_str().to_owned())
+                                    .collect(),
+                            },
+                        )
+                    })
+            })
+            .transpose()?;
+        if base_url.is_some() && region.is_some() {
+            return Err(Problem::invalid(
+                key,
+                "at most one of base_url or region",
+                "both",
+            ));
+        }
         let ca_file = raw
             .ca_file
             .map(|path| non_empty_path(&at("ca_file"), path))
             .transpose()?;
-        let streams = streams(&at("streams"), &raw.streams)?;
-        let start_time = raw
-            .start_time
-            .map(|text| {
+        let streams = raw
+            .streams
+            .map(|names| streams(&at("streams"), &names))
+            .transpose()?;
+        let api_version = match raw.api_version.as_deref() {
+            None | Some("v2") => ApiVersion::V2,
+            Some("v1") => ApiVersion::V1,
+            Some(other) => {
+                return Err(Problem::new(
+                    Some(at("api_version")),
+                    ConfigErrorKind::UnknownValue {
+                        what: "api_version".to_owned(),
+                        value: other.to_owned(),
+                        expected: vec!["v1".to_owned(), "v2".to_owned()],
+                    },
+                ));
+            }
+        };
+        let point_in_time = |name: &str, text: Option<String>| {
+            text.map(|text| {
                 start_time(&text).ok_or_else(|| {
                     Problem::invalid(
-                        &at("start_time"),
+                        &at(name),
                         "an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time ago (like -7d, -24h, -30m or -90s)",
                         &quote(&text),
                     )
                 })
             })
-            .transpose()?;
+            .transpose()
+        };
+        let start_time = point_in_time("start_time", raw.start_time)?;
+        let end_time = point_in_time("end_time", raw.end_time)?;
+        if let (Some(start), Some(end)) = (&start_time, &end_time) {
+            // Resolved against one instant, so relative and absolute times compare fairly.
+            let now = OffsetDateTime::now_utc();
+            if end.resolve(now) <= start.resolve(now) {
+                return Err(Problem::invalid(
+                    &at("end_time"),
+                    "a time after start_time",
+                    &quote(&describe_point(end)),
+                ));
+            }
+        }
+        let mut v3_params = V3Params::default();
+        for (name, value, slot) in [
+            (
+                "v3_page_size_param",
+                raw.v3_page_size_param,
+                &mut v3_params.page_size,
+            ),
+            (
+                "v3_page_token_param",
+                raw.v3_page_token_param,
+                &mut v3_params.page_token,
+            ),
+        ] {
+            if let Some(value) = value {
+                *slot = query_param_name(&at(name), value)?;
+            }
+        }
         let page_size = int_in(&at("page_size"), raw.page_size, 1, PAGE_SIZE_MAX)?;
         let poll_interval_secs = int_in(
             &at("poll_interval_secs"),
@@ -584,15 +688,44 @@ impl AccountConfig {
             name: raw.name,
             token,
             base_url,
+            region,
             ca_file,
             streams,
+            api_version,
             start_time,
+            end_time,
+            v3_params,
             page_size: u16::try_from(page_size).expect("page_size was checked to be at most 1000"),
             poll_interval: Duration::from_secs(poll_interval_secs.unsigned_abs()),
             request_timeout: Duration::from_secs(request_timeout_secs.unsigned_abs()),
             max_pending_pages: u32::try_from(max_pending_pages)
                 .expect("max_pending_pages was checked to fit in a u32"),
         })
+    }
+}
+
+/// A start or end time as the user could have written it, for error messages.
+fn describe_point(point: &StartTime) -> String {
+    match point {
+        StartTime::At(at) => at.format(&Rfc3339).unwrap_or_default(),
+        StartTime::Ago(ago) => format!("-{}s", ago.as_secs()),
+    }
+}
+
+/// A query parameter name: 1 to 64 characters from `A-Za-z0-9_.-`.
+fn query_param_name(key: &str, name: String) -> Result<String, Problem> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(Problem::invalid(
+            key,
+            "a query parameter name (1 to 64 characters from A-Z, a-z, 0-9, _, - and .)",
+            &quote(&name),
+        ))
     }
 }
 
@@ -695,7 +828,7 @@ fn streams(key: &str, names: &[String]) -> Result<Vec<Stream>, Problem> {
                 ConfigErrorKind::UnknownValue {
                     what: "stream".to_owned(),
                     value: name.clone(),
-                    expected: Stream::ALL
+                    expected: Stream::KNOWN
                         .iter()
                         .map(|stream| stream.as_str().to_owned())
                         .collect(),
@@ -737,6 +870,12 @@ fn start_time(text: &str) -> Option<StartTime> {
     }
     let secs = amount.parse::<u64>().ok()?.checked_mul(unit_secs)?;
     Some(StartTime::Ago(Duration::from_secs(secs)))
+}
+
+/// Checks and normalizes a base URL as `base_url` does (for one derived from a token); the
+/// error says what was expected.
+pub fn normalize_base_url(url: &str) -> Result<String, String> {
+    base_url(url).map_err(|kind| kind.to_string())
 }
 
 /// Checks and normalizes a base URL: `https://host[:port]`, or `http://` to a loopback host.
@@ -1594,6 +1733,9 @@ mod tests {
 
     use super::*;
 
+    /// The keys of an `[[accounts]]` table, in the order errors list them.
+    const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages";
+
     const VALID: &str = r#"
 [state]
 path = "/var/lib/op-events-forwarder/state.db"
@@ -1663,8 +1805,10 @@ path = "/var/log/op-events/{stream}.ndjson"
                 "/run/credentials/op-events-forwarder.service/token"
             ))
         );
-        assert_eq!(account.base_url, "https://events.1password.com");
-        assert_eq!(account.streams, Stream::ALL);
+        assert_eq!(account.base_url, None);
+        assert_eq!(account.region, None);
+        assert_eq!(account.streams, None);
+        assert_eq!(account.api_version, ApiVersion::V2);
         assert_eq!(account.start_time, None);
         assert_eq!(
             config.sinks,
@@ -1686,7 +1830,7 @@ path = "/var/log/op-events/{stream}.ndjson"
             account.token,
             TokenSource::Env("OP_EVENTS_FORWARDER_DEMO_TOKEN".to_owned())
         );
-        assert_eq!(account.base_url, "http://127.0.0.1:8722");
+        assert_eq!(account.base_url.as_deref(), Some("http://127.0.0.1:8722"));
         assert_eq!(
             account.start_time,
             Some(StartTime::Ago(Duration::from_secs(2 * 86_400)))
@@ -1706,10 +1850,14 @@ path = "/var/log/op-events/{stream}.ndjson"
             vec![AccountConfig {
                 name: "acme".to_owned(),
                 token: TokenSource::File(PathBuf::from("/run/token")),
-                base_url: "https://events.1password.com".to_owned(),
+                base_url: Some("https://events.1password.com".to_owned()),
+                region: None,
                 ca_file: None,
-                streams: Stream::ALL.to_vec(),
+                streams: None,
+                api_version: ApiVersion::V2,
                 start_time: None,
+                end_time: None,
+                v3_params: V3Params::default(),
                 page_size: 1000,
                 poll_interval: Duration::from_secs(10),
                 request_timeout: Duration::from_secs(30),
@@ -1725,8 +1873,12 @@ path = "/var/log/op-events/{stream}.ndjson"
             r#"token_env = "OP_TOKEN"
 base_url = "https://events.ent.1password.com:8443/"
 ca_file = "/etc/ssl/ca.pem"
-streams = ["signinattempts", "auditevents"]
+streams = ["signinattempts", "audit_v3"]
+api_version = "v1"
 start_time = 2026-11-01T00:00:00Z
+end_time = "2026-11-02T00:00:00+01:00"
+v3_page_size_param = "page_size"
+v3_page_token_param = "next_page_token"
 page_size = 1
 poll_interval_secs = 86400
 request_timeout_secs = 3600
@@ -1734,15 +1886,30 @@ max_pending_pages = 100000"#,
         );
         let account = parse(&toml).unwrap().accounts.remove(0);
         assert_eq!(account.token, TokenSource::Env("OP_TOKEN".to_owned()));
-        assert_eq!(account.base_url, "https://events.ent.1password.com:8443");
+        assert_eq!(
+            account.base_url.as_deref(),
+            Some("https://events.ent.1password.com:8443")
+        );
         assert_eq!(account.ca_file, Some(PathBuf::from("/etc/ssl/ca.pem")));
         assert_eq!(
             account.streams,
-            [Stream::SignInAttempts, Stream::AuditEvents]
+            Some(vec![Stream::SignInAttempts, Stream::AuditV3])
         );
         assert_eq!(
             account.start_time,
             Some(StartTime::At(datetime!(2026-11-01 00:00 UTC)))
+        );
+        assert_eq!(account.api_version, ApiVersion::V1);
+        assert_eq!(
+            account.end_time,
+            Some(StartTime::At(datetime!(2026-11-01 23:00 UTC)))
+        );
+        assert_eq!(
+            account.v3_params,
+            V3Params {
+                page_size: "page_size".to_owned(),
+                page_token: "next_page_token".to_owned()
+            }
         );
         assert_eq!(account.page_size, 1);
         assert_eq!(account.poll_interval, Duration::from_secs(86_400));
@@ -1764,8 +1931,8 @@ max_pending_pages = 100000"#,
         ] {
             let toml = edit("https://events.1password.com", url);
             assert_eq!(
-                parse(&toml).unwrap().accounts[0].base_url,
-                normalized,
+                parse(&toml).unwrap().accounts[0].base_url.as_deref(),
+                Some(normalized),
                 "{url}"
             );
         }
@@ -1832,9 +1999,9 @@ max_pending_pages = 100000"#,
         );
         check_err(
             &edit("name = \"acme\"", "name = \"acme\"\npage_sise = 10"),
-            "test.toml: accounts[0].page_sise: unknown key (expected one of name, token_file, token_env, \
-             base_url, ca_file, streams, start_time, page_size, poll_interval_secs, request_timeout_secs, \
-             max_pending_pages)",
+            &format!(
+                "test.toml: accounts[0].page_sise: unknown key (expected one of {ACCOUNT_KEYS})"
+            ),
         );
         check_err(
             &format!("{VALID}format = \"ndjson\"\n"),
@@ -1858,10 +2025,6 @@ max_pending_pages = 100000"#,
         check_err(
             &edit("name = \"acme\"\n", ""),
             "test.toml: accounts[0].name: missing",
-        );
-        check_err(
-            &edit("base_url = \"https://events.1password.com\"\n", ""),
-            "test.toml: accounts[0].base_url: missing",
         );
         check_err(
             &format!("{VALID}\n[[sinks]]\nname = \"other\"\ntype = \"file\"\n"),
@@ -1984,6 +2147,75 @@ max_pending_pages = 100000"#,
     }
 
     #[test]
+    fn base_url_is_optional_and_region_names_a_host() {
+        let without = edit("base_url = \"https://events.1password.com\"\n", "");
+        let account = parse(&without).unwrap().accounts.remove(0);
+        assert_eq!((account.base_url, account.region), (None, None));
+        for region in Region::ALL {
+            let toml = edit(
+                "base_url = \"https://events.1password.com\"",
+                &format!("region = \"{}\"", region.as_str()),
+            );
+            assert_eq!(parse(&toml).unwrap().accounts[0].region, Some(region));
+        }
+        check_err(
+            &edit(
+                "base_url = \"https://events.1password.com\"",
+                "region = \"uk\"",
+            ),
+            "test.toml: accounts[0].region: unknown region \"uk\" (expected one of us, ca, eu, ent)",
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\nregion = \"eu\""),
+            "test.toml: accounts[0]: expected at most one of base_url or region, got both",
+        );
+    }
+
+    #[test]
+    fn api_versions_and_v3_parameter_names() {
+        let with = |line: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{line}"));
+        assert_eq!(
+            parse(&with("api_version = \"v2\"")).unwrap().accounts[0].api_version,
+            ApiVersion::V2
+        );
+        check_err(
+            &with("api_version = \"v3\""),
+            "test.toml: accounts[0].api_version: unknown api_version \"v3\" (expected one of v1, v2)",
+        );
+        check_err(
+            &with("v3_page_token_param = \"page token\""),
+            "test.toml: accounts[0].v3_page_token_param: expected a query parameter name (1 to 64 characters \
+             from A-Z, a-z, 0-9, _, - and .), got \"page token\"",
+        );
+    }
+
+    #[test]
+    fn end_time_must_follow_start_time() {
+        let with = |lines: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{lines}"));
+        let account = parse(&with("start_time = \"-7d\"\nend_time = \"-1d\""))
+            .unwrap()
+            .accounts
+            .remove(0);
+        assert_eq!(
+            account.end_time,
+            Some(StartTime::Ago(Duration::from_secs(86_400)))
+        );
+        check_err(
+            &with("start_time = \"-1d\"\nend_time = \"-7d\""),
+            "test.toml: accounts[0].end_time: expected a time after start_time, got \"-604800s\"",
+        );
+        check_err(
+            &with("start_time = 2026-11-02T00:00:00Z\nend_time = 2026-11-01T00:00:00Z"),
+            "test.toml: accounts[0].end_time: expected a time after start_time, got \"2026-11-01T00:00:00Z\"",
+        );
+        check_err(
+            &with("end_time = \"soon\""),
+            "test.toml: accounts[0].end_time: expected an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time \
+             ago (like -7d, -24h, -30m or -90s), got \"soon\"",
+        );
+    }
+
+    #[test]
     fn bad_start_time() {
         check_err(
             &edit("name = \"acme\"", "name = \"acme\"\nstart_time = \"7d\""),
@@ -2012,7 +2244,7 @@ max_pending_pages = 100000"#,
         check_err(
             &with("[\"auditevents\", \"audit\"]"),
             "test.toml: accounts[0].streams[1]: unknown stream \"audit\" (expected one of auditevents, itemusages, \
-             signinattempts)",
+             signinattempts, audit_v3)",
         );
         check_err(
             &with("[\"itemusages\", \"auditevents\", \"itemusages\"]"),
@@ -2171,7 +2403,10 @@ max_pending_pages = 100000"#,
         let account = &config.accounts[0];
         assert_eq!(account.poll_interval, Duration::from_secs(5));
         assert_eq!(account.page_size, 250);
-        assert_eq!(account.streams, [Stream::ItemUsages, Stream::AuditEvents]);
+        assert_eq!(
+            account.streams,
+            Some(vec![Stream::ItemUsages, Stream::AuditEvents])
+        );
         assert_eq!(
             account.start_time,
             Some(StartTime::Ago(Duration::from_secs(7 * 86_400)))
@@ -2211,9 +2446,10 @@ max_pending_pages = 100000"#,
         check_env_err(
             VALID,
             &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL", "5")],
-            "test.toml: accounts[0].poll_interval (from OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL): unknown \
-             key (expected one of name, token_file, token_env, base_url, ca_file, streams, start_time, page_size, \
-             poll_interval_secs, request_timeout_secs, max_pending_pages)",
+            &format!(
+                "test.toml: accounts[0].poll_interval (from OP_EVENTS_FORWARDER__ACCOUNTS__0__POLL_INTERVAL): \
+                 unknown key (expected one of {ACCOUNT_KEYS})"
+            ),
         );
         check_env_err(
             VALID,
@@ -2246,7 +2482,7 @@ max_pending_pages = 100000"#,
                 "auditevents,audit",
             )],
             "test.toml: accounts[0].streams[1] (from OP_EVENTS_FORWARDER__ACCOUNTS__0__STREAMS): unknown stream \
-             \"audit\" (expected one of auditevents, itemusages, signinattempts)",
+             \"audit\" (expected one of auditevents, itemusages, signinattempts, audit_v3)",
         );
         check_env_err(
             VALID,
@@ -2336,9 +2572,9 @@ max_pending_pages = 100000"#,
         for _ in 0..20 {
             check_err(
                 &toml,
-                "test.toml: accounts[0].alpha: unknown key (expected one of name, token_file, token_env, base_url, \
-                 ca_file, streams, start_time, page_size, poll_interval_secs, request_timeout_secs, \
-                 max_pending_pages)",
+                &format!(
+                    "test.toml: accounts[0].alpha: unknown key (expected one of {ACCOUNT_KEYS})"
+                ),
             );
         }
     }

@@ -65,9 +65,6 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<StreamSummary>> {
     prepare_out_dir(&options.out)?;
-    let token_path = options.out.join(TOKEN_FILE);
-    std::fs::write(&token_path, TOKEN)
-        .with_context(|| format!("cannot write {}", token_path.display()))?;
 
     let mut sim_config = SimConfig::new("127.0.0.1:0".parse().expect("a valid address"));
     sim_config.seed = options.seed;
@@ -77,6 +74,16 @@ pub async fn run(
     let sim = Simulator::start(sim_config)
         .await
         .context("cannot start the simulator")?;
+    // A JWT like a real one: the daemon reads the streams from its features.
+    let token = sim.mint_token(&crate::sim::jwt::MintClaims {
+        audience: sim.audience(),
+        features: Stream::ALL.to_vec(),
+        issued_at: time::OffsetDateTime::now_utc(),
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+    });
+    let token_path = options.out.join(TOKEN_FILE);
+    std::fs::write(&token_path, token)
+        .with_context(|| format!("cannot write {}", token_path.display()))?;
 
     let config =
         crate::config::from_toml_str("demo", &demo_config(&options.out, &sim.base_url()), &[])?;

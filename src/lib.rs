@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML file, parsed then validated into [`config::Config`] (no IO).
+//! - [`account`]: an account's config completed from its token's claims; the token watch.
 //! - [`api`]: the Events API client; the only code that speaks HTTP to 1Password.
 //! - [`governor`]: one request limiter per account, shared by its streams.
 //! - [`poller`]: one task per (account, stream): fetch a page, store it with its cursor.
@@ -16,6 +17,7 @@
 //!
 //! [`Daemon::start`] wires them; [`run`] is the daemon until a shutdown future resolves.
 
+pub mod account;
 pub mod api;
 pub mod config;
 pub mod demo;
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,10 +53,27 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until `shutdown` resolves, then stops it in order.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let daemon = Daemon::start(&config).await?;
+    run_with(config, &StartOptions::default(), shutdown).await
+}
+
+/// [`run`], with the command line's start options.
+pub async fn run_with(
+    config: Config,
+    options: &StartOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let daemon = Daemon::start_with(&config, options).await?;
     shutdown.await;
     daemon.stop().await;
     Ok(())
+}
+
+/// Choices made on the command line rather than in the config.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `--forget-removed-accounts`: delete the state (cursors, pending pages, offsets) of
+    /// accounts that are no longer configured, instead of refusing to start.
+    pub forget_removed_accounts: bool,
 }
 
 /// The running daemon: pollers and sink workers over one store.
@@ -71,25 +90,54 @@ impl Daemon {
     /// Opens the store, reads the tokens and starts every task. Fails before starting
     /// anything if the state file or a token cannot be read.
     pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
+        Daemon::start_with(config, &StartOptions::default()).await
+    }
+
+    /// [`Daemon::start`], with the command line's start options. Fails before starting
+    /// anything if the state file or a token cannot be read, a token cannot serve its
+    /// account's config, or the state holds accounts no longer configured (unless
+    /// `options.forget_removed_accounts`).
+    pub async fn start_with(config: &Config, options: &StartOptions) -> anyhow::Result<Daemon> {
+        let mut accounts = Vec::new();
+        let now = time::OffsetDateTime::now_utc();
+        for account in &config.accounts {
+            let (token, origin) = read_token(account)?;
+            let claims = api::jwt::decode_claims(token.expose_secret());
+            let resolved = account::resolve(account, &origin, claims, now)?;
+            if let Some(warning) = &resolved.warning {
+                tracing::warn!(account = %account.name, "{warning}");
+            }
+            let client_options = api::ClientOptions {
+                base_url: resolved.base_url.clone(),
+                ca_file: account.ca_file.clone(),
+                timeout: account.request_timeout,
+            };
+            let client = api::Client::new(&client_options, token)
+                .with_context(|| format!("account \"{}\"", account.name))?;
+            tracing::info!(
+                account = %account.name,
+                base_url = %resolved.base_url,
+                base_url_from = resolved.base_url_from,
+                streams = %resolved.streams.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                api_version = account.api_version.as_str(),
+                token_expires_at = %resolved
+                    .claims
+                    .as_ref()
+                    .and_then(|c| c.expires_at)
+                    .map_or_else(|| "never".to_owned(), api::rfc3339),
+                "account configured"
+            );
+            accounts.push((account, resolved, client));
+        }
+
         let path = config.state.path.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
+        let configured: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        check_removed_accounts(&store, &configured, options.forget_removed_accounts)?;
         let sink_names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
         let released = store.register_sinks(&sink_names)?;
         for name in released {
             tracing::warn!(sink = %name, "sink no longer configured; its delivery offsets were removed");
-        }
-
-        let mut clients = Vec::new();
-        for account in &config.accounts {
-            let token = read_token(account)?;
-            let options = api::ClientOptions {
-                base_url: account.base_url.clone(),
-                ca_file: account.ca_file.clone(),
-                timeout: account.request_timeout,
-            };
-            let client = api::Client::new(&options, token)
-                .with_context(|| format!("account \"{}\"", account.name))?;
-            clients.push(client);
         }
 
         let daemon = Daemon {
@@ -103,8 +151,8 @@ impl Daemon {
             .iter()
             .map(|s| Arc::new(Sink::from_config(s)))
             .collect();
-        for (account, client) in config.accounts.iter().zip(clients) {
-            daemon.start_account(account, client, &sinks);
+        for (account, resolved, client) in accounts {
+            daemon.start_account(account, &resolved, client, &sinks);
         }
         tracing::info!(
             state = %config.state.path.display(),
@@ -115,9 +163,28 @@ impl Daemon {
         Ok(daemon)
     }
 
-    fn start_account(&self, account: &AccountConfig, client: api::Client, sinks: &[Arc<Sink>]) {
+    fn start_account(
+        &self,
+        account: &AccountConfig,
+        resolved: &account::ResolvedAccount,
+        client: api::Client,
+        sinks: &[Arc<Sink>],
+    ) {
+        let name: Arc<str> = account.name.as_str().into();
+        let watched = client.clone();
+        let expires_at = resolved.claims.as_ref().and_then(|c| c.expires_at);
+        self.tasks.spawn(account::watch_token(
+            move || {
+                let client = watched.clone();
+                async move { client.introspect().await }
+            },
+            expires_at,
+            time::OffsetDateTime::now_utc,
+            move |report| account::log_token_report(&name, report),
+            self.shutdown.clone(),
+        ));
         let governor = Arc::new(AccountGovernor::new());
-        for &stream in &account.streams {
+        for &stream in &resolved.streams {
             let (appended, _) = watch::channel(0);
             let acked = Arc::new(Notify::new());
             for sink in sinks {
@@ -142,6 +209,9 @@ impl Daemon {
                     page_size: account.page_size,
                     poll_interval: account.poll_interval,
                     start_time: account.start_time.clone(),
+                    end_time: account.end_time.clone(),
+                    api_version: account.api_version,
+                    v3_params: account.v3_params.clone(),
                     max_pending_pages: account.max_pending_pages,
                 },
                 appended,
@@ -180,8 +250,42 @@ impl Daemon {
     }
 }
 
-/// Reads an account's bearer token from its file or environment variable.
-fn read_token(account: &AccountConfig) -> anyhow::Result<SecretString> {
+/// Refuses to start while the state holds cursors or pages of accounts that are no longer
+/// configured (a rename or a removal must not silently drop them), unless `forget` says to
+/// delete them; then logs what was dropped.
+fn check_removed_accounts(store: &Store, configured: &[&str], forget: bool) -> anyhow::Result<()> {
+    let removed: Vec<String> = store
+        .accounts()?
+        .into_iter()
+        .filter(|name| !configured.contains(&name.as_str()))
+        .collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    if !forget {
+        anyhow::bail!(
+            "state database {}: holds cursors of accounts no longer configured: {}; configure them again under \
+             the same name to resume them, or start with --forget-removed-accounts to delete their state",
+            store.path().display(),
+            removed.join(", ")
+        );
+    }
+    for name in removed {
+        let dropped = store.forget_account(&name)?;
+        tracing::warn!(
+            account = %name,
+            streams = %dropped.streams.join(","),
+            pending_pages = dropped.pending_pages,
+            pending_events = dropped.pending_events,
+            "account no longer configured; its cursors and undelivered pages were deleted (--forget-removed-accounts)"
+        );
+    }
+    Ok(())
+}
+
+/// Reads an account's bearer token from its file or environment variable; also returns where
+/// it came from (`token_file PATH` or `token_env NAME`), for messages.
+fn read_token(account: &AccountConfig) -> anyhow::Result<(SecretString, String)> {
     let (raw, origin) = match &account.token {
         TokenSource::File(path) => (
             std::fs::read_to_string(path).with_context(|| {
@@ -213,5 +317,5 @@ fn read_token(account: &AccountConfig) -> anyhow::Result<SecretString> {
             account.name
         );
     }
-    Ok(SecretString::from(token.to_owned()))
+    Ok((SecretString::from(token.to_owned()), origin))
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use op_events_forwarder::sim::{SimConfig, SimToken, Simulator};
+use op_events_forwarder::sim::jwt::{MintClaims, SigningKey};
+use op_events_forwarder::sim::{SimConfig, SimToken, Simulator, V3Revision};
+use op_events_forwarder::stream::Stream;
 use op_events_forwarder::{config, demo, shutdown};
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +38,10 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
         config: PathBuf,
+        /// Delete the saved state (cursors, undelivered pages) of accounts no longer in the
+        /// config, instead of refusing to start.
+        #[arg(long)]
+        forget_removed_accounts: bool,
     },
     /// Check a config file and exit (0 if valid, 78 if not).
     CheckConfig {
@@ -62,6 +68,29 @@ enum Command {
         /// Append "<stream>\t<uuid>" for every generated event to this file.
         #[arg(long)]
         ledger: Option<PathBuf>,
+        /// The ES256 key (PKCS#8) that signs and verifies the simulator's JWT tokens; created
+        /// if missing. Without it, a fresh key is used for this run only.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// Print a JWT signed with --signing-key and exit, instead of serving.
+        #[arg(long, requires = "signing_key")]
+        mint_token: bool,
+        /// With --mint-token: the token's features (streams it may read).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "auditevents,itemusages,signinattempts"
+        )]
+        features: Vec<String>,
+        /// With --mint-token: the token's audience, the HOST:PORT clients will call.
+        #[arg(long, default_value = "127.0.0.1:8722")]
+        aud: String,
+        /// With --mint-token: how long the token is valid, like 30d, 12h or 90m; never by default.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Which revision of the v3 beta endpoint to serve: current (3.0.0) or early.
+        #[arg(long, default_value = "current")]
+        v3_revision: V3Revision,
     },
     /// Run the simulator and the daemon together into ./demo-output/ and check the result.
     Demo {
@@ -105,7 +134,10 @@ fn main() -> ExitCode {
 
 async fn async_main(command: Command) -> ExitCode {
     match command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            forget_removed_accounts,
+        } => {
             let config = match config::load(&config) {
                 Ok(config) => config,
                 Err(err) => return config_error(&err),
@@ -116,7 +148,10 @@ async fn async_main(command: Command) -> ExitCode {
                     return fail(signal_error(err));
                 }
             };
-            match op_events_forwarder::run(config, stop.cancelled_owned()).await {
+            let options = op_events_forwarder::StartOptions {
+                forget_removed_accounts,
+            };
+            match op_events_forwarder::run_with(config, &options, stop.cancelled_owned()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(err),
             }
@@ -135,8 +170,35 @@ async fn async_main(command: Command) -> ExitCode {
             seed,
             tokens,
             ledger,
+            signing_key,
+            mint_token,
+            features,
+            aud,
+            expires_in,
+            v3_revision,
         } => {
+            let signing_key = match signing_key.as_deref().map(SigningKey::load_or_create) {
+                None => None,
+                Some(Ok(key)) => Some(key),
+                Some(Err(err)) => {
+                    return fail(anyhow::Error::from(err).context("cannot use --signing-key"));
+                }
+            };
+            if mint_token {
+                let Some(key) = signing_key else {
+                    return fail(anyhow::anyhow!("--mint-token needs --signing-key"));
+                };
+                return match mint(&key, &features, aud, expires_in.as_deref()) {
+                    Ok(token) => {
+                        println!("{token}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => fail(err),
+                };
+            }
             let mut sim_config = SimConfig::new(listen);
+            sim_config.signing_key = signing_key;
+            sim_config.v3_revision = v3_revision;
             sim_config.initial_events = events;
             sim_config.rate_per_sec = rate;
             sim_config.seed = seed;
@@ -186,6 +248,56 @@ async fn async_main(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// A token for `simulate --mint-token`.
+fn mint(
+    key: &SigningKey,
+    features: &[String],
+    audience: String,
+    expires_in: Option<&str>,
+) -> anyhow::Result<String> {
+    let features = features
+        .iter()
+        .map(|name| {
+            Stream::from_feature(name.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--features: unknown feature \"{name}\" (expected auditevents, itemusages or signinattempts)"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let issued_at = time::OffsetDateTime::now_utc();
+    let expires_at = match expires_in {
+        None => None,
+        Some(text) => Some(
+            issued_at + parse_duration(text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--expires-in: expected a duration like 30d, 12h, 90m or 45s, got \"{text}\""
+                )
+            })?,
+        ),
+    };
+    Ok(key.mint(&MintClaims {
+        audience,
+        features,
+        issued_at,
+        expires_at,
+    }))
+}
+
+/// `30d`, `12h`, `90m`, `45s`.
+fn parse_duration(text: &str) -> Option<time::Duration> {
+    let (amount, unit) = text.split_at(text.len().checked_sub(1)?);
+    let amount: i64 = amount.parse().ok().filter(|n| *n >= 0)?;
+    let secs = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return None,
+    };
+    Some(time::Duration::seconds(amount.checked_mul(secs)?))
 }
 
 fn signal_error(err: std::io::Error) -> anyhow::Error {

@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiError, ErrorClass, PageRequest};
-use crate::config::StartTime;
+use crate::api::v3::V3State;
+use crate::api::{self, ApiError, ApiVersion, ErrorClass, PageRequest};
+use crate::config::{StartTime, V3Params};
 use crate::governor::AccountGovernor;
 use crate::retry::Backoff;
 use crate::stats::Stats;
@@ -40,7 +41,34 @@ pub struct PollSettings {
     pub page_size: u16,
     pub poll_interval: Duration,
     pub start_time: Option<StartTime>,
+    /// A bounded backfill: the stream stops once it has read everything up to here.
+    pub end_time: Option<StartTime>,
+    /// Which cursor endpoints to read (the `audit_v3` stream has its own).
+    pub api_version: ApiVersion,
+    /// The query parameter names of the v3 endpoint.
+    pub v3_params: V3Params,
     pub max_pending_pages: u32,
+}
+
+/// A fetched page, ready to be made durable.
+struct Fetched {
+    /// The events as a JSON array of raw events.
+    items: String,
+    n_events: u64,
+    /// What to continue from: the API's cursor, or the `audit_v3` state as JSON.
+    cursor: String,
+    /// More events may be waiting right away.
+    has_more: bool,
+}
+
+/// Why a page could not be fetched.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The saved position cannot be read; fetching would have to guess where to resume.
+    #[error("the saved position of the stream is unreadable ({0}); it is kept as is")]
+    State(String),
 }
 
 /// Everything one stream's poller needs.
@@ -65,25 +93,29 @@ impl StreamPoller {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = new_backoff();
         let mut cursor = self.saved_cursor(&shutdown).await;
+        // Relative start and end times are taken from when the daemon started.
+        let started = OffsetDateTime::now_utc();
+        let end_time = self
+            .settings
+            .end_time
+            .as_ref()
+            .map(|end| end.resolve(started));
         tracing::info!(
             account = %self.account,
             stream = %self.stream,
             resume = cursor.is_some(),
+            end_time = %end_time.map_or_else(|| "none".to_owned(), api::rfc3339),
             "polling stream"
         );
         while !shutdown.is_cancelled() {
             if !self.wait_for_room(&shutdown).await {
                 break;
             }
-            let request = match &cursor {
-                Some(cursor) => PageRequest::Cursor(cursor.clone()),
-                None => self.reset_request(OffsetDateTime::now_utc()),
-            };
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
                     self.governor.acquire().await;
-                    self.client.fetch(self.stream, &request).await
+                    self.fetch_next(cursor.as_deref(), started, end_time).await
                 } => fetched,
             };
             let pause = match fetched {
@@ -93,6 +125,19 @@ impl StreamPoller {
                         cursor = Some(page.cursor);
                         if page.has_more {
                             continue;
+                        }
+                        if let Some(end) = end_time
+                            && end <= OffsetDateTime::now_utc()
+                        {
+                            tracing::info!(
+                                account = %self.account, stream = %self.stream,
+                                end_time = %api::rfc3339(end),
+                                "backfill complete: every event up to end_time is stored; the stream stops"
+                            );
+                            self.stats.update_stream(&self.account, self.stream, |s| {
+                                s.finished = true;
+                            });
+                            return;
                         }
                         self.settings.poll_interval
                     }
@@ -106,7 +151,18 @@ impl StreamPoller {
                         delay
                     }
                 },
-                Err(err) => self.failed(&err, &mut backoff),
+                Err(FetchError::Api(err)) => self.failed(&err, &mut backoff),
+                Err(err @ FetchError::State(_)) => {
+                    tracing::error!(
+                        account = %self.account, stream = %self.stream, error = %err,
+                        retry_in_secs = SLOW_RETRY.as_secs(),
+                        "cannot continue the stream"
+                    );
+                    self.stats.update_stream(&self.account, self.stream, |s| {
+                        s.last_error = Some(err.to_string());
+                    });
+                    SLOW_RETRY
+                }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -135,10 +191,57 @@ impl StreamPoller {
         }
     }
 
-    /// The first request of a stream that has no cursor yet.
-    fn reset_request(&self, now: OffsetDateTime) -> PageRequest {
+    /// Fetches the page after `cursor` (the first page when there is none).
+    async fn fetch_next(
+        &self,
+        cursor: Option<&str>,
+        started: OffsetDateTime,
+        end_time: Option<OffsetDateTime>,
+    ) -> Result<Fetched, FetchError> {
+        if self.stream == Stream::AuditV3 {
+            let state = match cursor {
+                Some(saved) => V3State::parse(saved).map_err(FetchError::State)?,
+                None => V3State::initial(self.start_time(started).map(api::rfc3339)),
+            };
+            let end = end_time.map(api::rfc3339);
+            let request = state.request(self.settings.page_size, end.as_deref());
+            let page = self
+                .client
+                .fetch_v3(&self.settings.v3_params, &request)
+                .await?;
+            let step = state.advance(&page);
+            return Ok(Fetched {
+                items: step.items,
+                n_events: step.n_events,
+                cursor: step.next.to_json(),
+                has_more: step.has_more,
+            });
+        }
+        let request = match cursor {
+            Some(cursor) => PageRequest::Cursor(cursor.to_owned()),
+            None => PageRequest::Reset {
+                limit: self.settings.page_size,
+                start_time: self.start_time(started),
+                end_time,
+            },
+        };
+        let page = self
+            .client
+            .fetch(self.settings.api_version, self.stream, &request)
+            .await?;
+        Ok(Fetched {
+            items: page.items.get().to_owned(),
+            n_events: page.n_events,
+            cursor: page.cursor,
+            has_more: page.has_more,
+        })
+    }
+
+    /// Where a stream with no cursor starts: the configured start time, clamped to the API's
+    /// retention; `None` lets the API choose.
+    fn start_time(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         let requested = self.settings.start_time.as_ref().map(|at| at.resolve(now));
-        let start_time = requested.map(|at| {
+        requested.map(|at| {
             let (start, clamped) = clamp_to_retention(at, now);
             if clamped {
                 tracing::warn!(
@@ -148,12 +251,7 @@ impl StreamPoller {
                 );
             }
             start
-        });
-        PageRequest::Reset {
-            limit: self.settings.page_size,
-            start_time,
-            end_time: None,
-        }
+        })
     }
 
     /// Waits while the stream's outbox is full. Returns false on shutdown.
@@ -185,13 +283,9 @@ impl StreamPoller {
     }
 
     /// Makes a page durable with its cursor, then tells the sinks.
-    async fn keep(&self, page: &api::Page) -> Result<(), crate::store::StoreError> {
+    async fn keep(&self, page: &Fetched) -> Result<(), crate::store::StoreError> {
         let (account, stream) = (self.account.clone(), self.stream);
-        let (items, n_events, cursor) = (
-            page.items.get().to_owned(),
-            page.n_events,
-            page.cursor.clone(),
-        );
+        let (items, n_events, cursor) = (page.items.clone(), page.n_events, page.cursor.clone());
         let seq = self
             .store
             .run(move |s| s.append_page(&account, stream, &items, n_events, &cursor))

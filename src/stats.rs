@@ -22,6 +22,8 @@ pub struct StreamStats {
     /// The last page said `has_more: false`.
     pub caught_up: bool,
     pub last_error: Option<String>,
+    /// A bounded backfill (`end_time`) is complete and the stream's poller has stopped.
+    pub finished: bool,
 }
 
 /// Everything counted so far.

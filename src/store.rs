@@ -78,6 +78,17 @@ impl OutboxPage {
     }
 }
 
+/// What [`Store::forget_account`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedAccount {
+    /// The streams that had a cursor.
+    pub streams: Vec<String>,
+    /// Pages fetched but not delivered to every sink.
+    pub pending_pages: u64,
+    /// The events in those pages.
+    pub pending_events: u64,
+}
+
 /// Handle to the state database. Cheap to clone; all clones share one connection.
 #[derive(Clone)]
 pub struct Store {
@@ -220,6 +231,42 @@ impl Store {
             .map_err(|e| self.err(e))?
             .collect::<Result<Vec<String>, _>>()
             .map_err(|e| self.err(e))
+    }
+
+    /// Deletes everything kept for an account: its cursors, its undelivered pages and the
+    /// sinks' offsets in its streams, in one transaction. Returns what was dropped, for the log.
+    pub fn forget_account(&self, account: &str) -> Result<DroppedAccount, StoreError> {
+        let mut state = self.lock();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        let streams = {
+            let mut stmt = tx
+                .prepare("SELECT stream FROM streams WHERE account = ?1 ORDER BY stream")
+                .map_err(|e| self.err(e))?;
+            stmt.query_map([account], |row| row.get::<_, String>(0))
+                .map_err(|e| self.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?
+        };
+        let (pending_pages, pending_events): (u64, u64) = tx
+            .query_row(
+                "SELECT count(*), coalesce(sum(n_events), 0) FROM outbox WHERE account = ?1",
+                [account],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        for table in ["outbox", "sink_offsets", "streams"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE account = ?1"),
+                [account],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(DroppedAccount {
+            streams,
+            pending_pages,
+            pending_events,
+        })
     }
 
     /// Makes a fetched page durable: appends its events to the outbox (when there are any) and
@@ -514,6 +561,33 @@ mod tests {
         assert_eq!(store.cursor("a", AUDIT).unwrap().as_deref(), Some("ca"));
         assert_eq!(store.cursor("b", AUDIT).unwrap().as_deref(), Some("cb"));
         assert_eq!(store.accounts().unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn forgetting_an_account_deletes_only_its_state() {
+        let (_dir, store) = temp_store();
+        store.register_sinks(&["file"]).unwrap();
+        store.append_page("old", AUDIT, "[1,2]", 2, "co1").unwrap();
+        store
+            .append_page("old", Stream::ItemUsages, "[3]", 1, "co2")
+            .unwrap();
+        store.ack("file", "old", AUDIT, 1).unwrap();
+        store.append_page("old", AUDIT, "[4]", 1, "co3").unwrap();
+        store.append_page("kept", AUDIT, "[5]", 1, "ck").unwrap();
+        assert_eq!(
+            store.forget_account("old").unwrap(),
+            DroppedAccount {
+                streams: vec!["auditevents".into(), "itemusages".into()],
+                pending_pages: 2,
+                pending_events: 2,
+            }
+        );
+        assert_eq!(store.accounts().unwrap(), vec!["kept"]);
+        assert_eq!(store.cursor("old", AUDIT).unwrap(), None);
+        assert_eq!(store.pending_pages("old", AUDIT).unwrap(), 0);
+        assert_eq!(store.offset("file", "old", AUDIT).unwrap(), 0);
+        assert_eq!(store.cursor("kept", AUDIT).unwrap().as_deref(), Some("ck"));
+        assert_eq!(store.pending_pages("kept", AUDIT).unwrap(), 1);
     }
 
     #[test]

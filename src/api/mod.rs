@@ -5,6 +5,8 @@
 //! bytes (unknown fields, number formats, key order) reach the sinks unchanged.
 
 mod error;
+pub mod jwt;
+pub mod v3;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,63 @@ use crate::stream::Stream;
 
 /// How much of a response body goes into an error message.
 const BODY_EXCERPT_CHARS: usize = 300;
+
+/// Which generation of the cursor endpoints an account reads: `POST /api/v1/<stream>` or
+/// `POST /api/v2/<stream>`. Both take the same requests; the v2 events carry the MSP fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiVersion {
+    V1,
+    #[default]
+    V2,
+}
+
+impl ApiVersion {
+    /// The path segment and config value: `v1` or `v2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        }
+    }
+}
+
+/// The four documented Events API hosts, by where the account lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// 1password.com (Business).
+    Us,
+    /// 1password.ca.
+    Ca,
+    /// 1password.eu.
+    Eu,
+    /// ent.1password.com (Enterprise).
+    Ent,
+}
+
+impl Region {
+    /// The config values, in the order error messages list them.
+    pub const ALL: [Region; 4] = [Region::Us, Region::Ca, Region::Eu, Region::Ent];
+
+    /// The config value: `us`, `ca`, `eu` or `ent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::Us => "us",
+            Region::Ca => "ca",
+            Region::Eu => "eu",
+            Region::Ent => "ent",
+        }
+    }
+
+    /// The region's Events API base URL.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://events.1password.com",
+            Region::Ca => "https://events.1password.ca",
+            Region::Eu => "https://events.1password.eu",
+            Region::Ent => "https://events.ent.1password.com",
+        }
+    }
+}
 
 /// What to ask an event endpoint for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,13 +216,42 @@ impl Client {
         &self.base_url
     }
 
-    /// Fetches one page of a stream.
-    pub async fn fetch(&self, stream: Stream, request: &PageRequest) -> Result<Page, ApiError> {
-        let url = format!("{}/api/v2/{}", self.base_url, stream.as_str());
+    /// Fetches one page of a cursor stream from the v1 or v2 endpoint.
+    pub async fn fetch(
+        &self,
+        version: ApiVersion,
+        stream: Stream,
+        request: &PageRequest,
+    ) -> Result<Page, ApiError> {
+        let url = format!(
+            "{}/api/{}/{}",
+            self.base_url,
+            version.as_str(),
+            stream.as_str()
+        );
         let body = self
             .send(http::Method::POST, &url, Some(request.body()))
             .await?;
         parse_page(&body).map_err(|detail| ApiError::InvalidResponse {
+            url,
+            detail,
+            body: self.excerpt(&body),
+        })
+    }
+
+    /// Fetches one page of the beta `GET /api/v3/auditevents`.
+    pub async fn fetch_v3(
+        &self,
+        params: &crate::config::V3Params,
+        request: &v3::V3Request,
+    ) -> Result<v3::V3Page, ApiError> {
+        let url = format!(
+            "{}/api/v3/auditevents?{}",
+            self.base_url,
+            request.query(params)
+        );
+        let body = self.send(http::Method::GET, &url, None).await?;
+        v3::parse_v3_page(&body).map_err(|detail| ApiError::InvalidResponse {
             url,
             detail,
             body: self.excerpt(&body),

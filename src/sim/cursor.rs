@@ -152,11 +152,13 @@ fn stream_code(stream: Stream) -> u8 {
         Stream::AuditEvents => 0,
         Stream::ItemUsages => 1,
         Stream::SignInAttempts => 2,
+        // The v3 endpoint pages with its own tokens; its code only keeps this match total.
+        Stream::AuditV3 => 3,
     }
 }
 
 fn stream_from_code(code: u8) -> Option<Stream> {
-    Stream::ALL
+    Stream::KNOWN
         .into_iter()
         .find(|stream| stream_code(*stream) == code)
 }

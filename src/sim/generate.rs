@@ -191,10 +191,21 @@ fn new_user(rng: &mut Rng, name: String, email: String) -> User {
     }
 }
 
-/// The PRNG that decides everything about one item.
+/// Which schema an item is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schema {
+    /// `/api/v1/…`, spec 1.2.0: no MSP fields (`actor_type`, `*account_uuid`, `user_type`),
+    /// `User` instead of `UserV2`, and only the enum values that spec lists.
+    V1,
+    /// `/api/v2/…`, docs 1.4.1.
+    V2,
+}
+
+/// The PRNG that decides everything about one item. The v3 audit stream is the audit log seen
+/// through the beta endpoint: same events, same uuids.
 fn item_rng(seed: u64, stream: Stream, index: u64) -> Rng {
     let salt = match stream {
-        Stream::AuditEvents => 0xA0D1,
+        Stream::AuditEvents | Stream::AuditV3 => 0xA0D1,
         Stream::ItemUsages => 0x17E4,
         Stream::SignInAttempts => 0x5161,
     };
@@ -206,10 +217,23 @@ pub(crate) fn item_uuid(world: &World, stream: Stream, index: u64) -> String {
     id(&mut item_rng(world.seed, stream, index), Case::Upper)
 }
 
-/// Appends item `index` of `stream`, inserted at `inserted_at`, to `out` as compact JSON.
+/// Appends item `index` of `stream`, inserted at `inserted_at`, to `out` as compact v2 JSON
+/// (for [`Stream::AuditV3`], a v3 event).
 pub(crate) fn write_item(
     world: &World,
     stream: Stream,
+    index: u64,
+    inserted_at: OffsetDateTime,
+    out: &mut String,
+) {
+    write_item_as(world, stream, Schema::V2, index, inserted_at, out);
+}
+
+/// [`write_item`] in the given schema (which only the cursor streams distinguish).
+pub(crate) fn write_item_as(
+    world: &World,
+    stream: Stream,
+    schema: Schema,
     index: u64,
     inserted_at: OffsetDateTime,
     out: &mut String,
@@ -224,9 +248,11 @@ pub(crate) fn write_item(
         uuid: &uuid,
         time,
         style,
+        schema,
     };
     match stream {
         Stream::AuditEvents => write_audit_event(&item, &mut rng, out),
+        Stream::AuditV3 => write_audit_v3_event(&item, inserted_at, &mut rng, out),
         Stream::ItemUsages => write_item_usage(&item, &mut rng, out),
         Stream::SignInAttempts => write_sign_in_attempt(&item, &mut rng, out),
     }
@@ -238,6 +264,38 @@ struct Item<'a> {
     uuid: &'a str,
     time: OffsetDateTime,
     style: TimeStyle,
+    schema: Schema,
+}
+
+impl Item<'_> {
+    /// The MSP fields to write: none in v1.
+    fn msp(&self, msp: Msp) -> Msp {
+        match self.schema {
+            Schema::V1 => Msp::Absent,
+            Schema::V2 => msp,
+        }
+    }
+
+    /// An enum value as this schema may carry it: v1 serves only spec 1.2.0's values, so the
+    /// few added later are replaced by the nearest older one (`None`: leave the field out).
+    fn v1_value<'v>(&self, value: &'v str) -> Option<&'v str> {
+        if self.schema == Schema::V2 {
+            return Some(value);
+        }
+        Some(match value {
+            // Audit actions added in 1.3.0 and 1.4.1.
+            "expire" | "unlink" | "launchi" => "update",
+            // Audit object types added with passkeys and MSP accounts.
+            "cred" => "item",
+            "mngdacc" => "account",
+            // Sign-in type added in 1.4.0; spec 1.2.0 misspells u2f_timeout, so avoid it.
+            "federated" => "credentials_ok",
+            "u2f_timeout" => "u2f_bad",
+            // Item usage action added in 1.4.1.
+            "other" => return None,
+            other => other,
+        })
+    }
 }
 
 /// When the event happened: a moment before it was inserted, or hours before for late arrivals.
@@ -248,7 +306,9 @@ fn event_time(rng: &mut Rng, stream: Stream, inserted_at: OffsetDateTime) -> Off
         match stream {
             // Devices sync offline item usage up to about a day later.
             Stream::ItemUsages => rng.range(HOUR / 2, 26 * HOUR),
-            Stream::AuditEvents | Stream::SignInAttempts => rng.range(HOUR, 6 * HOUR),
+            Stream::AuditEvents | Stream::SignInAttempts | Stream::AuditV3 => {
+                rng.range(HOUR, 6 * HOUR)
+            }
         }
     } else {
         rng.below(3 * SECOND)
@@ -416,7 +476,7 @@ impl Msp {
     fn pick(rng: &mut Rng, stream: Stream) -> Msp {
         let roll = rng.below(100);
         match stream {
-            Stream::AuditEvents => match roll {
+            Stream::AuditEvents | Stream::AuditV3 => match roll {
                 0..=44 => Msp::Absent,
                 45..=69 => Msp::TypeOnly,
                 70..=89 => Msp::Member,
@@ -592,6 +652,7 @@ fn write_audit_event(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
         *rng.pick(AUDIT_TEMPLATES)
     };
 
+    let written_msp = item.msp(msp);
     let mut o = JsonObject::new(out);
     o.string("uuid", item.uuid);
     o.string("timestamp", item.style.format(item.time));
@@ -599,10 +660,13 @@ fn write_audit_event(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
         o.string("actor_uuid", &actor.uuid);
     }
     o.object("actor_details", |d| {
-        write_user(d, actor, msp, actor_account, sparse)
+        write_user(d, actor, written_msp, actor_account, sparse)
     });
-    o.string("action", action);
-    o.string("object_type", object_type);
+    o.string("action", item.v1_value(action).unwrap_or(action));
+    o.string(
+        "object_type",
+        item.v1_value(object_type).unwrap_or(object_type),
+    );
     write_audit_target(&mut o, item, rng, target);
     if !rng.percent(5) {
         // The session began up to eight hours before the event.
@@ -621,7 +685,7 @@ fn write_audit_event(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
         });
     }
     write_location(&mut o, rng);
-    match msp {
+    match written_msp {
         Msp::Absent => {}
         Msp::TypeOnly => o.string("actor_type", "user"),
         Msp::Member | Msp::External => {
@@ -721,6 +785,72 @@ const ITEM_ACTIONS: &[&str] = &[
     "other",
 ];
 
+/// A v3 beta audit event: actor, targets and context, with the insertion time the endpoint's
+/// windows select on. The beta's exact schema is not published; this follows the shape the
+/// beta pages describe (`target.attribute.verb` actions, actor, targets, context).
+fn write_audit_v3_event(
+    item: &Item<'_>,
+    inserted_at: OffsetDateTime,
+    rng: &mut Rng,
+    out: &mut String,
+) {
+    let world = item.world;
+    let msp = Msp::pick(rng, Stream::AuditEvents);
+    let actor = rng.pick(&world.users);
+    let actor_account = msp.user_account(world, rng);
+    let (object_type, verb, _) = *rng.pick(AUDIT_TEMPLATES);
+    let target = match object_type {
+        "gm" => "group.member",
+        "uva" => "vault.user-access",
+        "gva" => "vault.group-access",
+        "sa" => "service-account",
+        "satoken" => "service-account.token",
+        "ssotkn" => "sso.token",
+        "mngdacc" => "managed-account",
+        "dlgdsess" => "delegated-session",
+        "famchild" => "family-member",
+        "itemhist" => "item.history",
+        "vaultkey" => "vault.key",
+        "cred" => "passkey",
+        other => other,
+    };
+    let mut o = JsonObject::new(out);
+    o.string("uuid", item.uuid);
+    o.string("timestamp", item.style.format(item.time));
+    o.string(
+        "insert_time",
+        format_rfc3339(inserted_at, UtcOffset::UTC, 9),
+    );
+    o.string("action", format!("{target}.{verb}"));
+    o.object("actor", |a| {
+        a.string("type", "user");
+        a.string("uuid", &actor.uuid);
+        a.string("name", &actor.name);
+        a.string("email", &actor.email);
+        a.string("account_uuid", actor_account);
+    });
+    let target_uuid = id(rng, Case::Upper);
+    o.key("targets");
+    o.out.push('[');
+    let mut t = JsonObject::new(o.out);
+    t.string("type", target);
+    t.string("uuid", &target_uuid);
+    t.finish();
+    o.out.push(']');
+    let device = rng.pick(&actor.devices).clone();
+    let ip = ip_address(rng);
+    o.object("context", |c| {
+        c.string("account_uuid", &world.account_uuid);
+        c.string("device_uuid", &device);
+        c.object("session", |s| {
+            s.string("uuid", id(rng, Case::Upper));
+            s.string("ip", &ip);
+        });
+        write_location(c, rng);
+    });
+    o.finish();
+}
+
 fn write_item_usage(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
     let world = item.world;
     let msp = Msp::pick(rng, Stream::ItemUsages);
@@ -736,8 +866,12 @@ fn write_item_usage(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
     o.string("item_uuid", item_id);
     // Only clients from 1Password 8.4.0 on report an action.
     if !rng.percent(5) {
-        o.string("action", rng.pick(ITEM_ACTIONS));
+        let action = rng.pick(ITEM_ACTIONS);
+        if let Some(action) = item.v1_value(action) {
+            o.string("action", action);
+        }
     }
+    let msp = item.msp(msp);
     o.object("user", |u| write_user(u, user, msp, user_account, false));
     write_client(&mut o, rng);
     write_location(&mut o, rng);
@@ -846,7 +980,7 @@ fn write_sign_in_attempt(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
     o.string("session_uuid", id(rng, Case::Upper));
     o.string("timestamp", item.style.format(item.time));
     o.string("category", category);
-    o.string("type", kind);
+    o.string("type", item.v1_value(kind).unwrap_or(kind));
     o.string("country", location.country_code);
     if firewall {
         let value = match *kind {
@@ -861,6 +995,7 @@ fn write_sign_in_attempt(item: &Item<'_>, rng: &mut Rng, out: &mut String) {
     }
     // Failed attempts for unknown accounts know only the address that was typed.
     let unknown_user = category == "credentials_failed" && rng.percent(30);
+    let msp = item.msp(msp);
     o.object("target_user", |u| {
         if unknown_user {
             u.string("email", &user.email);

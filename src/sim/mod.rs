@@ -21,6 +21,7 @@
 
 mod cursor;
 mod generate;
+pub mod jwt;
 mod server;
 mod store;
 #[cfg(test)]
@@ -71,6 +72,36 @@ pub struct SimConfig {
     /// Every this-many page requests that have events to serve, one returns an empty page with
     /// `has_more: true` first; 0 for never.
     pub empty_page_every: u32,
+    /// The key that signs (and verifies) the simulator's JWT tokens; `None` for a fresh one.
+    pub signing_key: Option<jwt::SigningKey>,
+    /// Which documented revision of the v3 beta endpoint to serve.
+    pub v3_revision: V3Revision,
+}
+
+/// The two documented revisions of the beta `GET /api/v3/auditevents`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum V3Revision {
+    /// The early beta: `page_size`, `next_page_token` in the query, a `meta` object in the
+    /// response, an inclusive `start_time`.
+    Early,
+    /// Spec 3.0.0: `max_page_size`, `page_token`, a top-level `next_page_token`, an exclusive
+    /// `start_time`.
+    #[default]
+    Current,
+}
+
+impl FromStr for V3Revision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "early" => Ok(V3Revision::Early),
+            "current" | "3.0.0" => Ok(V3Revision::Current),
+            other => Err(format!(
+                "unknown v3 revision \"{other}\" (expected early or current)"
+            )),
+        }
+    }
 }
 
 impl SimConfig {
@@ -86,6 +117,8 @@ impl SimConfig {
             tokens: vec![SimToken::all("sim-token")],
             ledger: None,
             empty_page_every: 50,
+            signing_key: None,
+            v3_revision: V3Revision::Current,
         }
     }
 }
@@ -170,6 +203,8 @@ pub struct SimEvent {
 /// One request to an event endpoint, as served.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRecord {
+    /// The endpoint's version: 1, 2, or 3 (the beta).
+    pub version: u8,
     pub stream: Stream,
     pub status: u16,
     pub body: RequestKind,
@@ -186,6 +221,8 @@ pub enum RequestKind {
     },
     /// A continuation with this cursor.
     Cursor(String),
+    /// A v3 request, with its query string as sent.
+    Query(String),
     /// Not JSON, not an object, wrong types, or the wrong method.
     Invalid,
 }
@@ -281,6 +318,8 @@ impl Simulator {
         let shared = Arc::new(Shared {
             world: World::new(cfg.seed),
             tokens: cfg.tokens,
+            signing_key: cfg.signing_key.unwrap_or_else(jwt::SigningKey::generate),
+            v3_revision: cfg.v3_revision,
             empty_page_every: cfg.empty_page_every,
             cursor_key: generate::combine(cfg.seed, 0xC0_75_02),
             started_at,
@@ -330,6 +369,16 @@ impl Simulator {
         format!("http://{}", self.handle.addr)
     }
 
+    /// The host and port a token's `aud` names for this simulator.
+    pub fn audience(&self) -> String {
+        self.handle.addr.to_string()
+    }
+
+    /// A JWT signed by this simulator's key, which it accepts for `claims.features`.
+    pub fn mint_token(&self, claims: &jwt::MintClaims) -> String {
+        self.handle.shared.signing_key.mint(claims)
+    }
+
     /// Generates and inserts `n` new events into `stream` now, and returns their uuids.
     ///
     /// If the ledger cannot be written, nothing is inserted, the error is logged and the result is empty.
@@ -337,8 +386,18 @@ impl Simulator {
         self.handle.shared.insert_now(stream, n)
     }
 
-    /// Every event generated for `stream`, in insertion order.
+    /// Every event generated for `stream`, in insertion order, as the v2 endpoint (or, for
+    /// [`Stream::AuditV3`], the v3 endpoint) serves it.
     pub fn events(&self, stream: Stream) -> Vec<SimEvent> {
+        self.events_as(stream, 2)
+    }
+
+    /// [`Simulator::events`] as the endpoint of `version` (1 or 2) serves them.
+    pub fn events_as(&self, stream: Stream, version: u8) -> Vec<SimEvent> {
+        let schema = match version {
+            1 => generate::Schema::V1,
+            _ => generate::Schema::V2,
+        };
         let shared = &self.handle.shared;
         let inserted = shared.log(stream).inserted().to_vec();
         inserted
@@ -346,7 +405,14 @@ impl Simulator {
             .enumerate()
             .map(|(idx, inserted_at)| {
                 let mut json = String::new();
-                generate::write_item(&shared.world, stream, idx as u64, inserted_at, &mut json);
+                generate::write_item_as(
+                    &shared.world,
+                    stream,
+                    schema,
+                    idx as u64,
+                    inserted_at,
+                    &mut json,
+                );
                 SimEvent {
                     uuid: generate::item_uuid(&shared.world, stream, idx as u64),
                     json,
@@ -381,6 +447,9 @@ impl Simulator {
 struct Shared {
     world: World,
     tokens: Vec<SimToken>,
+    /// Signs and verifies the simulator's JWTs.
+    signing_key: jwt::SigningKey,
+    v3_revision: V3Revision,
     empty_page_every: u32,
     /// Keys the cursors' tags; derived from the seed, so a restarted simulator accepts old cursors.
     cursor_key: u64,
@@ -450,9 +519,9 @@ impl Shared {
         let mut log = self.log(stream);
         let first_idx = log.len();
         let mut clamped = Vec::with_capacity(times.len());
-        let mut last = times.first().map(|first| log.next_time(*first));
+        let mut last = log.inserted().last().copied();
         for t in times {
-            let at = last.map_or(*t, |last| last.max(*t));
+            let at = store::next_after(last, *t);
             clamped.push(at);
             last = Some(at);
         }
@@ -471,7 +540,7 @@ impl Shared {
     }
 
     /// Counts and records one event-endpoint request.
-    fn record(&self, stream: Stream, status: u16, body: RequestKind, n_served: usize) {
+    fn record(&self, version: u8, stream: Stream, status: u16, body: RequestKind, n_served: usize) {
         let counters = &self.counters[stream_idx(stream)];
         counters.requests.fetch_add(1, Ordering::Relaxed);
         counters
@@ -481,6 +550,7 @@ impl Shared {
             counters.errors.fetch_add(1, Ordering::Relaxed);
         }
         lock(&self.requests).push(RequestRecord {
+            version,
             stream,
             status,
             body,
@@ -508,7 +578,8 @@ impl Shared {
 /// The index of a stream's slot in per-stream arrays.
 fn stream_idx(stream: Stream) -> usize {
     match stream {
-        Stream::AuditEvents => 0,
+        // The v3 endpoint serves the audit log.
+        Stream::AuditEvents | Stream::AuditV3 => 0,
         Stream::ItemUsages => 1,
         Stream::SignInAttempts => 2,
     }

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{Cursor, CursorError};
-use super::generate::{self, Case, Rng};
-use super::{MAX_INSERT_COUNT, RequestKind, Shared, SimToken, store};
+use super::generate::{self, Case, Rng, Schema};
+use super::{MAX_INSERT_COUNT, RequestKind, Shared, V3Revision, store};
 use crate::stream::Stream;
 
 /// The largest request body read; event requests are tiny.
@@ -78,12 +78,16 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
 
 async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
-    if let Some(name) = path.strip_prefix("/api/v2/")
-        && let Ok(stream) = name.parse::<Stream>()
-    {
-        return events(shared, stream, request).await;
+    for (prefix, schema) in [("/api/v1/", Schema::V1), ("/api/v2/", Schema::V2)] {
+        if let Some(name) = path.strip_prefix(prefix)
+            && let Ok(stream) = name.parse::<Stream>()
+            && Stream::ALL.contains(&stream)
+        {
+            return events(shared, schema, stream, request).await;
+        }
     }
     match path {
+        "/api/v3/auditevents" => v3_events(shared, &request),
         "/api/v2/auth/introspect" => introspect(shared, &request, Introspection::V2),
         "/api/auth/introspect" => introspect(shared, &request, Introspection::Legacy),
         "/_sim/stats" => match *request.method() {
@@ -105,10 +109,25 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Serves `POST /api/v2/<stream>` and records the request.
-async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> Response<Body> {
+/// The version number of a schema, for the request log.
+fn version(schema: Schema) -> u8 {
+    match schema {
+        Schema::V1 => 1,
+        Schema::V2 => 2,
+    }
+}
+
+/// Serves `POST /api/v1/<stream>` and `POST /api/v2/<stream>`, and records the request.
+async fn events(
+    shared: &Shared,
+    schema: Schema,
+    stream: Stream,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let version = version(schema);
     if request.method() != Method::POST {
         shared.record(
+            version,
             stream,
             StatusCode::METHOD_NOT_ALLOWED.as_u16(),
             RequestKind::Invalid,
@@ -116,8 +135,7 @@ async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> 
         );
         return method_not_allowed("POST");
     }
-    let authorized =
-        token(shared, request.headers()).is_some_and(|token| token.features.contains(&stream));
+    let authorized = grants(shared, request.headers(), stream);
     let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await;
@@ -126,17 +144,17 @@ async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> 
         Err(_) => RequestKind::Invalid,
     };
     if !authorized {
-        shared.record(stream, StatusCode::UNAUTHORIZED.as_u16(), kind, 0);
+        shared.record(version, stream, StatusCode::UNAUTHORIZED.as_u16(), kind, 0);
         return error(StatusCode::UNAUTHORIZED);
     }
-    match page(shared, stream, &kind, OffsetDateTime::now_utc()) {
+    match page(shared, schema, stream, &kind, OffsetDateTime::now_utc()) {
         Ok((body, n_items)) => {
-            shared.record(stream, StatusCode::OK.as_u16(), kind, n_items);
+            shared.record(version, stream, StatusCode::OK.as_u16(), kind, n_items);
             json(StatusCode::OK, body)
         }
         Err(reason) => {
             tracing::debug!(%stream, %reason, "Simulator rejected an event request.");
-            shared.record(stream, StatusCode::BAD_REQUEST.as_u16(), kind, 0);
+            shared.record(version, stream, StatusCode::BAD_REQUEST.as_u16(), kind, 0);
             error(StatusCode::BAD_REQUEST)
         }
     }
@@ -194,12 +212,13 @@ fn parse_request(body: &[u8]) -> RequestKind {
 /// Builds the 200 body for an event request, and says how many items it holds.
 fn page(
     shared: &Shared,
+    schema: Schema,
     stream: Stream,
     kind: &RequestKind,
     now: OffsetDateTime,
 ) -> Result<(String, usize), BadRequest> {
     let cursor = match kind {
-        RequestKind::Invalid => return Err(BadRequest::Body),
+        RequestKind::Invalid | RequestKind::Query(_) => return Err(BadRequest::Body),
         RequestKind::Cursor(text) => Cursor::decode(text, shared.cursor_key, stream)?,
         RequestKind::Reset {
             limit,
@@ -234,10 +253,210 @@ fn page(
         if index != page.items.start {
             body.push(',');
         }
-        generate::write_item(&shared.world, stream, index, *inserted_at, &mut body);
+        generate::write_item_as(
+            &shared.world,
+            stream,
+            schema,
+            index,
+            *inserted_at,
+            &mut body,
+        );
     }
     body.push_str("]}");
     Ok((body, page.inserted.len()))
+}
+
+/// Why a v3 request got a 400.
+#[derive(Debug, thiserror::Error)]
+enum V3BadRequest {
+    #[error("unknown query parameter {0}")]
+    Unknown(String),
+    #[error("{0} is not a valid page size")]
+    PageSize(String),
+    #[error("{0} is not an RFC 3339 date-time")]
+    Time(&'static str),
+    #[error("start_time and end_time are invalid with a page token")]
+    WindowWithToken,
+    #[error("the query is not valid percent-encoding")]
+    Encoding,
+    #[error(transparent)]
+    Token(#[from] CursorError),
+}
+
+/// Serves `GET /api/v3/auditevents` in the configured revision, and records the request.
+fn v3_events(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
+    let stream = Stream::AuditV3;
+    let query = request.uri().query().unwrap_or("").to_owned();
+    if request.method() != Method::GET {
+        shared.record(
+            3,
+            stream,
+            StatusCode::METHOD_NOT_ALLOWED.as_u16(),
+            RequestKind::Query(query),
+            0,
+        );
+        return method_not_allowed("GET");
+    }
+    if !grants(shared, request.headers(), stream) {
+        shared.record(
+            3,
+            stream,
+            StatusCode::UNAUTHORIZED.as_u16(),
+            RequestKind::Query(query),
+            0,
+        );
+        return error(StatusCode::UNAUTHORIZED);
+    }
+    match v3_page(shared, &query, OffsetDateTime::now_utc()) {
+        Ok((body, n_items)) => {
+            shared.record(
+                3,
+                stream,
+                StatusCode::OK.as_u16(),
+                RequestKind::Query(query),
+                n_items,
+            );
+            json(StatusCode::OK, body)
+        }
+        Err(reason) => {
+            tracing::debug!(%reason, "Simulator rejected a v3 request.");
+            shared.record(
+                3,
+                stream,
+                StatusCode::BAD_REQUEST.as_u16(),
+                RequestKind::Query(query),
+                0,
+            );
+            error(StatusCode::BAD_REQUEST)
+        }
+    }
+}
+
+/// Builds the 200 body of a v3 request.
+fn v3_page(
+    shared: &Shared,
+    query: &str,
+    now: OffsetDateTime,
+) -> Result<(String, usize), V3BadRequest> {
+    let (size_name, token_name, max_low) = match shared.v3_revision {
+        V3Revision::Early => ("page_size", "next_page_token", 1),
+        V3Revision::Current => ("max_page_size", "page_token", 0),
+    };
+    let mut limit = None;
+    let (mut start, mut end, mut token) = (None, None, None);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).ok_or(V3BadRequest::Encoding)?;
+        match key {
+            k if k == size_name => {
+                let size = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|size| (max_low..=1000).contains(size))
+                    .ok_or_else(|| V3BadRequest::PageSize(value.clone()))?;
+                limit = Some(size);
+            }
+            k if k == token_name => token = Some(value),
+            "start_time" => start = Some(parse_v3_time(&value, "start_time")?),
+            "end_time" => end = Some(parse_v3_time(&value, "end_time")?),
+            other => return Err(V3BadRequest::Unknown(other.to_owned())),
+        }
+    }
+    let limit = match limit {
+        None | Some(0) => store::DEFAULT_LIMIT,
+        Some(limit) => limit,
+    };
+    let window = match token {
+        Some(_) if start.is_some() || end.is_some() => return Err(V3BadRequest::WindowWithToken),
+        Some(text) => {
+            let cursor = Cursor::decode(&text, shared.cursor_key, Stream::AuditV3)?;
+            store::V3Window {
+                start: Some(cursor.start),
+                inclusive_start: shared.v3_revision == V3Revision::Early,
+                end: cursor.end,
+                position: Some(cursor.position),
+                limit,
+            }
+        }
+        None => store::V3Window {
+            start,
+            inclusive_start: shared.v3_revision == V3Revision::Early,
+            end,
+            position: None,
+            limit,
+        },
+    };
+    let page = shared.log(Stream::AuditV3).v3_page(&window, now);
+    let next = page.next.map(|position| {
+        Cursor {
+            stream: Stream::AuditV3,
+            position,
+            limit: window.limit,
+            start: window.start.unwrap_or(now),
+            end: window.end,
+            no_empty: false,
+        }
+        .encode(shared.cursor_key)
+    });
+    let mut body = String::with_capacity(64 + page.inserted.len() * 900);
+    body.push_str("{\"audit_events\":[");
+    for (index, inserted_at) in page.items.clone().zip(&page.inserted) {
+        if index != page.items.start {
+            body.push(',');
+        }
+        generate::write_item(
+            &shared.world,
+            Stream::AuditV3,
+            index,
+            *inserted_at,
+            &mut body,
+        );
+    }
+    body.push(']');
+    match (shared.v3_revision, &next) {
+        (V3Revision::Current, Some(next)) => {
+            body.push_str(",\"next_page_token\":");
+            generate::push_json_string(&mut body, next);
+        }
+        (V3Revision::Current, None) => {}
+        (V3Revision::Early, Some(next)) => {
+            body.push_str(",\"meta\":{\"has_more\":true,\"next_page_token\":");
+            generate::push_json_string(&mut body, next);
+            body.push('}');
+        }
+        (V3Revision::Early, None) => body.push_str(",\"meta\":{\"has_more\":false}"),
+    }
+    body.push('}');
+    Ok((body, page.inserted.len()))
+}
+
+fn parse_v3_time(text: &str, field: &'static str) -> Result<OffsetDateTime, V3BadRequest> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| V3BadRequest::Time(field))
+}
+
+/// Decodes `%XX` escapes (and `+` as a space, as forms do); `None` for a broken escape.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        match bytes[idx] {
+            b'%' => {
+                let hex = text.get(idx + 1..idx + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                idx += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                idx += 1;
+            }
+            byte => {
+                out.push(byte);
+                idx += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn parse_time(
@@ -248,15 +467,45 @@ fn parse_time(
         .transpose()
 }
 
-/// The presented bearer token, if the simulator knows it.
-fn token<'a>(shared: &'a Shared, headers: &HeaderMap) -> Option<&'a SimToken> {
+/// A presented bearer token the simulator accepts: one of its configured tokens, or a JWT it
+/// signed that has not expired.
+struct Presented {
+    /// The token text, which identifies the integration in introspection.
+    token: String,
+    features: Vec<Stream>,
+}
+
+/// The presented bearer token, if the simulator accepts it.
+fn token(shared: &Shared, headers: &HeaderMap) -> Option<Presented> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
     let token = token.trim();
-    shared.tokens.iter().find(|known| known.token == token)
+    if let Some(known) = shared.tokens.iter().find(|known| known.token == token) {
+        return Some(Presented {
+            token: token.to_owned(),
+            features: known.features.clone(),
+        });
+    }
+    let grant = shared
+        .signing_key
+        .verify(token, OffsetDateTime::now_utc())?;
+    Some(Presented {
+        token: token.to_owned(),
+        features: grant.features,
+    })
+}
+
+/// Whether the presented token may read `stream` (has its feature): a 401 if not.
+fn grants(shared: &Shared, headers: &HeaderMap, stream: Stream) -> bool {
+    token(shared, headers).is_some_and(|token| {
+        token
+            .features
+            .iter()
+            .any(|feature| feature.feature() == stream.feature())
+    })
 }
 
 /// Which introspection endpoint is being served.

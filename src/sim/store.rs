@@ -52,9 +52,11 @@ impl StreamLog {
         &self.inserted
     }
 
-    /// The insertion time an item inserted at `at` gets: never before the last one, so the log stays sorted.
+    /// The insertion time an item inserted at `at` gets: after the last one (by a nanosecond at
+    /// least), so the log stays sorted and no two items share an insertion time, which the v3
+    /// endpoint's exclusive `start_time` relies on.
     pub(crate) fn next_time(&self, at: OffsetDateTime) -> OffsetDateTime {
-        self.inserted.last().map_or(at, |last| at.max(*last))
+        next_after(self.inserted.last().copied(), at)
     }
 
     /// Appends items with the given insertion times, which must come from [`StreamLog::next_time`].
@@ -129,6 +131,70 @@ impl StreamLog {
                 ..cursor.clone()
             },
         })
+    }
+}
+
+/// `at`, or a nanosecond after `last` if `at` is not later.
+pub(crate) fn next_after(last: Option<OffsetDateTime>, at: OffsetDateTime) -> OffsetDateTime {
+    match last {
+        Some(last) if at <= last => last + time::Duration::NANOSECOND,
+        _ => at,
+    }
+}
+
+/// A v3 beta request for one page: a window of insertion times, or a position inside one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct V3Window {
+    /// The window's start; `None` means an hour before its end (or before now).
+    pub(crate) start: Option<OffsetDateTime>,
+    /// Whether items inserted exactly at `start` belong to the window (the early beta).
+    pub(crate) inclusive_start: bool,
+    /// Items inserted at or after this instant are not served.
+    pub(crate) end: Option<OffsetDateTime>,
+    /// Where a page token points in the window; `None` for its first page.
+    pub(crate) position: Option<u64>,
+    pub(crate) limit: u16,
+}
+
+/// What a v3 request serves.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct V3Page {
+    pub(crate) items: Range<u64>,
+    pub(crate) inserted: Vec<OffsetDateTime>,
+    /// The position of the next page, when the window has more.
+    pub(crate) next: Option<u64>,
+}
+
+impl StreamLog {
+    /// Serves a v3 window page as of `now` (retention applies).
+    pub(crate) fn v3_page(&self, window: &V3Window, now: OffsetDateTime) -> V3Page {
+        let len = self.inserted.len();
+        let retention_floor = now.checked_sub(RETENTION).unwrap_or(now);
+        let floor = self.inserted.partition_point(|t| *t < retention_floor);
+        let start = window.start.unwrap_or_else(|| {
+            let reference = window.end.unwrap_or(now);
+            reference.checked_sub(DEFAULT_WINDOW).unwrap_or(reference)
+        });
+        let first = if window.inclusive_start {
+            self.inserted.partition_point(|t| *t < start)
+        } else {
+            self.inserted.partition_point(|t| *t <= start)
+        };
+        let lo = window
+            .position
+            .map_or(first, |position| usize::try_from(position).unwrap_or(len))
+            .max(floor)
+            .min(len);
+        let hi = window
+            .end
+            .map_or(len, |end| self.inserted.partition_point(|t| *t < end))
+            .max(lo);
+        let taken = (hi - lo).min(usize::from(window.limit));
+        V3Page {
+            items: lo as u64..(lo + taken) as u64,
+            inserted: self.inserted[lo..lo + taken].to_vec(),
+            next: (lo + taken < hi).then_some((lo + taken) as u64),
+        }
     }
 }
 
@@ -257,6 +323,27 @@ mod tests {
         }
         assert_eq!(served, (0..10).collect::<Vec<_>>());
         assert_eq!(n_empty, 4);
+    }
+
+    #[test]
+    fn v3_windows_page_by_position_with_either_start_semantics() {
+        let log = log(10);
+        let at = |idx: i64| NOW - time::Duration::minutes(9 - idx);
+        let window = |inclusive_start, position| V3Window {
+            start: Some(at(3)),
+            inclusive_start,
+            end: Some(at(8)),
+            position,
+            limit: 3,
+        };
+        let first = log.v3_page(&window(false, None), NOW);
+        assert_eq!((first.items.clone(), first.next), (4..7, Some(7)));
+        let second = log.v3_page(&window(false, first.next), NOW);
+        assert_eq!((second.items, second.next), (7..8, None));
+        let inclusive = log.v3_page(&window(true, None), NOW);
+        assert_eq!(inclusive.items, 3..6);
+        // Equal insertion times never happen: a late insert moves a nanosecond past the last.
+        assert_eq!(log.next_time(at(2)), NOW + time::Duration::NANOSECOND);
     }
 
     #[test]

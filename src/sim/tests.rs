@@ -207,6 +207,7 @@ async fn rejects_missing_unknown_and_unscoped_tokens() {
     assert_eq!(
         records[0],
         RequestRecord {
+            version: 2,
             stream: Stream::ItemUsages,
             status: 401,
             body: RequestKind::Reset {
@@ -507,6 +508,7 @@ async fn unknown_paths_and_methods_get_error_bodies() {
     assert_eq!(
         sim.requests(),
         vec![RequestRecord {
+            version: 2,
             stream: Stream::AuditEvents,
             status: 405,
             body: RequestKind::Invalid
@@ -674,6 +676,7 @@ fn check_event(stream: Stream, event: &Value) -> OffsetDateTime {
     let timestamp = OffsetDateTime::parse(event["timestamp"].as_str().unwrap(), &Rfc3339).unwrap();
     let user_key = match stream {
         Stream::AuditEvents => "actor_details",
+        Stream::AuditV3 => "actor",
         Stream::ItemUsages => "user",
         Stream::SignInAttempts => "target_user",
     };
@@ -705,6 +708,11 @@ fn check_event(stream: Stream, event: &Value) -> OffsetDateTime {
             assert_is_id(event["session_uuid"].as_str().unwrap(), true);
             assert!(event["category"].is_string() && event["type"].is_string());
             assert!(event["details"].is_null() || event["details"]["value"].is_string());
+        }
+        Stream::AuditV3 => {
+            OffsetDateTime::parse(event["insert_time"].as_str().unwrap(), &Rfc3339).unwrap();
+            assert!(event["action"].as_str().unwrap().contains('.'));
+            assert!(event["targets"][0]["type"].is_string());
         }
     }
     timestamp

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use op_events_forwarder::Daemon;
 use op_events_forwarder::sim::RequestKind;
+use op_events_forwarder::sim::jwt::{MintClaims, SigningKey};
 use op_events_forwarder::store::Store;
 use op_events_forwarder::stream::Stream;
 
@@ -137,7 +138,14 @@ async fn events_inserted_after_catching_up_arrive_on_the_next_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_moves_no_cursor_and_writes_nothing() {
     let env = Env::new(100, 14).await;
-    std::fs::write(env.path("token"), "not-the-token").unwrap();
+    // A well-formed token with every feature, signed by a key the API does not know.
+    let foreign = SigningKey::generate().mint(&MintClaims {
+        audience: env.sim.audience(),
+        features: Stream::ALL.to_vec(),
+        issued_at: time::OffsetDateTime::now_utc(),
+        expires_at: None,
+    });
+    std::fs::write(env.path("token"), foreign).unwrap();
     let daemon = Daemon::start(&env.config("")).await.unwrap();
     wait_for(daemon.stats(), "a refused request on every stream", |s| {
         Stream::ALL

@@ -4,5 +4,7 @@
 
 mod support;
 
+mod accounts;
+mod apiversions;
 mod binary;
 mod daemon;

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use op_events_forwarder::config::{self, Config};
+use op_events_forwarder::sim::jwt::MintClaims;
 use op_events_forwarder::sim::{SimConfig, SimToken, Simulator};
 use op_events_forwarder::stats::Stats;
 use op_events_forwarder::stream::Stream;
 
+/// A plain (non-JWT) token the simulator also accepts; configs using it must name base_url
+/// and streams.
 pub const TOKEN: &str = "it-token";
 pub const ACCOUNT: &str = "it";
 pub const SINK: &str = "files";
@@ -21,20 +24,34 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub sim: Simulator,
+    /// The JWT in the `token` file: signed by the simulator, every feature, `aud` naming it,
+    /// valid for 30 days.
+    pub token: String,
 }
 
 impl Env {
     pub async fn new(events_per_stream: usize, seed: u64) -> Env {
+        Env::with_sim(events_per_stream, seed, |_| {}).await
+    }
+
+    /// [`Env::new`], with `configure` changing the simulator's config before it starts.
+    pub async fn with_sim(
+        events_per_stream: usize,
+        seed: u64,
+        configure: impl FnOnce(&mut SimConfig),
+    ) -> Env {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
         let mut sim_config = SimConfig::new("127.0.0.1:0".parse().unwrap());
         sim_config.seed = seed;
         sim_config.initial_events = events_per_stream;
         sim_config.tokens = vec![SimToken::all(TOKEN)];
+        configure(&mut sim_config);
         let sim = Simulator::start(sim_config)
             .await
             .expect("the simulator starts");
-        Env { dir, sim }
+        let token = mint(&sim, &Stream::ALL, Some(time::Duration::days(30)));
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+        Env { dir, sim, token }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -162,4 +179,15 @@ pub fn generated(sim: &Simulator) -> HashMap<Stream, usize> {
         .into_iter()
         .map(|stream| (stream, sim.generated(stream)))
         .collect()
+}
+
+/// A JWT from `sim` with these features, `aud` naming it, valid for `valid_for` (or forever).
+pub fn mint(sim: &Simulator, features: &[Stream], valid_for: Option<time::Duration>) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    sim.mint_token(&MintClaims {
+        audience: sim.audience(),
+        features: features.to_vec(),
+        issued_at: now,
+        expires_at: valid_for.map(|valid_for| now + valid_for),
+    })
 }

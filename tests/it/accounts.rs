@@ -1,0 +1,194 @@
+//! Several accounts, and what the token tells the daemon: two accounts against two simulators
+//! with their own tokens, resumable independently; removed accounts; features the token lacks.
+
+use std::collections::HashMap;
+
+use op_events_forwarder::config::{self, Config};
+use op_events_forwarder::sim::RequestKind;
+use op_events_forwarder::store::Store;
+use op_events_forwarder::stream::Stream;
+use op_events_forwarder::{Daemon, StartOptions};
+
+use crate::support::{Env, SINK, assert_exactly_once, mint, wait_for};
+
+/// One config with an account per environment (named `a`, `b`, …), all writing under the first
+/// environment's directory, files per account and stream.
+fn two_account_config(envs: &[(&str, &Env)]) -> Config {
+    let dir = envs[0].1.dir.path().display();
+    let mut toml = format!("[state]\npath = \"{dir}/state.db\"\n");
+    for (name, env) in envs {
+        toml.push_str(&format!(
+            "\n[[accounts]]\nname = \"{name}\"\ntoken_file = \"{}\"\nbase_url = \"{}\"\nstart_time = \"-2d\"\npage_size = 200\npoll_interval_secs = 1\n",
+            env.path("token").display(),
+            env.sim.base_url(),
+        ));
+    }
+    toml.push_str(&format!(
+        "\n[[sinks]]\nname = \"{SINK}\"\ntype = \"file\"\npath = \"{dir}/out/{{account}}-{{stream}}.ndjson\"\n"
+    ));
+    config::from_toml_str("accounts.toml", &toml, &[]).unwrap()
+}
+
+fn lines(env: &Env, account: &str, stream: Stream) -> Vec<String> {
+    let path = env.path(&format!("out/{account}-{stream}.ndjson"));
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn delivered(stats: &op_events_forwarder::stats::Stats, account: &str, env: &Env) -> bool {
+    Stream::ALL
+        .iter()
+        .all(|s| stats.delivered(SINK, account, *s) >= env.sim.generated(*s) as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_with_their_own_tokens_resume_independently() {
+    let a = Env::new(600, 41).await;
+    let b = Env::new(900, 42).await;
+    // Each token is signed by its own simulator: neither would work against the other.
+    assert_ne!(a.token, b.token);
+    let config = two_account_config(&[("a", &a), ("b", &b)]);
+
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "both accounts delivered", |s| {
+        delivered(s, "a", &a) && delivered(s, "b", &b)
+    })
+    .await;
+    daemon.stop().await;
+
+    // Only b gets new events; a second run picks both up from their own cursors.
+    b.sim.insert(Stream::ItemUsages, 40);
+    b.sim.insert(Stream::AuditEvents, 10);
+    let (a_before, b_before) = (a.sim.requests().len(), b.sim.requests().len());
+    // The counters start again at zero in a new run: wait for the difference.
+    let missing: HashMap<Stream, u64> = Stream::ALL
+        .into_iter()
+        .map(|s| (s, (b.sim.generated(s) - lines(&a, "b", s).len()) as u64))
+        .collect();
+    assert_eq!(missing[&Stream::ItemUsages], 40);
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "b's new events delivered", |s| {
+        Stream::ALL
+            .iter()
+            .all(|stream| s.delivered(SINK, "b", *stream) >= missing[stream])
+            && Stream::ALL
+                .iter()
+                .all(|stream| s.stream("a", *stream).requests > 0)
+    })
+    .await;
+    daemon.stop().await;
+
+    for (name, env) in [("a", &a), ("b", &b)] {
+        for stream in Stream::ALL {
+            assert_exactly_once(&env.sim, stream, &lines(&a, name, stream));
+        }
+    }
+    for (env, before) in [(&a, a_before), (&b, b_before)] {
+        let resumed = env.sim.requests()[before..].to_vec();
+        assert!(!resumed.is_empty());
+        assert!(
+            resumed
+                .iter()
+                .all(|r| matches!(r.body, RequestKind::Cursor(_)) && r.status == 200),
+            "the second run continued from saved cursors: {resumed:?}"
+        );
+    }
+    let store = Store::open(&a.path("state.db")).unwrap();
+    assert_eq!(store.accounts().unwrap(), ["a", "b"]);
+    assert_ne!(
+        store.cursor("a", Stream::AuditEvents).unwrap(),
+        store.cursor("b", Stream::AuditEvents).unwrap()
+    );
+    drop(store);
+
+    // b removed from the config (or renamed): its state is never dropped silently.
+    let only_a = two_account_config(&[("a", &a)]);
+    let err = Daemon::start(&only_a).await.err().unwrap().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "state database {}: holds cursors of accounts no longer configured: b; configure them again under \
+             the same name to resume them, or start with --forget-removed-accounts to delete their state",
+            a.path("state.db").display()
+        )
+    );
+    let store = Store::open(&a.path("state.db")).unwrap();
+    assert_eq!(store.accounts().unwrap(), ["a", "b"], "nothing was dropped");
+    drop(store);
+    let options = StartOptions {
+        forget_removed_accounts: true,
+    };
+    let daemon = Daemon::start_with(&only_a, &options).await.unwrap();
+    assert_eq!(daemon.store().accounts().unwrap(), ["a"]);
+    assert_eq!(
+        daemon.store().cursor("b", Stream::AuditEvents).unwrap(),
+        None
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_come_from_the_token_and_a_missing_feature_stops_the_start() {
+    let env = Env::new(300, 43).await;
+    // A token for two streams, no streams in the config: exactly those two are read.
+    let token = mint(
+        &env.sim,
+        &[Stream::SignInAttempts, Stream::AuditEvents],
+        None,
+    );
+    std::fs::write(env.path("token"), &token).unwrap();
+    let daemon = Daemon::start(&env.config("")).await.unwrap();
+    wait_for(daemon.stats(), "the token's streams delivered", |s| {
+        [Stream::AuditEvents, Stream::SignInAttempts]
+            .iter()
+            .all(|stream| s.delivered(SINK, crate::support::ACCOUNT, *stream) >= 300)
+    })
+    .await;
+    daemon.stop().await;
+    env.assert_exactly_once(Stream::AuditEvents);
+    env.assert_exactly_once(Stream::SignInAttempts);
+    assert!(env.lines(Stream::ItemUsages).is_empty());
+    let asked: HashMap<Stream, usize> =
+        env.sim
+            .requests()
+            .into_iter()
+            .fold(HashMap::new(), |mut n, r| {
+                *n.entry(r.stream).or_default() += 1;
+                n
+            });
+    assert_eq!(asked.get(&Stream::ItemUsages), None, "{asked:?}");
+
+    // Naming a stream the token lacks is an error at start, before any request.
+    let requests = env.sim.requests().len();
+    let err = Daemon::start(&env.config("streams = [\"itemusages\", \"auditevents\"]"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "account \"it\": stream \"itemusages\" needs the token feature \"itemusages\", but the token \
+             (token_file {}) has only: signinattempts, auditevents; issue a token with that feature or remove \
+             the stream from streams",
+            env.path("token").display()
+        )
+    );
+    assert!(!err.contains(&token));
+    assert_eq!(env.sim.requests().len(), requests);
+
+    // A token that is not a JWT, with no streams configured: a clear error without the token.
+    std::fs::write(env.path("token"), "opaque-s3cret-value").unwrap();
+    let err = Daemon::start(&env.config(""))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cannot read the token's claims: the token is not a JWT"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -91,6 +91,13 @@ enum Command {
         /// Which revision of the v3 beta endpoint to serve: current (3.0.0) or early.
         #[arg(long, default_value = "current")]
         v3_revision: V3Revision,
+        /// Serve HTTPS (HTTP/2 and HTTP/1.1) with a fresh self-signed certificate.
+        #[arg(long)]
+        tls: bool,
+        /// With --tls: write the certificate (PEM) here, for clients to trust (the daemon's
+        /// ca_file).
+        #[arg(long, requires = "tls")]
+        ca_out: Option<PathBuf>,
     },
     /// Run the simulator and the daemon together into ./demo-output/ and check the result.
     Demo {
@@ -176,6 +183,8 @@ async fn async_main(command: Command) -> ExitCode {
             aud,
             expires_in,
             v3_revision,
+            tls,
+            ca_out,
         } => {
             let signing_key = match signing_key.as_deref().map(SigningKey::load_or_create) {
                 None => None,
@@ -199,6 +208,7 @@ async fn async_main(command: Command) -> ExitCode {
             let mut sim_config = SimConfig::new(listen);
             sim_config.signing_key = signing_key;
             sim_config.v3_revision = v3_revision;
+            sim_config.tls = tls;
             sim_config.initial_events = events;
             sim_config.rate_per_sec = rate;
             sim_config.seed = seed;
@@ -212,6 +222,14 @@ async fn async_main(command: Command) -> ExitCode {
                     );
                 }
             };
+            if let (Some(path), Some(pem)) = (&ca_out, sim.ca_pem())
+                && let Err(err) = std::fs::write(path, pem)
+            {
+                return fail(anyhow::Error::from(err).context(format!(
+                    "cannot write the certificate to {}",
+                    path.display()
+                )));
+            }
             println!("simulated Events API at {}", sim.base_url());
             let stop = match shutdown::install() {
                 Ok(stop) => stop,

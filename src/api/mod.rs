@@ -198,7 +198,9 @@ impl Client {
             .with_tls_config(tls)
             // The config only admits http:// to loopback addresses (the simulator).
             .https_or_http()
+            // ALPN offers h2 and http/1.1 over TLS; the server picks.
             .enable_http1()
+            .enable_http2()
             .wrap_connector(http);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -285,7 +287,8 @@ impl Client {
                 format!("Bearer {}", self.token.expose_secret()),
             )
             .header(http::header::USER_AGENT, USER_AGENT)
-            .header(http::header::ACCEPT, "application/json");
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT_ENCODING, "gzip");
         if json.is_some() {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json");
         }
@@ -313,6 +316,12 @@ impl Client {
                 url: url.to_owned(),
                 after: self.timeout,
             })??;
+        let body =
+            decode_body(&parts.headers, body).map_err(|detail| ApiError::InvalidResponse {
+                url: url.to_owned(),
+                detail,
+                body: String::new(),
+            })?;
         if parts.status == http::StatusCode::OK {
             return Ok(body);
         }
@@ -366,6 +375,48 @@ fn transport(url: &str, err: &(dyn std::error::Error + 'static)) -> ApiError {
     ApiError::Transport {
         url: url.to_owned(),
         detail,
+    }
+}
+
+/// The most a gzip-encoded response may expand to: far above a page of 1,000 events, far
+/// below what would strain memory.
+const MAX_DECODED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The body as sent, decoded according to `Content-Encoding` (`gzip` or none).
+fn decode_body(headers: &http::HeaderMap, body: Bytes) -> Result<Bytes, String> {
+    let mut codings: Vec<String> = Vec::new();
+    for value in headers.get_all(http::header::CONTENT_ENCODING) {
+        let value = value
+            .to_str()
+            .map_err(|_| "Content-Encoding is not ASCII".to_owned())?;
+        codings.extend(
+            value
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty() && c != "identity"),
+        );
+    }
+    match codings.as_slice() {
+        [] => Ok(body),
+        [gzip] if gzip == "gzip" || gzip == "x-gzip" => {
+            use std::io::Read as _;
+            let mut decoded = Vec::with_capacity(body.len() * 4);
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .take(MAX_DECODED_BYTES + 1)
+                .read_to_end(&mut decoded)
+                .map_err(|err| format!("cannot decode the gzip body: {err}"))?;
+            if decoded.len() as u64 > MAX_DECODED_BYTES {
+                return Err(format!(
+                    "the gzip body expands beyond {} MiB",
+                    MAX_DECODED_BYTES / 1024 / 1024
+                ));
+            }
+            Ok(Bytes::from(decoded))
+        }
+        other => Err(format!(
+            "unsupported Content-Encoding {} (only gzip is asked for)",
+            other.join(", ")
+        )),
     }
 }
 
@@ -482,6 +533,53 @@ mod tests {
                 .starts_with("\"items\" is not an array")
         );
         assert!(parse_page(br#"{"cursor":"c","has_more":true,"items":[{"uuid":"#).is_err());
+    }
+
+    #[test]
+    fn bodies_are_decoded_by_content_encoding() {
+        use std::io::Write as _;
+        let json = br#"{"cursor":"c","has_more":false,"items":[]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json).unwrap();
+        let gzipped = Bytes::from(gz.finish().unwrap());
+        let headers = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_ENCODING, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(
+            decode_body(&headers("gzip"), gzipped.clone()).unwrap(),
+            &json[..]
+        );
+        assert_eq!(
+            decode_body(&headers("identity, GZIP"), gzipped.clone()).unwrap(),
+            &json[..]
+        );
+        let plain = Bytes::from_static(json);
+        assert_eq!(
+            decode_body(&http::HeaderMap::new(), plain.clone()).unwrap(),
+            plain
+        );
+        assert_eq!(
+            decode_body(&headers("br"), plain.clone()).unwrap_err(),
+            "unsupported Content-Encoding br (only gzip is asked for)"
+        );
+        assert!(
+            decode_body(&headers("gzip"), plain)
+                .unwrap_err()
+                .starts_with("cannot decode the gzip body")
+        );
+        // A bomb: 80 MiB of zeros in a small body.
+        let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        for _ in 0..80 {
+            bomb.write_all(&[0; 1024 * 1024]).unwrap();
+        }
+        let bomb = Bytes::from(bomb.finish().unwrap());
+        assert!(bomb.len() < 1024 * 1024);
+        assert_eq!(
+            decode_body(&headers("gzip"), bomb).unwrap_err(),
+            "the gzip body expands beyond 64 MiB"
+        );
     }
 
     #[test]

@@ -76,6 +76,13 @@ pub struct SimConfig {
     pub signing_key: Option<jwt::SigningKey>,
     /// Which documented revision of the v3 beta endpoint to serve.
     pub v3_revision: V3Revision,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with a fresh self-signed certificate, whose PEM
+    /// [`Simulator::ca_pem`] returns.
+    pub tls: bool,
+    /// With `tls`: offer HTTP/2 by ALPN (else HTTP/1.1 only).
+    pub http2: bool,
+    /// Gzip responses for clients that send `Accept-Encoding: gzip`.
+    pub gzip: bool,
 }
 
 /// The two documented revisions of the beta `GET /api/v3/auditevents`.
@@ -119,6 +126,9 @@ impl SimConfig {
             empty_page_every: 50,
             signing_key: None,
             v3_revision: V3Revision::Current,
+            tls: false,
+            http2: true,
+            gzip: true,
         }
     }
 }
@@ -247,6 +257,10 @@ pub struct SimStats {
     pub streams: BTreeMap<String, StreamStats>,
     /// Event-endpoint requests across every stream.
     pub requests: u64,
+    /// Requests of any kind that arrived over HTTP/2.
+    pub http2_requests: u64,
+    /// Responses of any kind sent gzip-encoded.
+    pub gzipped_responses: u64,
 }
 
 impl SimStats {
@@ -269,6 +283,8 @@ pub struct Simulator {
 struct Handle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The self-signed certificate (PEM) when serving HTTPS.
+    ca_pem: Option<String>,
     /// Cancelled by [`Simulator::shutdown`] or on drop; the accept loop, every connection and the
     /// live generator select on it.
     shutdown: CancellationToken,
@@ -320,6 +336,8 @@ impl Simulator {
             tokens: cfg.tokens,
             signing_key: cfg.signing_key.unwrap_or_else(jwt::SigningKey::generate),
             v3_revision: cfg.v3_revision,
+            gzip: cfg.gzip,
+            protocol_counters: ProtocolCounters::default(),
             empty_page_every: cfg.empty_page_every,
             cursor_key: generate::combine(cfg.seed, 0xC0_75_02),
             started_at,
@@ -336,10 +354,18 @@ impl Simulator {
             .await
             .map_err(io::Error::other)??;
 
+        let (tls, ca_pem) = match cfg.tls {
+            true => {
+                let (acceptor, pem) = server::tls_acceptor(cfg.http2)?;
+                (Some(acceptor), Some(pem))
+            }
+            false => (None, None),
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(server::serve(
             listener,
             Arc::clone(&shared),
+            tls,
             shutdown.clone(),
         ));
         if cfg.rate_per_sec.is_finite() && cfg.rate_per_sec > 0.0 {
@@ -354,6 +380,7 @@ impl Simulator {
             handle: Arc::new(Handle {
                 shared,
                 addr,
+                ca_pem,
                 shutdown,
             }),
         })
@@ -364,9 +391,20 @@ impl Simulator {
         self.handle.addr
     }
 
-    /// The base URL to give an Events API client, e.g. `http://127.0.0.1:PORT`.
+    /// The base URL to give an Events API client, e.g. `http://127.0.0.1:PORT` (`https://`
+    /// when serving TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.handle.addr)
+        let scheme = if self.handle.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.handle.addr)
+    }
+
+    /// The self-signed certificate (PEM) of an HTTPS simulator, for clients to trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.handle.ca_pem.as_deref()
     }
 
     /// The host and port a token's `aud` names for this simulator.
@@ -450,6 +488,9 @@ struct Shared {
     /// Signs and verifies the simulator's JWTs.
     signing_key: jwt::SigningKey,
     v3_revision: V3Revision,
+    gzip: bool,
+    /// Requests served over HTTP/2, responses gzipped.
+    protocol_counters: ProtocolCounters,
     empty_page_every: u32,
     /// Keys the cursors' tags; derived from the seed, so a restarted simulator accepts old cursors.
     cursor_key: u64,
@@ -463,6 +504,13 @@ struct Shared {
     requests: Mutex<Vec<RequestRecord>>,
     /// The ledger file, if configured; written while the stream's log is locked so both agree.
     ledger: Option<Mutex<BufWriter<File>>>,
+}
+
+/// How requests were carried.
+#[derive(Debug, Default)]
+struct ProtocolCounters {
+    http2: AtomicU64,
+    gzipped: AtomicU64,
 }
 
 /// Request counters for one stream.
@@ -571,7 +619,12 @@ impl Shared {
             requests += stats.requests;
             streams.insert(stream.as_str().to_owned(), stats);
         }
-        SimStats { streams, requests }
+        SimStats {
+            streams,
+            requests,
+            http2_requests: self.protocol_counters.http2.load(Ordering::Relaxed),
+            gzipped_responses: self.protocol_counters.gzipped.load(Ordering::Relaxed),
+        }
     }
 }
 

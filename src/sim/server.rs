@@ -32,8 +32,14 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 type Body = Full<Bytes>;
 
-/// Accepts connections until `shutdown` is cancelled, serving each on its own task.
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Accepts connections until `shutdown` is cancelled, serving each on its own task: plain
+/// HTTP/1.1, or, with `tls`, HTTPS speaking HTTP/2 or HTTP/1.1 as ALPN decides.
+pub(super) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -53,14 +59,42 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
         let _ = socket.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&shared, request).await) }
             });
-            let connection = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(socket), service);
+            let Some(acceptor) = tls else {
+                let connection = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(socket), service);
+                let mut connection = std::pin::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "Simulator connection ended with an error.");
+                }
+                return;
+            };
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = acceptor.accept(socket) => match accepted {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(%error, "Simulator TLS handshake failed.");
+                        return;
+                    }
+                },
+            };
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -76,7 +110,94 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     }
 }
 
+/// A TLS acceptor for a fresh self-signed certificate valid for `localhost` and `127.0.0.1`
+/// (and `::1`), offering HTTP/2 (if `http2`) and HTTP/1.1 by ALPN; also returns the certificate as PEM, for clients
+/// to trust.
+///
+/// # Errors
+///
+/// When the certificate cannot be generated or rustls refuses it.
+pub(super) fn tls_acceptor(http2: bool) -> std::io::Result<(tokio_rustls::TlsAcceptor, String)> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let certified = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])
+    .map_err(|err| invalid(format!("cannot generate a certificate: {err}")))?;
+    let cert_der = certified.cert.der().clone();
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .map_err(|err| invalid(format!("rustls refused the certificate: {err}")))?;
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        certified.cert.pem(),
+    ))
+}
+
+/// Serves one request; the response is gzip-encoded when the client accepts it and the
+/// simulator is set to, as a CDN in front of the API may do.
 async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    if request.version() == http::Version::HTTP_2 {
+        shared
+            .protocol_counters
+            .http2
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let gzip = shared.gzip
+        && request
+            .headers()
+            .get_all(http::header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|coding| {
+                let mut parts = coding.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused =
+                    parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+                name.eq_ignore_ascii_case("gzip") && !refused
+            });
+    let response = route_plain(shared, request).await;
+    if !gzip {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    use std::io::Write as _;
+    let encoded = encoder
+        .write_all(&collected.to_bytes())
+        .and_then(|()| encoder.finish());
+    match encoded {
+        Ok(bytes) => {
+            shared
+                .protocol_counters
+                .gzipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            parts.headers.insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Full::new(Bytes::from(bytes)))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Simulator cannot gzip a response.");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+async fn route_plain(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     for (prefix, schema) in [("/api/v1/", Schema::V1), ("/api/v2/", Schema::V2)] {
         if let Some(name) = path.strip_prefix(prefix)
@@ -638,6 +759,10 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+fn error_response(status: StatusCode) -> Response<Body> {
+    error(status)
 }
 
 /// An error response in the shape production sends: `{"Error":{"Message":"<reason phrase>"}}`.

@@ -9,7 +9,7 @@ use op_events_forwarder::store::Store;
 use op_events_forwarder::stream::Stream;
 use op_events_forwarder::{Daemon, StartOptions};
 
-use crate::support::{Env, SINK, assert_exactly_once, mint, wait_for};
+use crate::support::{ACCOUNT, Env, SINK, assert_exactly_once, mint, wait_for};
 
 /// One config with an account per environment (named `a`, `b`, …), all writing under the first
 /// environment's directory, files per account and stream.
@@ -143,7 +143,7 @@ async fn streams_come_from_the_token_and_a_missing_feature_stops_the_start() {
     wait_for(daemon.stats(), "the token's streams delivered", |s| {
         [Stream::AuditEvents, Stream::SignInAttempts]
             .iter()
-            .all(|stream| s.delivered(SINK, crate::support::ACCOUNT, *stream) >= 300)
+            .all(|stream| s.delivered(SINK, ACCOUNT, *stream) >= 300)
     })
     .await;
     daemon.stop().await;
@@ -191,4 +191,75 @@ async fn streams_come_from_the_token_and_a_missing_feature_stops_the_start() {
         "{err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// A config that names only the token (and the simulator's CA, since it is self-signed).
+fn token_only_config(env: &Env) -> Config {
+    let dir = env.dir.path().display();
+    let toml = format!(
+        r#"
+[state]
+path = "{dir}/state.db"
+
+[[accounts]]
+name = "{ACCOUNT}"
+token_file = "{dir}/token"
+ca_file = "{dir}/ca.pem"
+start_time = "-2d"
+
+[[sinks]]
+name = "{SINK}"
+type = "file"
+path = "{dir}/out/{{stream}}.ndjson"
+"#
+    );
+    config::from_toml_str("token-only.toml", &toml, &[]).unwrap()
+}
+
+/// Runs the daemon with [`token_only_config`] against an HTTPS simulator until every event
+/// arrived; returns the simulator's environment.
+async fn token_only_over_https(http2: bool, gzip: bool) -> Env {
+    let env = Env::with_sim(800, 44, |sim| {
+        sim.tls = true;
+        sim.http2 = http2;
+        sim.gzip = gzip;
+    })
+    .await;
+    std::fs::write(env.path("ca.pem"), env.sim.ca_pem().unwrap()).unwrap();
+    let config = token_only_config(&env);
+    assert_eq!(config.accounts[0].base_url, None);
+    assert_eq!(config.accounts[0].streams, None);
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "every event over https", |s| {
+        Stream::ALL
+            .iter()
+            .all(|stream| s.delivered(SINK, ACCOUNT, *stream) >= 800)
+    })
+    .await;
+    daemon.stop().await;
+    for stream in Stream::ALL {
+        env.assert_exactly_once(stream);
+    }
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_alone_finds_the_host_and_streams_over_http2_and_gzip() {
+    // The token's aud is the simulator's 127.0.0.1:PORT, so the daemon derives https://….
+    let env = token_only_over_https(true, true).await;
+    let stats = env.sim.stats();
+    assert!(stats.requests >= 3, "{stats:?}");
+    assert!(
+        stats.http2_requests >= stats.requests,
+        "every request over h2: {stats:?}"
+    );
+    assert!(stats.gzipped_responses >= stats.requests, "gzip: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_only_server_without_gzip_works_too() {
+    let env = token_only_over_https(false, false).await;
+    let stats = env.sim.stats();
+    assert!(stats.requests >= 3, "{stats:?}");
+    assert_eq!((stats.http2_requests, stats.gzipped_responses), (0, 0));
 }

@@ -8,3 +8,4 @@ mod accounts;
 mod apiversions;
 mod binary;
 mod daemon;
+mod openapi;

@@ -1949,6 +1949,23 @@ max_pending_pages = 100000"#,
             ("-0s", now),
             ("2026-11-01T00:00:00Z", datetime!(2026-11-01 00:00 UTC)),
             ("2026-11-01T02:00:00+02:00", datetime!(2026-11-01 00:00 UTC)),
+            // 0 to 9 fractional digits, any offset, lowercase separators.
+            (
+                "2026-11-01T00:00:00.5Z",
+                datetime!(2026-11-01 00:00:00.5 UTC),
+            ),
+            (
+                "2026-10-31T20:30:00.123456789-03:30",
+                datetime!(2026-11-01 00:00:00.123456789 UTC),
+            ),
+            (
+                "2026-11-01T05:45:00.000+05:45",
+                datetime!(2026-11-01 00:00 UTC),
+            ),
+            (
+                "2026-11-01t00:00:00.1234z",
+                datetime!(2026-11-01 00:00:00.1234 UTC),
+            ),
         ] {
             let start = start_time(text).unwrap_or_else(|| panic!("{text} does not parse"));
             assert_eq!(start.resolve(now), expected, "{text}");

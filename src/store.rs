@@ -554,6 +554,16 @@ mod tests {
     }
 
     #[test]
+    fn cursors_with_whitespace_come_back_exactly() {
+        // One official client stores "c1\n"; whatever the API hands out is kept byte for byte.
+        let (_dir, store) = temp_store();
+        for cursor in ["c1\n", " c2 ", "c\t3\r\n"] {
+            store.append_page(ACME, AUDIT, "[]", 0, cursor).unwrap();
+            assert_eq!(store.cursor(ACME, AUDIT).unwrap().as_deref(), Some(cursor));
+        }
+    }
+
+    #[test]
     fn accounts_never_share_cursors() {
         let (_dir, store) = temp_store();
         store.append_page("a", AUDIT, "[1]", 1, "ca").unwrap();

@@ -594,6 +594,8 @@ struct Presented {
     /// The token text, which identifies the integration in introspection.
     token: String,
     features: Vec<Stream>,
+    /// A JWT's `iat`.
+    issued_at: Option<OffsetDateTime>,
 }
 
 /// The presented bearer token, if the simulator accepts it.
@@ -608,6 +610,7 @@ fn token(shared: &Shared, headers: &HeaderMap) -> Option<Presented> {
         return Some(Presented {
             token: token.to_owned(),
             features: known.features.clone(),
+            issued_at: None,
         });
     }
     let grant = shared
@@ -616,6 +619,7 @@ fn token(shared: &Shared, headers: &HeaderMap) -> Option<Presented> {
     Some(Presented {
         token: token.to_owned(),
         features: grant.features,
+        issued_at: grant.issued_at,
     })
 }
 
@@ -674,10 +678,13 @@ fn introspect(
         )),
         Case::Upper,
     );
-    let issued = shared
-        .started_at
-        .checked_sub(time::Duration::days(30))
-        .unwrap_or(shared.started_at);
+    // A JWT says when it was issued; a plain token was issued a month before the start.
+    let issued = token.issued_at.unwrap_or_else(|| {
+        shared
+            .started_at
+            .checked_sub(time::Duration::days(30))
+            .unwrap_or(shared.started_at)
+    });
     let issued_at = generate::format_rfc3339(issued, time::UtcOffset::UTC, 0);
     // Features in the API's order, whatever order the token lists them in.
     let features = Stream::ALL

@@ -279,3 +279,63 @@ async fn a_bounded_backfill_stops_at_end_time_and_relative_starts_resolve() {
         assert_exactly(&env.sim, stream, 2, &env.lines(stream), Some(&want));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_v3_backfill_stops_at_end_time() {
+    let env = Env::new(1_000, 34).await;
+    let now = OffsetDateTime::now_utc();
+    let (start, end) = (
+        now - time::Duration::hours(18),
+        now - time::Duration::hours(6),
+    );
+    let extra = format!(
+        "streams = [\"audit_v3\"]\npage_size = 100\nend_time = \"{}\"",
+        end.format(&Rfc3339).unwrap()
+    );
+    let config = env.config_toml(&extra).replace(
+        "start_time = \"-2d\"",
+        &format!("start_time = \"{}\"", start.format(&Rfc3339).unwrap()),
+    );
+    let config = op_events_forwarder::config::from_toml_str("it.toml", &config, &[]).unwrap();
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(
+        daemon.stats(),
+        "the v3 backfill finished and delivered",
+        |s| {
+            let stats = s.stream(ACCOUNT, Stream::AuditV3);
+            stats.finished && s.delivered(SINK, ACCOUNT, Stream::AuditV3) == stats.fetched_events
+        },
+    )
+    .await;
+    daemon.stop().await;
+    // 3.0.0: start and end exclusive, on insertion time.
+    let want: Vec<String> = env
+        .sim
+        .events(Stream::AuditV3)
+        .into_iter()
+        .filter(|e| e.inserted_at > start && e.inserted_at < end)
+        .map(|e| e.uuid)
+        .collect();
+    assert!((490..510).contains(&want.len()), "{}", want.len());
+    assert_exactly(
+        &env.sim,
+        Stream::AuditV3,
+        3,
+        &env.lines(Stream::AuditV3),
+        Some(&want),
+    );
+    let queries: Vec<String> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r.body {
+            RequestKind::Query(query) => Some(query),
+            _ => None,
+        })
+        .collect();
+    assert!(queries[0].contains("&end_time="), "{}", queries[0]);
+    assert!(
+        queries[1..].iter().all(|q| q.contains("page_token=")),
+        "one window, then its pages: {queries:?}"
+    );
+}

@@ -1,9 +1,11 @@
-//! A faithful local simulator of the 1Password Events API v2, for tests, `simulate`, `demo` and benchmarks.
+//! A faithful local simulator of the 1Password Events API, for tests, `simulate`, `demo` and benchmarks.
 //!
-//! It serves `POST /api/v2/{auditevents,itemusages,signinattempts}` and
-//! `GET /api/v2/auth/introspect` (plus the legacy `GET /api/auth/introspect`) over plain HTTP/1.1,
-//! with the request and response shapes, errors and cursor semantics described in
-//! `reference/events-api.md`:
+//! It serves `POST /api/v1/…` and `POST /api/v2/{auditevents,itemusages,signinattempts}` (each
+//! version in its own schemas: v1 as spec 1.2.0, v2 as docs 1.4.1), the beta
+//! `GET /api/v3/auditevents` in either documented revision, and `GET /api/v2/auth/introspect`
+//! (plus the legacy PascalCase `GET /api/auth/introspect`), over plain HTTP/1.1 or HTTPS
+//! (HTTP/2 or HTTP/1.1 by ALPN), with the request and response shapes, errors and cursor
+//! semantics described in `reference/events-api.md`:
 //!
 //! - Items are served in insertion order; a ResetCursor's window (`start_time`, `end_time`) is on
 //!   insertion time, not on the events' own `timestamp`, and about 5% of events arrive late.
@@ -11,6 +13,13 @@
 //!   a cursor that came with `has_more: false` serves, when posted again later, what was inserted since.
 //! - Now and then a page is empty although `has_more` is true, as the spec allows.
 //! - Data older than 120 days is never served, and older start times are clamped.
+//! - Tokens are the configured plain ones or ES256 JWTs signed by the simulator's key
+//!   (`jwt.rs`); a token without a stream's feature, expired or signed by another key gets 401.
+//! - The v3 endpoint pages by token inside a window of insertion times and answers 400 to a
+//!   token sent with `start_time`/`end_time`, and (a choice: the API's behaviour is not
+//!   documented) to query parameters of the other revision, so a misconfigured client fails
+//!   visibly instead of looping on a first page.
+//! - Responses are gzipped for clients that accept it; `Content-Type` is not required.
 //!
 //! Items are generated deterministically from the seed, the stream, their index and their
 //! insertion time, so only insertion times are stored and a page's bytes are regenerated when

@@ -783,3 +783,87 @@ fn generated_events_are_valid_varied_and_realistic() {
         assert!(all.contains(needle), "no {needle}");
     }
 }
+
+#[tokio::test]
+async fn v3_rejects_a_token_with_a_window_unknown_parameters_and_missing_features() {
+    let mut cfg = config(30);
+    cfg.tokens = vec![
+        SimToken::all("sim-token"),
+        "items-only=itemusages".parse().unwrap(),
+    ];
+    let sim = start(cfg).await;
+    let get = |query: String, token: &'static str| {
+        let sim = sim.clone();
+        async move {
+            call(
+                &sim,
+                "GET",
+                &format!("/api/v3/auditevents?{query}"),
+                Some(token),
+                "",
+            )
+            .await
+        }
+    };
+    let start_time =
+        rfc3339(OffsetDateTime::now_utc() - time::Duration::days(2)).replace(':', "%3A");
+    let (status, body) = get(
+        format!("max_page_size=10&start_time={start_time}"),
+        "sim-token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["audit_events"].as_array().unwrap().len(), 10);
+    let token = page["next_page_token"].as_str().unwrap().to_owned();
+    let encoded: String = token
+        .bytes()
+        .map(|b| match b {
+            b'+' | b'/' | b'=' => format!("%{b:02X}"),
+            _ => char::from(b).to_string(),
+        })
+        .collect();
+    let (status, _) = get(format!("page_token={encoded}"), "sim-token").await;
+    assert_eq!(status, 200);
+    for bad in [
+        format!("page_token={encoded}&start_time={start_time}"),
+        format!("page_token={encoded}&end_time={start_time}"),
+        "page_size=10".to_owned(),
+        "max_page_size=1001".to_owned(),
+        "page_token=garbage".to_owned(),
+    ] {
+        let (status, body) = get(bad.clone(), "sim-token").await;
+        assert_eq!((status, body.as_str()), (400, BAD_REQUEST), "{bad}");
+    }
+    let (status, body) = get("max_page_size=10".to_owned(), "items-only").await;
+    assert_eq!((status, body.as_str()), (401, UNAUTHORIZED));
+}
+
+#[tokio::test]
+async fn v1_and_v2_serve_the_same_events_in_their_own_schemas() {
+    let sim = start(config(200)).await;
+    let body = reset_from(OffsetDateTime::now_utc() - time::Duration::days(2), 1000);
+    let (status, v1) = call(&sim, "POST", "/api/v1/itemusages", Some("sim-token"), &body).await;
+    assert_eq!(status, 200);
+    let (_, v2) = post(&sim, Stream::ItemUsages, &body).await;
+    let v1: Value = serde_json::from_str(&v1).unwrap();
+    let v2: Value = serde_json::from_str(&v2).unwrap();
+    let (v1, v2) = (
+        v1["items"].as_array().unwrap(),
+        v2["items"].as_array().unwrap(),
+    );
+    assert_eq!(v1.len(), v2.len());
+    let mut msp = 0;
+    for (old, new) in v1.iter().zip(v2) {
+        assert_eq!(old["uuid"], new["uuid"]);
+        assert_eq!(old["timestamp"], new["timestamp"]);
+        assert!(old.get("account_uuid").is_none());
+        assert!(old["user"].get("user_type").is_none());
+        msp += usize::from(new.get("account_uuid").is_some());
+    }
+    assert!(msp > 0, "the v2 events carry MSP fields");
+    assert_eq!(
+        sim.requests().iter().map(|r| r.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+}

@@ -216,3 +216,67 @@ async fn sigkill_at_any_moment_loses_nothing_and_sigterm_exits_cleanly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_accounts_stop_the_start_until_forgotten() {
+    let env = Env::new(50, 22).await;
+    let state = env.path("state.db");
+    let store = op_events_forwarder::store::Store::open(&state).unwrap();
+    store
+        .append_page(
+            "gone",
+            Stream::AuditEvents,
+            r#"[{"uuid":"G"}]"#,
+            1,
+            "c-gone",
+        )
+        .unwrap();
+    drop(store);
+    let config = env.path("config.toml");
+    std::fs::write(&config, env.config_toml("")).unwrap();
+
+    let out = run_with_config(&config);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds cursors of accounts no longer configured: gone;")
+            && stderr.contains("--forget-removed-accounts"),
+        "{stderr}"
+    );
+    assert!(
+        env.lines(Stream::AuditEvents).is_empty(),
+        "nothing was fetched"
+    );
+
+    let child = Command::new(BIN)
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--forget-removed-accounts",
+            "--config",
+        ])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let daemon = Daemon(child);
+    wait_for_lines(&env, 150).await;
+    let child = daemon.0;
+    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "account no longer configured; its cursors and undelivered pages were deleted"
+        ) && stderr.contains(r#""account":"gone""#)
+            && stderr.contains(r#""pending_pages":1"#),
+        "{stderr}"
+    );
+    let store = op_events_forwarder::store::Store::open(&state).unwrap();
+    assert_eq!(store.accounts().unwrap(), ["it"]);
+}

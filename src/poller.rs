@@ -209,7 +209,13 @@ impl StreamPoller {
                 .client
                 .fetch_v3(&self.settings.v3_params, &request)
                 .await?;
-            let step = state.advance(&page);
+            let step = state
+                .advance(&page)
+                .map_err(|detail| ApiError::InvalidResponse {
+                    url: format!("{}/api/v3/auditevents", self.client.base_url()),
+                    detail,
+                    body: String::new(),
+                })?;
             return Ok(Fetched {
                 items: step.items,
                 n_events: step.n_events,

@@ -208,7 +208,12 @@ impl V3State {
     }
 
     /// Applies a page fetched with [`V3State::request`].
-    pub fn advance(&self, page: &V3Page) -> V3Step {
+    ///
+    /// # Errors
+    ///
+    /// When a caught-up window's events carry no `insert_time`: the next window could only
+    /// start where this one did and serve the same events again, so nothing is kept.
+    pub fn advance(&self, page: &V3Page) -> Result<V3Step, String> {
         let first_of_window = self.page_token.is_none();
         let mut kept: Vec<&str> = Vec::with_capacity(page.events.len());
         for (event, (_, uuid)) in page.events.iter().zip(&page.keys) {
@@ -225,6 +230,13 @@ impl V3State {
 
         // The window's start and the events at it, carried through the pages of the window.
         let last_insert = page.keys.iter().rev().find_map(|(at, _)| at.clone());
+        if page.next_page_token.is_none() && !page.events.is_empty() && last_insert.is_none() {
+            return Err(
+                "the window is exhausted but its events carry no \"insert_time\" to start the next one \
+                 from; the page is not stored, so nothing is forwarded twice"
+                    .to_owned(),
+            );
+        }
         let (start_time, seen) = match &last_insert {
             Some(last) => {
                 let mut seen: Vec<String> = if Some(last) == self.start_time.as_ref() {
@@ -249,12 +261,12 @@ impl V3State {
             start_time,
             seen,
         };
-        V3Step {
+        Ok(V3Step {
             items,
             n_events,
             has_more: page.next_page_token.is_some(),
             next,
-        }
+        })
     }
 }
 
@@ -345,13 +357,15 @@ mod tests {
         let state = V3State::initial(Some("s0".into()));
         let first = state.advance(&page(
             r#"{"audit_events":[{"uuid":"A","insert_time":"t1"},{"uuid":"B","insert_time":"t2"}],"next_page_token":"n1"}"#,
-        ));
+        ))
+        .unwrap();
         assert!(first.has_more);
         assert_eq!(first.n_events, 2);
         assert_eq!(first.next.page_token.as_deref(), Some("n1"));
         let second = first.next.advance(&page(
             r#"{"audit_events":[{"uuid":"C","insert_time":"t3"},{"uuid":"D", "insert_time":"t3"}]}"#,
-        ));
+        ))
+        .unwrap();
         assert!(!second.has_more);
         assert_eq!(
             second.next,
@@ -364,7 +378,8 @@ mod tests {
         // An inclusive start serves C and D again: they are dropped, bytes of E kept as sent.
         let third = second.next.advance(&page(
             r#"{"audit_events":[{"uuid":"C","insert_time":"t3"},{"uuid":"D","insert_time":"t3"},{"uuid":"E", "insert_time":"t4","x":1.50}]}"#,
-        ));
+        ))
+        .unwrap();
         assert_eq!(
             third.items,
             r#"[{"uuid":"E", "insert_time":"t4","x":1.50}]"#
@@ -373,9 +388,25 @@ mod tests {
         assert_eq!(third.next.start_time.as_deref(), Some("t4"));
         assert_eq!(third.next.seen, ["E"]);
         // Nothing new: the window and its seen events stay.
-        let idle = third.next.advance(&page(r#"{"audit_events":[]}"#));
+        let idle = third.next.advance(&page(r#"{"audit_events":[]}"#)).unwrap();
         assert_eq!((idle.n_events, idle.next.clone()), (0, third.next.clone()));
         assert_eq!(V3State::parse(&idle.next.to_json()).unwrap(), idle.next);
+    }
+
+    #[test]
+    fn a_caught_up_window_without_insert_times_is_refused() {
+        let state = V3State::initial(Some("s0".into()));
+        let err = state
+            .advance(&page(r#"{"audit_events":[{"uuid":"A"}]}"#))
+            .unwrap_err();
+        assert!(err.contains("no \"insert_time\""), "{err}");
+        // Mid-window the token carries on, insert times or not.
+        let mid = state
+            .advance(&page(
+                r#"{"audit_events":[{"uuid":"A"}],"next_page_token":"n"}"#,
+            ))
+            .unwrap();
+        assert_eq!(mid.next.start_time.as_deref(), Some("s0"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub async fn run(
         audience: sim.audience(),
         features: Stream::ALL.to_vec(),
         issued_at: time::OffsetDateTime::now_utc(),
-        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(30)),
     });
     let token_path = options.out.join(TOKEN_FILE);
     std::fs::write(&token_path, token)

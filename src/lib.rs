@@ -13,6 +13,7 @@
 //! - [`sim`]: the Events API simulator behind `simulate`, `demo` and the tests.
 //! - [`demo`]: the simulator and the daemon together, with a summary.
 //! - [`shutdown`]: signal handling.
+//! - [`token`]: reading bearer tokens (at start, and again after a 401).
 //!
 //! [`Daemon::start`] wires them; [`run`] is the daemon until a shutdown future resolves.
 
@@ -28,6 +29,7 @@ pub mod sink;
 pub mod stats;
 pub mod store;
 pub mod stream;
+pub mod token;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +41,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AccountConfig, Config, TokenSource};
+use crate::config::{AccountConfig, Config};
 use crate::governor::AccountGovernor;
 use crate::poller::{PollSettings, StreamPoller};
 use crate::sink::{Sink, SinkWorker};
@@ -116,7 +118,7 @@ impl Daemon {
     }
 
     fn start_account(&self, account: &AccountConfig, client: api::Client, sinks: &[Arc<Sink>]) {
-        let governor = Arc::new(AccountGovernor::new());
+        let governor = Arc::new(AccountGovernor::new(account.limits));
         for &stream in &account.streams {
             let (appended, _) = watch::channel(0);
             let acked = Arc::new(Notify::new());
@@ -143,7 +145,11 @@ impl Daemon {
                     poll_interval: account.poll_interval,
                     start_time: account.start_time.clone(),
                     max_pending_pages: account.max_pending_pages,
+                    retry_max: account.retry_max,
+                    unauthorized_retry: account.unauthorized_retry,
+                    on_invalid_cursor: account.on_invalid_cursor,
                 },
+                token_source: account.token.clone(),
                 appended,
                 acked,
                 stats: Arc::clone(&self.stats),
@@ -182,36 +188,5 @@ impl Daemon {
 
 /// Reads an account's bearer token from its file or environment variable.
 fn read_token(account: &AccountConfig) -> anyhow::Result<SecretString> {
-    let (raw, origin) = match &account.token {
-        TokenSource::File(path) => (
-            std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "account \"{}\": cannot read token_file {}",
-                    account.name,
-                    path.display()
-                )
-            })?,
-            format!("token_file {}", path.display()),
-        ),
-        TokenSource::Env(var) => (
-            std::env::var(var).with_context(|| {
-                format!(
-                    "account \"{}\": token_env {var}: the variable is not set or not UTF-8",
-                    account.name
-                )
-            })?,
-            format!("token_env {var}"),
-        ),
-    };
-    let token = raw.trim();
-    if token.is_empty() {
-        anyhow::bail!("account \"{}\": {origin} is empty", account.name);
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        anyhow::bail!(
-            "account \"{}\": {origin} holds characters a bearer token cannot have (spaces or non-ASCII)",
-            account.name
-        );
-    }
-    Ok(SecretString::from(token.to_owned()))
+    Ok(token::read(&account.name, &account.token)?)
 }

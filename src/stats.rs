@@ -22,6 +22,9 @@ pub struct StreamStats {
     /// The last page said `has_more: false`.
     pub caught_up: bool,
     pub last_error: Option<String>,
+    /// Why the stream cannot make progress until an operator acts (a refused token, a
+    /// rejected cursor); `None` while it is healthy.
+    pub unhealthy: Option<String>,
 }
 
 /// Everything counted so far.

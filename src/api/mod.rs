@@ -79,6 +79,9 @@ pub struct Page {
     pub items: Box<RawValue>,
     /// How many events `items` holds.
     pub n_events: u64,
+    /// The response said the account's requests are used up (`RateLimit-Remaining: 0`) for
+    /// this long (`RateLimit-Reset`).
+    pub exhausted_for: Option<Duration>,
 }
 
 /// The answer of `GET /api/v2/auth/introspect`.
@@ -107,7 +110,9 @@ pub struct ClientOptions {
 pub struct Client {
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     base_url: Arc<str>,
-    token: Arc<SecretString>,
+    /// Shared by every clone, so a token re-read after a 401 serves every stream of the
+    /// account. A std lock: held only to format a header or swap the token.
+    token: Arc<std::sync::RwLock<SecretString>>,
     timeout: Duration,
 }
 
@@ -148,7 +153,7 @@ impl Client {
         Ok(Client {
             http,
             base_url: options.base_url.trim_end_matches('/').into(),
-            token: Arc::new(token),
+            token: Arc::new(std::sync::RwLock::new(token)),
             timeout: options.timeout,
         })
     }
@@ -157,23 +162,34 @@ impl Client {
         &self.base_url
     }
 
+    /// Uses `token` from now on, in every clone of this client. Returns whether it differs
+    /// from the token in use.
+    pub fn replace_token(&self, token: SecretString) -> bool {
+        let mut current = self.token.write().unwrap_or_else(|p| p.into_inner());
+        let changed = current.expose_secret() != token.expose_secret();
+        *current = token;
+        changed
+    }
+
     /// Fetches one page of a stream.
     pub async fn fetch(&self, stream: Stream, request: &PageRequest) -> Result<Page, ApiError> {
         let url = format!("{}/api/v2/{}", self.base_url, stream.as_str());
-        let body = self
+        let (headers, body) = self
             .send(http::Method::POST, &url, Some(request.body()))
             .await?;
-        parse_page(&body).map_err(|detail| ApiError::InvalidResponse {
+        let mut page = parse_page(&body).map_err(|detail| ApiError::InvalidResponse {
             url,
             detail,
             body: self.excerpt(&body),
-        })
+        })?;
+        page.exhausted_for = rate_limit_exhausted(&headers);
+        Ok(page)
     }
 
     /// Asks the API what the token is (`GET /api/v2/auth/introspect`).
     pub async fn introspect(&self) -> Result<Introspection, ApiError> {
         let url = format!("{}/api/v2/auth/introspect", self.base_url);
-        let body = self.send(http::Method::GET, &url, None).await?;
+        let (_, body) = self.send(http::Method::GET, &url, None).await?;
         serde_json::from_slice(&body).map_err(|err| ApiError::InvalidResponse {
             url,
             detail: err.to_string(),
@@ -181,21 +197,25 @@ impl Client {
         })
     }
 
-    /// Sends a request and returns the body of a 200 response; every other outcome is an
-    /// [`ApiError`]. The whole exchange is bounded by the request timeout.
+    /// Sends a request and returns the headers and body of a 200 response; every other
+    /// outcome is an [`ApiError`]. The whole exchange is bounded by the request timeout.
     async fn send(
         &self,
         method: http::Method,
         url: &str,
         json: Option<String>,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<(http::HeaderMap, Bytes), ApiError> {
+        let authorization = format!(
+            "Bearer {}",
+            self.token
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .expose_secret()
+        );
         let mut builder = http::Request::builder()
             .method(method)
             .uri(url)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token.expose_secret()),
-            )
+            .header(http::header::AUTHORIZATION, authorization)
             .header(http::header::USER_AGENT, USER_AGENT)
             .header(http::header::ACCEPT, "application/json");
         if json.is_some() {
@@ -226,23 +246,20 @@ impl Client {
                 after: self.timeout,
             })??;
         if parts.status == http::StatusCode::OK {
-            return Ok(body);
+            return Ok((parts.headers, body));
         }
         Err(ApiError::Status {
             url: url.to_owned(),
             status: parts.status.as_u16(),
             message: error_message(&body),
             body: self.excerpt(&body),
-            retry_after: parts
-                .headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| parse_retry_after(value, OffsetDateTime::now_utc())),
+            retry_after: retry_after(&parts.headers, OffsetDateTime::now_utc()),
         })
     }
 
     fn excerpt(&self, body: &[u8]) -> String {
-        excerpt(body, BODY_EXCERPT_CHARS, self.token.expose_secret())
+        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
+        excerpt(body, BODY_EXCERPT_CHARS, token.expose_secret())
     }
 }
 
@@ -301,6 +318,7 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
                 has_more,
                 items: RawValue::from_string("[]".into()).map_err(|err| err.to_string())?,
                 n_events: 0,
+                exhausted_for: None,
             });
         }
     };
@@ -311,7 +329,35 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
         has_more,
         items: items.to_owned(),
         n_events: events.len() as u64,
+        exhausted_for: None,
     })
+}
+
+/// How long to wait after an error response: `Retry-After` (seconds or an HTTP date), else
+/// `RateLimit-Reset` (seconds until the window resets, as the v3 reference documents).
+pub fn retry_after(headers: &http::HeaderMap, now: OffsetDateTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    header("retry-after")
+        .and_then(|value| parse_retry_after(value, now))
+        .or_else(|| {
+            header("ratelimit-reset")
+                .and_then(|value| value.trim().parse().ok().map(Duration::from_secs))
+        })
+}
+
+/// How long the account's requests are used up, when a successful response says
+/// `RateLimit-Remaining: 0` and when the window resets (`RateLimit-Reset`, seconds; a minute
+/// if it is missing).
+pub fn rate_limit_exhausted(headers: &http::HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let remaining: u64 = header("ratelimit-remaining")?.trim().parse().ok()?;
+    if remaining > 0 {
+        return None;
+    }
+    let reset = header("ratelimit-reset")
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(60);
+    Some(Duration::from_secs(reset))
 }
 
 /// `Retry-After` as seconds or an HTTP date, relative to `now`.
@@ -394,6 +440,37 @@ mod tests {
                 .starts_with("\"items\" is not an array")
         );
         assert!(parse_page(br#"{"cursor":"c","has_more":true,"items":[{"uuid":"#).is_err());
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let now = datetime!(2026-11-21 12:00:00 UTC);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        let both = headers(&[("Retry-After", "7"), ("RateLimit-Reset", "30")]);
+        assert_eq!(retry_after(&both, now), Some(Duration::from_secs(7)));
+        let reset_only = headers(&[("RateLimit-Reset", "30")]);
+        assert_eq!(retry_after(&reset_only, now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(&headers(&[]), now), None);
+
+        let used_up = headers(&[("RateLimit-Remaining", "0"), ("RateLimit-Reset", "12")]);
+        assert_eq!(
+            rate_limit_exhausted(&used_up),
+            Some(Duration::from_secs(12))
+        );
+        let no_reset = headers(&[("Ratelimit-Remaining", "0")]);
+        assert_eq!(
+            rate_limit_exhausted(&no_reset),
+            Some(Duration::from_secs(60))
+        );
+        let left = headers(&[("RateLimit-Remaining", "5"), ("RateLimit-Reset", "12")]);
+        assert_eq!(rate_limit_exhausted(&left), None);
+        assert_eq!(rate_limit_exhausted(&headers(&[])), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use op_events_forwarder::sim::{SimConfig, SimToken, Simulator};
+use op_events_forwarder::sim::{Faults, SimConfig, SimToken, Simulator};
 use op_events_forwarder::{config, demo, shutdown};
 use tracing_subscriber::EnvFilter;
 
@@ -62,6 +62,10 @@ enum Command {
         /// Append "<stream>\t<uuid>" for every generated event to this file.
         #[arg(long)]
         ledger: Option<PathBuf>,
+        /// Rate limits and injected failures as JSON (see `POST /_sim/faults`); by default the
+        /// documented limits, 600 a minute and 30,000 an hour. `{}` turns them off.
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<Faults>,
     },
     /// Run the simulator and the daemon together into ./demo-output/ and check the result.
     Demo {
@@ -135,6 +139,7 @@ async fn async_main(command: Command) -> ExitCode {
             seed,
             tokens,
             ledger,
+            faults,
         } => {
             let mut sim_config = SimConfig::new(listen);
             sim_config.initial_events = events;
@@ -142,6 +147,7 @@ async fn async_main(command: Command) -> ExitCode {
             sim_config.seed = seed;
             sim_config.tokens = tokens;
             sim_config.ledger = ledger;
+            sim_config.faults = faults.unwrap_or_else(Faults::documented_limits);
             let sim = match Simulator::start(sim_config).await {
                 Ok(sim) => sim,
                 Err(err) => {
@@ -186,6 +192,11 @@ async fn async_main(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// `--faults`: the simulator's faults as JSON.
+fn parse_faults(text: &str) -> Result<Faults, String> {
+    serde_json::from_str(text).map_err(|err| format!("invalid faults JSON: {err}"))
 }
 
 fn signal_error(err: std::io::Error) -> anyhow::Error {

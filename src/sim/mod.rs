@@ -16,10 +16,13 @@
 //! insertion time, so only insertion times are stored and a page's bytes are regenerated when
 //! served (see `generate.rs`).
 //!
-//! Test hooks, without auth: `GET /_sim/stats`, `GET /_sim/ledger` and
-//! `POST /_sim/insert?stream=<stream>&count=<n>`.
+//! Test hooks, without auth: `GET /_sim/stats`, `GET /_sim/ledger`,
+//! `POST /_sim/insert?stream=<stream>&count=<n>`, `GET`/`POST /_sim/faults` (the [`Faults`] as
+//! JSON), `POST /_sim/tokens/revoke?token=<token>` and
+//! `POST /_sim/tokens/issue?token=<token>[&features=<stream>,<stream>]`.
 
 mod cursor;
+mod faults;
 mod generate;
 mod server;
 mod store;
@@ -41,6 +44,8 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use self::faults::RateLog;
+pub use self::faults::{Fault, Faults, WindowLimit};
 use self::generate::World;
 use self::store::StreamLog;
 use crate::stream::Stream;
@@ -71,6 +76,8 @@ pub struct SimConfig {
     /// Every this-many page requests that have events to serve, one returns an empty page with
     /// `has_more: true` first; 0 for never.
     pub empty_page_every: u32,
+    /// Rate limits and injected failures; none by default.
+    pub faults: Faults,
 }
 
 impl SimConfig {
@@ -86,6 +93,7 @@ impl SimConfig {
             tokens: vec![SimToken::all("sim-token")],
             ledger: None,
             empty_page_every: 50,
+            faults: Faults::default(),
         }
     }
 }
@@ -171,8 +179,23 @@ pub struct SimEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRecord {
     pub stream: Stream,
+    /// The status sent; 0 if the connection was closed without a response.
     pub status: u16,
     pub body: RequestKind,
+    /// The fault injected into this request, if any.
+    pub fault: Option<Fault>,
+}
+
+impl RequestRecord {
+    /// Whether the client cannot have received a usable page (slow responses may or may not
+    /// have arrived in time, so they count as neither).
+    pub fn failed(&self) -> bool {
+        self.status != 200
+            || matches!(
+                self.fault,
+                Some(Fault::Reset | Fault::Truncated | Fault::InvalidJson)
+            )
+    }
 }
 
 /// What an event-endpoint request body said.
@@ -280,7 +303,12 @@ impl Simulator {
             })?;
         let shared = Arc::new(Shared {
             world: World::new(cfg.seed),
-            tokens: cfg.tokens,
+            tokens: Mutex::new(cfg.tokens),
+            faults: Mutex::new(cfg.faults),
+            rate_log: Mutex::new(RateLog::default()),
+            fault_rng: Mutex::new(fastrand::Rng::with_seed(generate::combine(
+                cfg.seed, 0xFA_17,
+            ))),
             empty_page_every: cfg.empty_page_every,
             cursor_key: generate::combine(cfg.seed, 0xC0_75_02),
             started_at,
@@ -371,6 +399,26 @@ impl Simulator {
         self.handle.shared.stats()
     }
 
+    /// The faults in effect.
+    pub fn faults(&self) -> Faults {
+        lock(&self.handle.shared.faults).clone()
+    }
+
+    /// Replaces the faults in effect (the rate limiter keeps its history).
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.handle.shared.faults) = faults;
+    }
+
+    /// Stops accepting `token`; returns whether it was accepted before.
+    pub fn revoke_token(&self, token: &str) -> bool {
+        self.handle.shared.revoke_token(token)
+    }
+
+    /// Accepts a new token (replacing one with the same text).
+    pub fn issue_token(&self, token: SimToken) {
+        self.handle.shared.issue_token(token);
+    }
+
     /// Stops accepting connections, closes idle ones, and stops the live generator.
     pub fn shutdown(&self) {
         self.handle.shutdown.cancel();
@@ -380,7 +428,14 @@ impl Simulator {
 /// State shared by the handle, the server's connections and the live generator.
 struct Shared {
     world: World,
-    tokens: Vec<SimToken>,
+    /// The accepted tokens; revoked and issued at run time through the control endpoints.
+    tokens: Mutex<Vec<SimToken>>,
+    /// The faults in effect.
+    faults: Mutex<Faults>,
+    /// Admitted event requests, for the sliding-window limits.
+    rate_log: Mutex<RateLog>,
+    /// Decides which requests get a fault; seeded, so a run can be repeated.
+    fault_rng: Mutex<fastrand::Rng>,
     empty_page_every: u32,
     /// Keys the cursors' tags; derived from the seed, so a restarted simulator accepts old cursors.
     cursor_key: u64,
@@ -470,8 +525,33 @@ impl Shared {
         Ok(uuids)
     }
 
+    fn revoke_token(&self, token: &str) -> bool {
+        let mut tokens = lock(&self.tokens);
+        let before = tokens.len();
+        tokens.retain(|known| known.token != token);
+        tokens.len() != before
+    }
+
+    fn issue_token(&self, token: SimToken) {
+        let mut tokens = lock(&self.tokens);
+        tokens.retain(|known| known.token != token.token);
+        tokens.push(token);
+    }
+
     /// Counts and records one event-endpoint request.
     fn record(&self, stream: Stream, status: u16, body: RequestKind, n_served: usize) {
+        self.record_fault(stream, status, body, n_served, None);
+    }
+
+    /// Counts and records one event-endpoint request, with the fault injected into it.
+    fn record_fault(
+        &self,
+        stream: Stream,
+        status: u16,
+        body: RequestKind,
+        n_served: usize,
+        fault: Option<Fault>,
+    ) {
         let counters = &self.counters[stream_idx(stream)];
         counters.requests.fetch_add(1, Ordering::Relaxed);
         counters
@@ -484,6 +564,7 @@ impl Shared {
             stream,
             status,
             body,
+            fault,
         });
     }
 

@@ -1,8 +1,8 @@
 //! The simulator's HTTP side: the accept loop, routing, auth, request parsing and responses.
 
-use std::convert::Infallible;
+use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
@@ -20,8 +20,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{Cursor, CursorError};
+use super::faults::{Fault, Faults, RateDecision};
 use super::generate::{self, Case, Rng};
-use super::{MAX_INSERT_COUNT, RequestKind, Shared, SimToken, store};
+use super::{MAX_INSERT_COUNT, RequestKind, Shared, SimToken, lock, store};
 use crate::stream::Stream;
 
 /// The largest request body read; event requests are tiny.
@@ -56,7 +57,8 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&shared, request).await) }
+                // An error closes the connection without a response (an injected reset).
+                async move { route(&shared, request).await }
             });
             let connection = http1::Builder::new()
                 .keep_alive(true)
@@ -76,14 +78,14 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: 
     }
 }
 
-async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+async fn route(shared: &Shared, request: Request<Incoming>) -> io::Result<Response<Body>> {
     let path = request.uri().path();
     if let Some(name) = path.strip_prefix("/api/v2/")
         && let Ok(stream) = name.parse::<Stream>()
     {
         return events(shared, stream, request).await;
     }
-    match path {
+    Ok(match path {
         "/api/v2/auth/introspect" => introspect(shared, &request, Introspection::V2),
         "/api/auth/introspect" => introspect(shared, &request, Introspection::Legacy),
         "/_sim/stats" => match *request.method() {
@@ -101,12 +103,80 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
             Method::POST => insert(shared, request.uri().query().unwrap_or("")),
             _ => method_not_allowed("POST"),
         },
+        "/_sim/faults" => match *request.method() {
+            Method::GET => json(
+                StatusCode::OK,
+                serde_json::to_string(&*lock(&shared.faults)).unwrap_or_default(),
+            ),
+            Method::POST => set_faults(shared, request).await,
+            _ => method_not_allowed("GET, POST"),
+        },
+        "/_sim/tokens/revoke" | "/_sim/tokens/issue" => match *request.method() {
+            Method::POST => tokens(shared, path, request.uri().query().unwrap_or("")),
+            _ => method_not_allowed("POST"),
+        },
         _ => error(StatusCode::NOT_FOUND),
+    })
+}
+
+/// `POST /_sim/faults`: replaces the faults with the JSON body (a [`Faults`]).
+async fn set_faults(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let Ok(body) = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    match serde_json::from_slice::<Faults>(&body.to_bytes()) {
+        Ok(faults) => {
+            let body = serde_json::to_string(&faults).unwrap_or_default();
+            *lock(&shared.faults) = faults;
+            json(StatusCode::OK, body)
+        }
+        Err(err) => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Error": {"Message": format!("invalid faults: {err}")}}).to_string(),
+        ),
+    }
+}
+
+/// `POST /_sim/tokens/revoke?token=T` and `POST /_sim/tokens/issue?token=T[&features=a,b]`.
+fn tokens(shared: &Shared, path: &str, query: &str) -> Response<Body> {
+    let mut token = None;
+    let mut features = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("token", value)) => token = Some(value.to_owned()),
+            Some(("features", value)) => features = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(token) = token.filter(|token| !token.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    if path.ends_with("/revoke") {
+        let revoked = shared.revoke_token(&token);
+        return json(StatusCode::OK, format!("{{\"revoked\":{revoked}}}"));
+    }
+    let spec = match features {
+        Some(features) => format!("{token}={features}"),
+        None => token,
+    };
+    match spec.parse::<SimToken>() {
+        Ok(token) => {
+            shared.issue_token(token);
+            json(StatusCode::OK, "{\"issued\":true}")
+        }
+        Err(_) => error(StatusCode::BAD_REQUEST),
     }
 }
 
 /// Serves `POST /api/v2/<stream>` and records the request.
-async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> Response<Body> {
+async fn events(
+    shared: &Shared,
+    stream: Stream,
+    request: Request<Incoming>,
+) -> io::Result<Response<Body>> {
     if request.method() != Method::POST {
         shared.record(
             stream,
@@ -114,7 +184,7 @@ async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> 
             RequestKind::Invalid,
             0,
         );
-        return method_not_allowed("POST");
+        return Ok(method_not_allowed("POST"));
     }
     let authorized =
         token(shared, request.headers()).is_some_and(|token| token.features.contains(&stream));
@@ -127,11 +197,67 @@ async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> 
     };
     if !authorized {
         shared.record(stream, StatusCode::UNAUTHORIZED.as_u16(), kind, 0);
-        return error(StatusCode::UNAUTHORIZED);
+        return Ok(error(StatusCode::UNAUTHORIZED));
     }
-    match page(shared, stream, &kind, OffsetDateTime::now_utc()) {
+
+    let faults = lock(&shared.faults).clone();
+    let mut rate = None;
+    if !faults.rate_limits.is_empty() {
+        let decision = lock(&shared.rate_log).check(&faults.rate_limits, Instant::now());
+        if !decision.admitted {
+            shared.record_fault(stream, 429, kind, 0, Some(Fault::RateLimited));
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS);
+            if faults.retry_after {
+                let secs = decision.retry_after.as_secs_f64().ceil() as u64;
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(secs));
+            }
+            if faults.rate_limit_headers {
+                rate_limit_headers(&mut response, &decision);
+            }
+            return Ok(response);
+        }
+        rate = faults.rate_limit_headers.then_some(decision);
+    }
+    let roll = |rate: f64| rate > 0.0 && lock(&shared.fault_rng).f64() < rate;
+    if roll(faults.reset_rate) {
+        shared.record_fault(stream, 0, kind, 0, Some(Fault::Reset));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "injected connection reset",
+        ));
+    }
+    if roll(faults.error_rate) {
+        let status = match faults.error_statuses.len() {
+            0 => 500,
+            n => faults.error_statuses[lock(&shared.fault_rng).usize(..n)],
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        shared.record_fault(stream, status.as_u16(), kind, 0, Some(Fault::Status));
+        return Ok(error(status));
+    }
+    let slow = roll(faults.slow_rate);
+    if slow {
+        tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
+    }
+    let mut response = match page(shared, stream, &kind, OffsetDateTime::now_utc()) {
         Ok((body, n_items)) => {
-            shared.record(stream, StatusCode::OK.as_u16(), kind, n_items);
+            if roll(faults.truncate_rate) {
+                shared.record_fault(stream, 200, kind, 0, Some(Fault::Truncated));
+                let mut body = body.into_bytes();
+                body.truncate(body.len() / 2);
+                return Ok(json(StatusCode::OK, body));
+            }
+            if roll(faults.invalid_json_rate) {
+                shared.record_fault(stream, 200, kind, 0, Some(Fault::InvalidJson));
+                return Ok(json(
+                    StatusCode::OK,
+                    "<html><body><h1>Service temporarily unavailable</h1></body></html>",
+                ));
+            }
+            let fault = slow.then_some(Fault::Slow);
+            shared.record_fault(stream, StatusCode::OK.as_u16(), kind, n_items, fault);
             json(StatusCode::OK, body)
         }
         Err(reason) => {
@@ -139,7 +265,23 @@ async fn events(shared: &Shared, stream: Stream, request: Request<Incoming>) -> 
             shared.record(stream, StatusCode::BAD_REQUEST.as_u16(), kind, 0);
             error(StatusCode::BAD_REQUEST)
         }
+    };
+    if let Some(decision) = rate {
+        rate_limit_headers(&mut response, &decision);
     }
+    Ok(response)
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of the tightest
+/// window.
+fn rate_limit_headers(response: &mut Response<Body>, decision: &RateDecision) {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert(
+        "ratelimit-reset",
+        HeaderValue::from(decision.reset.as_secs_f64().ceil() as u64),
+    );
 }
 
 /// Why an event request got a 400.
@@ -249,14 +391,17 @@ fn parse_time(
 }
 
 /// The presented bearer token, if the simulator knows it.
-fn token<'a>(shared: &'a Shared, headers: &HeaderMap) -> Option<&'a SimToken> {
+fn token(shared: &Shared, headers: &HeaderMap) -> Option<SimToken> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
     let token = token.trim();
-    shared.tokens.iter().find(|known| known.token == token)
+    lock(&shared.tokens)
+        .iter()
+        .find(|known| known.token == token)
+        .cloned()
 }
 
 /// Which introspection endpoint is being served.

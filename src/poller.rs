@@ -89,6 +89,10 @@ impl StreamPoller {
         let mut cursor = self.saved_cursor(&shutdown).await;
         // Set when the API rejected the cursor and the stream restarts from a time.
         let mut restart_at: Option<Option<OffsetDateTime>> = None;
+        // A reset request is resolved once and sent again unchanged until it succeeds: a
+        // relative start_time resolved again at each retry would move the window forward and
+        // skip the events at its start.
+        let mut reset: Option<PageRequest> = None;
         tracing::info!(
             account = %self.account,
             stream = %self.stream,
@@ -100,13 +104,17 @@ impl StreamPoller {
                 break;
             }
             let request = match (&restart_at, &cursor) {
-                (Some(Some(at)), _) => PageRequest::Reset {
-                    limit: self.settings.page_size,
-                    start_time: Some(*at),
-                    end_time: None,
-                },
-                (Some(None), _) | (None, None) => self.reset_request(OffsetDateTime::now_utc()),
                 (None, Some(cursor)) => PageRequest::Cursor(cursor.clone()),
+                _ => reset
+                    .get_or_insert_with(|| match restart_at {
+                        Some(Some(at)) => PageRequest::Reset {
+                            limit: self.settings.page_size,
+                            start_time: Some(at),
+                            end_time: None,
+                        },
+                        _ => self.reset_request(OffsetDateTime::now_utc()),
+                    })
+                    .clone(),
             };
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -129,6 +137,7 @@ impl StreamPoller {
                             self.governor.pause(exhausted_for);
                         }
                         restart_at = None;
+                        reset = None;
                         cursor = Some(page.cursor);
                         if page.has_more {
                             continue;
@@ -157,6 +166,7 @@ impl StreamPoller {
                     }
                     Next::Restart(at) => {
                         restart_at = Some(at);
+                        reset = None;
                         Duration::ZERO
                     }
                 },

@@ -6,3 +6,4 @@ mod support;
 
 mod binary;
 mod daemon;
+mod resilience;

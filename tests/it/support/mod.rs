@@ -25,12 +25,22 @@ pub struct Env {
 
 impl Env {
     pub async fn new(events_per_stream: usize, seed: u64) -> Env {
+        Env::with(events_per_stream, seed, |_| {}).await
+    }
+
+    /// An environment whose simulator config `adjust` changes first (faults, limits).
+    pub async fn with(
+        events_per_stream: usize,
+        seed: u64,
+        adjust: impl FnOnce(&mut SimConfig),
+    ) -> Env {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
         let mut sim_config = SimConfig::new("127.0.0.1:0".parse().unwrap());
         sim_config.seed = seed;
         sim_config.initial_events = events_per_stream;
         sim_config.tokens = vec![SimToken::all(TOKEN)];
+        adjust(&mut sim_config);
         let sim = Simulator::start(sim_config)
             .await
             .expect("the simulator starts");

@@ -12,12 +12,14 @@
 //! - [`sink`]: one worker per (sink, account, stream): deliver from the outbox, then ack.
 //! - [`sim`]: the Events API simulator behind `simulate`, `demo` and the tests.
 //! - [`demo`]: the simulator and the daemon together, with a summary.
+//! - [`bench`]: benchmarks that print numbers (`bench governor`).
 //! - [`shutdown`]: signal handling.
 //! - [`token`]: reading bearer tokens (at start, and again after a 401).
 //!
 //! [`Daemon::start`] wires them; [`run`] is the daemon until a shutdown future resolves.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod governor;

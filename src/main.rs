@@ -1,12 +1,15 @@
 //! The `op-events-forwarder` command: parse arguments, set up logging, hand over to the library.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use op_events_forwarder::governor::Limits;
 use op_events_forwarder::sim::{Faults, SimConfig, SimToken, Simulator};
-use op_events_forwarder::{config, demo, shutdown};
+use op_events_forwarder::{bench, config, demo, shutdown};
 use tracing_subscriber::EnvFilter;
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
@@ -67,6 +70,11 @@ enum Command {
         #[arg(long, value_parser = parse_faults)]
         faults: Option<Faults>,
     },
+    /// Measure the daemon against the simulator and print the figures.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
     /// Run the simulator and the daemon together into ./demo-output/ and check the result.
     Demo {
         /// Events per stream.
@@ -87,12 +95,29 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Drain a backlog against the simulator's strict rate limits; print requests per minute
+    /// as a fraction of the ceiling and the number of 429s.
+    Governor {
+        /// How long to run.
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// The per-minute limit of the simulator and the daemon.
+        #[arg(long, default_value_t = 600)]
+        requests_per_minute: u32,
+        /// The per-hour limit of the simulator and the daemon.
+        #[arg(long, default_value_t = 30_000)]
+        requests_per_hour: u32,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS provider for the whole process, chosen before anything builds a TLS config.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -164,6 +189,36 @@ async fn async_main(command: Command) -> ExitCode {
             stop.cancelled().await;
             sim.shutdown();
             ExitCode::SUCCESS
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Governor {
+                    secs,
+                    requests_per_minute,
+                    requests_per_hour,
+                },
+        } => {
+            let (Some(per_minute), Some(per_hour)) = (
+                NonZeroU32::new(requests_per_minute),
+                NonZeroU32::new(requests_per_hour),
+            ) else {
+                eprintln!("error: the limits must be at least 1");
+                return ExitCode::from(2);
+            };
+            let options = bench::GovernorBenchOptions {
+                duration: Duration::from_secs(secs),
+                limits: Limits {
+                    per_minute,
+                    per_hour,
+                },
+            };
+            match bench::governor(&options).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            }
         }
         Command::Demo {
             events,

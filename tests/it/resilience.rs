@@ -404,3 +404,38 @@ async fn a_rejected_cursor_stops_the_stream_or_resets_it_as_configured() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_headers_keep_the_daemon_under_limits_it_was_not_told() {
+    // The simulator allows 5 requests in any 2 s and says so in RateLimit-* headers, without
+    // Retry-After; the daemon is configured with the documented (far higher) limits.
+    let env = Env::with(150, 51, |cfg| {
+        cfg.empty_page_every = 0;
+        cfg.faults.rate_limits = vec![WindowLimit {
+            window_secs: 2,
+            max: 5,
+        }];
+        cfg.faults.rate_limit_headers = true;
+    })
+    .await;
+    let daemon = Daemon::start(&env.config("page_size = 10")).await.unwrap();
+    let want = generated(&env.sim);
+    wait_for(daemon.stats(), "every event delivered", |s| {
+        delivered_all(s, &want)
+    })
+    .await;
+    daemon.stop().await;
+    for stream in Stream::ALL {
+        env.assert_exactly_once(stream);
+    }
+    assert_cursor_held_on_failures(&env.sim, &Stream::ALL);
+    // The pause starts when a response says nothing remains; only requests already under way
+    // (at most one per other stream) can still meet a 429.
+    let requests = env.sim.requests();
+    let rate_limited = requests.iter().filter(|r| r.status == 429).count();
+    let admitted = requests.len() - rate_limited;
+    assert!(
+        rate_limited * 4 <= admitted,
+        "{rate_limited} 429s for {admitted} admitted requests"
+    );
+}

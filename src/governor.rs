@@ -184,6 +184,14 @@ impl<C: Clock + Clone> Schedule<C> {
         Ok(())
     }
 
+    /// How much of a pause is left, if the account is paused.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        self.paused_until
+            .filter(|until| *until > now)
+            .map(|until| Duration::from(until.duration_since(now)))
+    }
+
     /// No permit for `duration` from now (a pause never shortens an earlier one).
     pub fn pause(&mut self, duration: Duration) {
         let until = self.clock.now() + duration.into();
@@ -259,11 +267,21 @@ impl<C: Clock + Clone> AccountGovernor<C> {
     /// Pauses every stream of the account after a 429, for as long as the API said, or
     /// else for the window the limit implies, and returns the pause. The first unexplained
     /// 429 waits for the per-minute window; each further one in a row doubles it, up to the
-    /// per-hour window (the one that must be exhausted if a minute was not enough).
+    /// per-hour window (the one that must be exhausted if a minute was not enough). A 429
+    /// that arrives while the account is already paused (a request that was under way when
+    /// the pause began) joins that pause and does not count as another one.
     pub fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
         let pause = match retry_after {
             Some(after) => after,
             None => {
+                let paused_for = self
+                    .schedule
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .paused_for();
+                if let Some(remaining) = paused_for {
+                    return remaining;
+                }
                 let mut count = self
                     .unexplained_429s
                     .lock()
@@ -453,10 +471,15 @@ mod tests {
         let governor = AccountGovernor::new(Limits::DOCUMENTED);
         governor.acquire().await;
         assert_eq!(governor.rate_limited(None), Duration::from_secs(60));
+        // Another stream's request was under way: its 429 joins the pause.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(governor.rate_limited(None), Duration::from_secs(59));
         let started = tokio::time::Instant::now();
         governor.acquire().await;
-        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        assert_eq!(started.elapsed(), Duration::from_secs(59));
+        // The first request after the pause is refused again: the hour may be used up.
         assert_eq!(governor.rate_limited(None), Duration::from_secs(120));
+        governor.acquire().await;
         governor.succeeded();
         assert_eq!(governor.rate_limited(None), Duration::from_secs(60));
         assert_eq!(

@@ -36,6 +36,9 @@ pub struct Faults {
     pub truncate_rate: f64,
     /// The share of event requests answered 200 with a body that is not JSON.
     pub invalid_json_rate: f64,
+    /// When set, overrides `SimConfig::empty_page_every`: every this-many page requests that
+    /// have events to serve, one returns an empty page with `has_more: true`; 0 for never.
+    pub empty_page_every: Option<u32>,
 }
 
 impl Default for Faults {
@@ -52,6 +55,7 @@ impl Default for Faults {
             reset_rate: 0.0,
             truncate_rate: 0.0,
             invalid_json_rate: 0.0,
+            empty_page_every: None,
         }
     }
 }

@@ -241,7 +241,14 @@ async fn events(
     if slow {
         tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
     }
-    let mut response = match page(shared, stream, &kind, OffsetDateTime::now_utc()) {
+    let empty_page_every = faults.empty_page_every.unwrap_or(shared.empty_page_every);
+    let mut response = match page(
+        shared,
+        stream,
+        &kind,
+        OffsetDateTime::now_utc(),
+        empty_page_every,
+    ) {
         Ok((body, n_items)) => {
             if roll(faults.truncate_rate) {
                 shared.record_fault(stream, 200, kind, 0, Some(Fault::Truncated));
@@ -339,6 +346,7 @@ fn page(
     stream: Stream,
     kind: &RequestKind,
     now: OffsetDateTime,
+    empty_page_every: u32,
 ) -> Result<(String, usize), BadRequest> {
     let cursor = match kind {
         RequestKind::Invalid => return Err(BadRequest::Body),
@@ -359,9 +367,7 @@ fn page(
         }
     };
     // The lock is held only to pick the page; items are generated after it is released.
-    let page = shared
-        .log(stream)
-        .page(&cursor, now, shared.empty_page_every)?;
+    let page = shared.log(stream).page(&cursor, now, empty_page_every)?;
     let next = page.next.encode(shared.cursor_key);
 
     let mut body = String::with_capacity(64 + next.len() + page.inserted.len() * 900);

@@ -885,6 +885,12 @@ async fn injected_failures_can_be_switched_at_run_time() {
     assert_eq!(status, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
+    set(r#"{"empty_page_every":1}"#).await;
+    let (status, body) = post(&sim, Stream::AuditEvents, "{}").await;
+    assert_eq!(status, 200);
+    let page: PageBody<'_> = serde_json::from_str(&body).unwrap();
+    assert!(page.has_more && page.items.is_empty(), "{body}");
+
     let (status, body) = set(r#"{"eror_rate":1.0}"#).await;
     assert_eq!(status, 400);
     assert!(body.contains("unknown field `eror_rate`"), "{body}");
@@ -900,11 +906,12 @@ async fn injected_failures_can_be_switched_at_run_time() {
             Some(Fault::Truncated),
             Some(Fault::InvalidJson),
             Some(Fault::Slow),
+            None,
             None
         ]
     );
     let failed: Vec<bool> = sim.requests().iter().map(RequestRecord::failed).collect();
-    assert_eq!(failed, [true, true, true, true, false, false]);
+    assert_eq!(failed, [true, true, true, true, false, false, false]);
 }
 
 #[tokio::test]

@@ -130,7 +130,12 @@ async fn responses_slower_than_the_timeout_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_pages_with_more_to_come_lose_nothing() {
-    let env = Env::with(150, 46, |cfg| cfg.empty_page_every = 2).await;
+    let env = Env::new(150, 46).await;
+    // Switched on at run time, as `POST /_sim/faults` does.
+    env.sim.set_faults(Faults {
+        empty_page_every: Some(2),
+        ..Faults::default()
+    });
     let daemon = Daemon::start(&env.config("page_size = 10")).await.unwrap();
     let want = generated(&env.sim);
     wait_for(daemon.stats(), "every event delivered", |s| {

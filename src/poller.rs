@@ -294,7 +294,7 @@ impl StreamPoller {
         let status = err.status().unwrap_or(0);
         match err.class() {
             ErrorClass::Retry => {
-                let delay = backoff.next_delay();
+                let delay = retry_delay(err, backoff.next_delay());
                 tracing::warn!(
                     %account, %stream, status, error = %err, failed_requests = attempts,
                     retry_in_secs = delay.as_secs_f32(), "request failed; retrying"
@@ -403,6 +403,18 @@ impl StreamPoller {
     }
 }
 
+/// The wait before retrying a transient failure: the jittered backoff, or longer if the
+/// response said when to come back (`Retry-After` on a 503).
+pub fn retry_delay(err: &ApiError, jittered: Duration) -> Duration {
+    match err {
+        ApiError::Status {
+            retry_after: Some(after),
+            ..
+        } => jittered.max(*after),
+        _ => jittered,
+    }
+}
+
 /// The latest `timestamp` among a page's events, if any is a readable RFC 3339 time.
 pub fn newest_event_time(items: &serde_json::value::RawValue) -> Option<OffsetDateTime> {
     #[derive(serde::Deserialize)]
@@ -451,6 +463,32 @@ mod tests {
         );
         let empty = serde_json::value::RawValue::from_string("[]".to_owned()).unwrap();
         assert_eq!(newest_event_time(&empty), None);
+    }
+
+    #[test]
+    fn a_retry_after_on_a_5xx_is_honoured() {
+        let status = |retry_after| ApiError::Status {
+            url: "u".into(),
+            status: 503,
+            message: None,
+            body: String::new(),
+            retry_after,
+        };
+        let jittered = Duration::from_millis(700);
+        assert_eq!(retry_delay(&status(None), jittered), jittered);
+        assert_eq!(
+            retry_delay(&status(Some(Duration::from_secs(20))), jittered),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            retry_delay(&status(Some(Duration::from_millis(100))), jittered),
+            jittered
+        );
+        let timeout = ApiError::Timeout {
+            url: "u".into(),
+            after: Duration::from_secs(30),
+        };
+        assert_eq!(retry_delay(&timeout, jittered), jittered);
     }
 
     #[test]

@@ -253,7 +253,11 @@ impl Client {
             status: parts.status.as_u16(),
             message: error_message(&body),
             body: self.excerpt(&body),
-            retry_after: retry_after(&parts.headers, OffsetDateTime::now_utc()),
+            retry_after: retry_after(
+                parts.status.as_u16(),
+                &parts.headers,
+                OffsetDateTime::now_utc(),
+            ),
         })
     }
 
@@ -333,16 +337,23 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
     })
 }
 
-/// How long to wait after an error response: `Retry-After` (seconds or an HTTP date), else
-/// `RateLimit-Reset` (seconds until the window resets, as the v3 reference documents).
-pub fn retry_after(headers: &http::HeaderMap, now: OffsetDateTime) -> Option<Duration> {
+/// How long to wait after an error response: `Retry-After` (seconds or an HTTP date), else,
+/// for a 429, `RateLimit-Reset` (seconds until the window resets, as the v3 reference
+/// documents).
+pub fn retry_after(
+    status: u16,
+    headers: &http::HeaderMap,
+    now: OffsetDateTime,
+) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let reset = || {
+        header("ratelimit-reset")
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_secs)
+    };
     header("retry-after")
         .and_then(|value| parse_retry_after(value, now))
-        .or_else(|| {
-            header("ratelimit-reset")
-                .and_then(|value| value.trim().parse().ok().map(Duration::from_secs))
-        })
+        .or_else(|| if status == 429 { reset() } else { None })
 }
 
 /// How long the account's requests are used up, when a successful response says
@@ -453,10 +464,18 @@ mod tests {
             map
         };
         let both = headers(&[("Retry-After", "7"), ("RateLimit-Reset", "30")]);
-        assert_eq!(retry_after(&both, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(429, &both, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(503, &both, now), Some(Duration::from_secs(7)));
         let reset_only = headers(&[("RateLimit-Reset", "30")]);
-        assert_eq!(retry_after(&reset_only, now), Some(Duration::from_secs(30)));
-        assert_eq!(retry_after(&headers(&[]), now), None);
+        assert_eq!(
+            retry_after(429, &reset_only, now),
+            Some(Duration::from_secs(30))
+        );
+        // A window reset says nothing about when a failing server recovers.
+        assert_eq!(retry_after(500, &reset_only, now), None);
+        assert_eq!(retry_after(429, &headers(&[]), now), None);
+        let date = headers(&[("Retry-After", "Sat, 21 Nov 2026 12:00:09 GMT")]);
+        assert_eq!(retry_after(503, &date, now), Some(Duration::from_secs(9)));
 
         let used_up = headers(&[("RateLimit-Remaining", "0"), ("RateLimit-Reset", "12")]);
         assert_eq!(

@@ -156,6 +156,9 @@ impl StreamPoller {
                 },
                 Err(err) => match self.failed(&err, &request, &mut backoff).await {
                     Next::Retry(delay) => delay,
+                    // A token already replaced (rotated before the old one was revoked) is
+                    // used at once; otherwise the file is read again after the slow wait.
+                    Next::RetryWithFreshToken(_) if self.reload_token() => Duration::ZERO,
                     Next::RetryWithFreshToken(delay) => {
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
@@ -385,15 +388,19 @@ impl StreamPoller {
     }
 
     /// Reads the token again, so a replaced one takes effect for every stream of the account.
-    fn reload_token(&self) {
+    /// Returns whether it changed.
+    fn reload_token(&self) -> bool {
         match crate::token::read(&self.account, &self.token_source) {
             Ok(token) => {
-                if self.client.replace_token(token) {
+                let changed = self.client.replace_token(token);
+                if changed {
                     tracing::info!(account = %self.account, stream = %self.stream, "read a new token; retrying with it");
                 }
+                changed
             }
             Err(err) => {
                 tracing::error!(account = %self.account, stream = %self.stream, error = %err, "cannot read the token again; retrying with the one in use");
+                false
             }
         }
     }

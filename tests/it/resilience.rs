@@ -444,3 +444,41 @@ async fn rate_limit_headers_keep_the_daemon_under_limits_it_was_not_told() {
         "{rate_limited} 429s for {admitted} admitted requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_before_the_old_one_is_revoked_is_used_at_once() {
+    let env = Env::new(30, 52).await;
+    // An hour between slow retries: only reading the file on the first 401 can resume.
+    let daemon = Daemon::start(
+        &env.config("page_size = 10\npoll_interval_secs = 1\nunauthorized_retry_secs = 3600"),
+    )
+    .await
+    .unwrap();
+    let want = generated(&env.sim);
+    wait_for(daemon.stats(), "the backlog delivered", |s| {
+        delivered_all(s, &want)
+    })
+    .await;
+
+    // The operator issues a new token and writes it, then revokes the old one.
+    env.sim.issue_token(SimToken::all("it-token-rotated"));
+    std::fs::write(env.path("token"), "it-token-rotated\n").unwrap();
+    assert!(env.sim.revoke_token(TOKEN));
+    for stream in Stream::ALL {
+        env.sim.insert(stream, 10);
+    }
+    let want = generated(&env.sim);
+    wait_for(daemon.stats(), "the new events delivered", |s| {
+        delivered_all(s, &want)
+    })
+    .await;
+    daemon.stop().await;
+    for stream in Stream::ALL {
+        env.assert_exactly_once(stream);
+    }
+    assert_cursor_held_on_failures(&env.sim, &Stream::ALL);
+    assert!(
+        env.sim.requests().iter().any(|r| r.status == 401),
+        "the old token was refused first"
+    );
+}

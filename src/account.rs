@@ -396,6 +396,10 @@ mod tests {
             poll_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_pending_pages: 100,
+            limits: crate::governor::Limits::DOCUMENTED,
+            retry_max: Duration::from_secs(300),
+            unauthorized_retry: Duration::from_secs(300),
+            on_invalid_cursor: crate::config::OnInvalidCursor::Stop,
         }
     }
 

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::api::{ApiVersion, Region};
+use crate::governor::Limits;
 use crate::stream::Stream;
 
 /// The validated config of the whole daemon.
@@ -77,6 +79,25 @@ pub struct AccountConfig {
     pub request_timeout: Duration,
     /// Backpressure: the poller stops fetching while a stream's outbox holds this many pages.
     pub max_pending_pages: u32,
+    /// The account's request budget (`requests_per_minute`, `requests_per_hour`), lower than
+    /// the documented one when other integrations share the account.
+    pub limits: Limits,
+    /// The longest wait between retries of a failing request (`retry_max_secs`).
+    pub retry_max: Duration,
+    /// How often a stream whose token the API refuses tries again (`unauthorized_retry_secs`).
+    pub unauthorized_retry: Duration,
+    /// What a stream does when the API rejects its saved cursor (`on_invalid_cursor`).
+    pub on_invalid_cursor: OnInvalidCursor,
+}
+
+/// What to do when the API answers 400 to a saved cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalidCursor {
+    /// Keep the cursor, report the stream unhealthy, and retry it slowly: an operator decides.
+    Stop,
+    /// Restart the stream from the time of the newest event already fetched, with a warning:
+    /// events at that time may arrive twice.
+    Reset,
 }
 
 /// The names of the v3 beta endpoint's paging parameters. The defaults are the 3.0.0 revision
@@ -447,6 +468,16 @@ struct RawAccount {
     request_timeout_secs: i64,
     #[serde(default = "default_max_pending_pages")]
     max_pending_pages: i64,
+    #[serde(default = "default_requests_per_minute")]
+    requests_per_minute: i64,
+    #[serde(default = "default_requests_per_hour")]
+    requests_per_hour: i64,
+    #[serde(default = "default_retry_max_secs")]
+    retry_max_secs: i64,
+    #[serde(default = "default_unauthorized_retry_secs")]
+    unauthorized_retry_secs: i64,
+    #[serde(default = "default_on_invalid_cursor")]
+    on_invalid_cursor: String,
 }
 
 /// A sink, tagged by its `type` key (our deserializer reads enums as internally tagged tables,
@@ -480,6 +511,26 @@ fn default_max_pending_pages() -> i64 {
     100
 }
 
+fn default_requests_per_minute() -> i64 {
+    i64::from(Limits::DOCUMENTED.per_minute.get())
+}
+
+fn default_requests_per_hour() -> i64 {
+    i64::from(Limits::DOCUMENTED.per_hour.get())
+}
+
+fn default_retry_max_secs() -> i64 {
+    300
+}
+
+fn default_unauthorized_retry_secs() -> i64 {
+    300
+}
+
+fn default_on_invalid_cursor() -> String {
+    "stop".to_owned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Phase two: validation.
 
@@ -490,6 +541,11 @@ const POLL_INTERVAL_SECS_MAX: i64 = 86_400;
 const REQUEST_TIMEOUT_SECS_MAX: i64 = 3_600;
 /// At most 1,000 events a page, so this bounds a stream's outbox to 100 million events.
 const MAX_PENDING_PAGES_MAX: i64 = 100_000;
+/// The governor logs the time of every request in the longer window; this bounds that log.
+const REQUESTS_PER_MINUTE_MAX: i64 = 10_000;
+const REQUESTS_PER_HOUR_MAX: i64 = 100_000;
+/// A day: retrying less often would look like a stalled daemon.
+const RETRY_SECS_MAX: i64 = 86_400;
 
 impl Config {
     /// Validates a raw config; pure, no IO.
@@ -684,6 +740,39 @@ impl AccountConfig {
             1,
             MAX_PENDING_PAGES_MAX,
         )?;
+        let requests_per_minute = int_in(
+            &at("requests_per_minute"),
+            raw.requests_per_minute,
+            1,
+            REQUESTS_PER_MINUTE_MAX,
+        )?;
+        let requests_per_hour = int_in(
+            &at("requests_per_hour"),
+            raw.requests_per_hour,
+            1,
+            REQUESTS_PER_HOUR_MAX,
+        )?;
+        let retry_max_secs = int_in(&at("retry_max_secs"), raw.retry_max_secs, 1, RETRY_SECS_MAX)?;
+        let unauthorized_retry_secs = int_in(
+            &at("unauthorized_retry_secs"),
+            raw.unauthorized_retry_secs,
+            1,
+            RETRY_SECS_MAX,
+        )?;
+        let on_invalid_cursor = match raw.on_invalid_cursor.as_str() {
+            "stop" => OnInvalidCursor::Stop,
+            "reset" => OnInvalidCursor::Reset,
+            other => {
+                return Err(Problem::invalid(
+                    &at("on_invalid_cursor"),
+                    "\"stop\" or \"reset\"",
+                    &quote(other),
+                ));
+            }
+        };
+        let count = |n: i64| {
+            NonZeroU32::new(u32::try_from(n).unwrap_or(0)).expect("checked to be at least 1")
+        };
         Ok(AccountConfig {
             name: raw.name,
             token,
@@ -700,6 +789,13 @@ impl AccountConfig {
             request_timeout: Duration::from_secs(request_timeout_secs.unsigned_abs()),
             max_pending_pages: u32::try_from(max_pending_pages)
                 .expect("max_pending_pages was checked to fit in a u32"),
+            limits: Limits {
+                per_minute: count(requests_per_minute),
+                per_hour: count(requests_per_hour),
+            },
+            retry_max: Duration::from_secs(retry_max_secs.unsigned_abs()),
+            unauthorized_retry: Duration::from_secs(unauthorized_retry_secs.unsigned_abs()),
+            on_invalid_cursor,
         })
     }
 }
@@ -1734,7 +1830,7 @@ mod tests {
     use super::*;
 
     /// The keys of an `[[accounts]]` table, in the order errors list them.
-    const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages";
+    const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages, requests_per_minute, requests_per_hour, retry_max_secs, unauthorized_retry_secs, on_invalid_cursor";
 
     const VALID: &str = r#"
 [state]
@@ -1862,6 +1958,10 @@ path = "/var/log/op-events/{stream}.ndjson"
                 poll_interval: Duration::from_secs(10),
                 request_timeout: Duration::from_secs(30),
                 max_pending_pages: 100,
+                limits: Limits::DOCUMENTED,
+                retry_max: Duration::from_secs(300),
+                unauthorized_retry: Duration::from_secs(300),
+                on_invalid_cursor: OnInvalidCursor::Stop,
             }]
         );
     }
@@ -2106,6 +2206,58 @@ max_pending_pages = 100000"#,
         check_err(
             &edit("type = \"file\"", "type = true"),
             "test.toml: sinks[0].type: expected a string, got true",
+        );
+    }
+
+    #[test]
+    fn resilience_keys_default_to_the_documented_limits_and_stop() {
+        let config = parse(VALID).unwrap();
+        let account = &config.accounts[0];
+        assert_eq!(account.limits, Limits::DOCUMENTED);
+        assert_eq!(account.retry_max, Duration::from_secs(300));
+        assert_eq!(account.unauthorized_retry, Duration::from_secs(300));
+        assert_eq!(account.on_invalid_cursor, OnInvalidCursor::Stop);
+
+        let config = parse(&edit(
+            "name = \"acme\"",
+            "name = \"acme\"\nrequests_per_minute = 60\nrequests_per_hour = 3000\n\
+             retry_max_secs = 30\nunauthorized_retry_secs = 5\non_invalid_cursor = \"reset\"",
+        ))
+        .unwrap();
+        let account = &config.accounts[0];
+        assert_eq!(account.limits.per_minute.get(), 60);
+        assert_eq!(account.limits.per_hour.get(), 3000);
+        assert_eq!(account.retry_max, Duration::from_secs(30));
+        assert_eq!(account.unauthorized_retry, Duration::from_secs(5));
+        assert_eq!(account.on_invalid_cursor, OnInvalidCursor::Reset);
+    }
+
+    #[test]
+    fn invalid_resilience_keys() {
+        let with = |line: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{line}"));
+        check_err(
+            &with("requests_per_minute = 0"),
+            "test.toml: accounts[0].requests_per_minute: expected an integer from 1 to 10000, got 0",
+        );
+        check_err(
+            &with("requests_per_hour = 200000"),
+            "test.toml: accounts[0].requests_per_hour: expected an integer from 1 to 100000, got 200000",
+        );
+        check_err(
+            &with("retry_max_secs = 0"),
+            "test.toml: accounts[0].retry_max_secs: expected an integer from 1 to 86400, got 0",
+        );
+        check_err(
+            &with("unauthorized_retry_secs = -5"),
+            "test.toml: accounts[0].unauthorized_retry_secs: expected an integer from 1 to 86400, got -5",
+        );
+        check_err(
+            &with("on_invalid_cursor = \"skip\""),
+            "test.toml: accounts[0].on_invalid_cursor: expected \"stop\" or \"reset\", got \"skip\"",
+        );
+        check_err(
+            &with("on_invalid_cursor = true"),
+            "test.toml: accounts[0].on_invalid_cursor: expected a string, got true",
         );
     }
 

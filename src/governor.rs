@@ -1,43 +1,513 @@
 //! The per-account request limiter: every stream of an account asks it before each request.
 //!
-//! The Events API allows 600 requests per minute and 30,000 per hour per account. A GCRA
-//! limiter with burst `B` and period `T` admits `B + W/T` requests in any window `W`, so
-//! one period of 125 ms with a burst of 50 stays under both: at most 530 in any minute and
-//! 28,850 in any hour.
+//! The Events API allows 600 requests per minute and 30,000 per hour per account, and the
+//! simulator enforces both as strict sliding windows (any 60 s, any 3,600 s). Three parts
+//! work together:
+//!
+//! - A **sliding log** of the times of the last requests, the proof: a request is granted only
+//!   if the `n`-th request before it is at least one window (plus [`WINDOW_MARGIN`]) old, for
+//!   both windows. So no window of either length ever holds more than its limit, whatever the
+//!   pacers below do.
+//! - A **minute pacer** (GCRA, crate governor): one request every `60 s / per_minute`, with a
+//!   burst of a second's worth, so a backlog is fetched evenly instead of 600 requests at once.
+//! - An **hour pacer** (GCRA) with burst `B = per_hour / 120` and a period chosen so that
+//!   `B + (3600 s + margin) / T = per_hour`: it lets the account run at the per-minute ceiling
+//!   for a few minutes, then settles smoothly at just under the hourly ceiling (99.2 % of it with
+//!   the documented limits) instead of running at 600/min for 50 minutes and then stopping for
+//!   10. A single GCRA cannot do both: one that respects 30,000/h sustains at most 500/min.
+//!
+//! Permits are handed out first come, first served (a FIFO ticket lock), so a backlog on one
+//! stream cannot starve the polls of the others: each waits behind at most one request per
+//! other stream. A 429 pauses every stream of the account ([`AccountGovernor::pause`]).
+//!
+//! Time comes from a [`Clock`]: [`TokioClock`] in the daemon (so tests may pause tokio's time),
+//! `governor::clock::FakeRelativeClock` in the unit tests.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
-/// The period between requests once the burst is spent.
-const PERIOD: Duration = Duration::from_millis(125);
-/// How many requests may go out back to back after a quiet spell.
-const BURST: u32 = 50;
+/// Added to both windows: the API counts requests when they arrive, we when we send them, and
+/// the delay between the two varies (connection setup, scheduling). Half a second costs under
+/// 1 % of the per-minute ceiling.
+pub const WINDOW_MARGIN: Duration = Duration::from_millis(500);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+/// The shortest wait reported, so that a caller advancing a clock always makes progress.
+const MIN_WAIT: Duration = Duration::from_micros(1);
 
-/// Shared by all the streams of one account.
-pub struct AccountGovernor {
-    limiter: DefaultDirectRateLimiter,
+/// How many requests an account may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many requests in any 60 seconds (`requests_per_minute`).
+    pub per_minute: NonZeroU32,
+    /// At most this many requests in any 3,600 seconds (`requests_per_hour`).
+    pub per_hour: NonZeroU32,
 }
 
-impl AccountGovernor {
-    pub fn new() -> AccountGovernor {
-        let quota = Quota::with_period(PERIOD)
+impl Limits {
+    /// The documented limits of the Events API.
+    pub const DOCUMENTED: Limits = Limits {
+        per_minute: NonZeroU32::new(600).expect("not zero"),
+        per_hour: NonZeroU32::new(30_000).expect("not zero"),
+    };
+
+    /// The most requests these limits admit in `duration` when every window is full, the
+    /// figure a benchmark compares its throughput against.
+    pub fn ceiling(&self, duration: Duration) -> f64 {
+        let secs = duration.as_secs_f64();
+        let by_minute = f64::from(self.per_minute.get()) * secs / MINUTE.as_secs_f64();
+        // Within the first hour, the hourly limit allows its whole count at once.
+        let by_hour = f64::from(self.per_hour.get()) * (secs / HOUR.as_secs_f64()).max(1.0);
+        by_minute.min(by_hour)
+    }
+
+    /// The minute pacer: even spacing at the per-minute rate, a second's worth of burst.
+    fn minute_quota(&self) -> Quota {
+        let per_minute = self.per_minute.get();
+        let period = MINUTE / per_minute;
+        let burst = (per_minute / 60).max(1);
+        Quota::with_period(period.max(Duration::from_nanos(1)))
             .expect("the period is not zero")
-            .allow_burst(NonZeroU32::new(BURST).expect("the burst is not zero"));
-        AccountGovernor {
-            limiter: RateLimiter::direct(quota),
+            .allow_burst(NonZeroU32::new(burst).expect("the burst is at least one"))
+    }
+
+    /// The hour pacer: `burst + (hour + margin) / period = per_hour`.
+    fn hour_quota(&self) -> Quota {
+        let per_hour = self.per_hour.get();
+        let burst = (per_hour / 120).max(1);
+        let period = (HOUR + WINDOW_MARGIN) / (per_hour - burst).max(1);
+        Quota::with_period(period)
+            .expect("the period is not zero")
+            .allow_burst(NonZeroU32::new(burst).expect("the burst is at least one"))
+    }
+}
+
+/// tokio's clock, as time since the governor was made: the daemon's clock, and a paused one in
+/// tests that use `tokio::time::pause`.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> TokioClock {
+        TokioClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        tokio::time::Instant::now().duration_since(self.origin)
+    }
+}
+
+type Pacer<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The decisions, without waiting: grants a permit now or says how long to wait. Pure apart
+/// from the clock it reads.
+pub struct Schedule<C: Clock + Clone> {
+    clock: C,
+    limits: Limits,
+    minute_pacer: Pacer<C>,
+    hour_pacer: Pacer<C>,
+    /// The times of the last `max(per_minute, per_hour)` granted requests, oldest first.
+    log: VecDeque<C::Instant>,
+    /// No permit before this time (after a 429).
+    paused_until: Option<C::Instant>,
+    /// The minute pacer granted a cell that the hour pacer has not matched yet; it is kept for
+    /// the next attempt rather than asked for again.
+    minute_cell_held: bool,
+}
+
+impl<C: Clock + Clone> Schedule<C> {
+    pub fn new(limits: Limits, clock: C) -> Schedule<C> {
+        Schedule {
+            minute_pacer: RateLimiter::direct_with_clock(limits.minute_quota(), clock.clone()),
+            hour_pacer: RateLimiter::direct_with_clock(limits.hour_quota(), clock.clone()),
+            clock,
+            limits,
+            log: VecDeque::new(),
+            paused_until: None,
+            minute_cell_held: false,
         }
     }
 
-    /// Waits until one more request fits within the account's limits.
-    pub async fn acquire(&self) {
-        self.limiter.until_ready().await;
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Takes a permit if one is available now; otherwise returns how long to wait before
+    /// asking again.
+    pub fn try_acquire(&mut self) -> Result<(), Duration> {
+        let now = self.clock.now();
+        if let Some(until) = self.paused_until {
+            if until > now {
+                return Err(Duration::from(until.duration_since(now)).max(MIN_WAIT));
+            }
+            self.paused_until = None;
+        }
+        if let Some(wait) = self.log_wait(now) {
+            return Err(wait.max(MIN_WAIT));
+        }
+        if !self.minute_cell_held {
+            match self.minute_pacer.check() {
+                Ok(()) => self.minute_cell_held = true,
+                Err(not_until) => return Err(not_until.wait_time_from(now).max(MIN_WAIT)),
+            }
+        }
+        if let Err(not_until) = self.hour_pacer.check() {
+            return Err(not_until.wait_time_from(now).max(MIN_WAIT));
+        }
+        self.minute_cell_held = false;
+        self.log.push_back(now);
+        let keep = self.limits.per_minute.max(self.limits.per_hour).get() as usize;
+        while self.log.len() > keep {
+            self.log.pop_front();
+        }
+        Ok(())
+    }
+
+    /// How much of a pause is left, if the account is paused.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        self.paused_until
+            .filter(|until| *until > now)
+            .map(|until| Duration::from(until.duration_since(now)))
+    }
+
+    /// No permit for `duration` from now (a pause never shortens an earlier one).
+    pub fn pause(&mut self, duration: Duration) {
+        let until = self.clock.now() + duration.into();
+        if self.paused_until.is_none_or(|earlier| until > earlier) {
+            self.paused_until = Some(until);
+        }
+    }
+
+    /// How long until the sliding log admits one more request, if it does not now.
+    fn log_wait(&self, now: C::Instant) -> Option<Duration> {
+        let mut wait = None;
+        for (limit, window) in [
+            (self.limits.per_minute, MINUTE + WINDOW_MARGIN),
+            (self.limits.per_hour, HOUR + WINDOW_MARGIN),
+        ] {
+            let limit = limit.get() as usize;
+            if self.log.len() < limit {
+                continue;
+            }
+            let oldest = self.log[self.log.len() - limit];
+            let elapsed = Duration::from(now.duration_since(oldest));
+            if elapsed < window {
+                wait = wait.max(Some(window - elapsed));
+            }
+        }
+        wait
     }
 }
 
-impl Default for AccountGovernor {
-    fn default() -> Self {
-        AccountGovernor::new()
+/// Shared by all the streams of one account.
+pub struct AccountGovernor<C: Clock + Clone = TokioClock> {
+    /// The queue: held by the stream whose turn it is while it waits for its permit; tokio's
+    /// mutex hands it out in the order it was asked for.
+    turn: tokio::sync::Mutex<()>,
+    /// The decisions; a std mutex, never held across an await.
+    schedule: Mutex<Schedule<C>>,
+    /// Consecutive 429s that did not say how long to wait; reset by a success.
+    unexplained_429s: Mutex<u32>,
+}
+
+impl AccountGovernor<TokioClock> {
+    pub fn new(limits: Limits) -> AccountGovernor<TokioClock> {
+        AccountGovernor::with_clock(limits, TokioClock::new())
+    }
+}
+
+impl<C: Clock + Clone> AccountGovernor<C> {
+    pub fn with_clock(limits: Limits, clock: C) -> AccountGovernor<C> {
+        AccountGovernor {
+            turn: tokio::sync::Mutex::new(()),
+            schedule: Mutex::new(Schedule::new(limits, clock)),
+            unexplained_429s: Mutex::new(0),
+        }
+    }
+
+    /// Waits for this caller's turn, then until one more request fits within the account's
+    /// limits, and takes it. Cancel-safe: dropping the future gives the turn to the next.
+    pub async fn acquire(&self) {
+        let _turn = self.turn.lock().await;
+        loop {
+            let decision = self
+                .schedule
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_acquire();
+            match decision {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Pauses every stream of the account after a 429, for as long as the API said, or
+    /// else for the window the limit implies, and returns the pause. The first unexplained
+    /// 429 waits for the per-minute window; each further one in a row doubles it, up to the
+    /// per-hour window (the one that must be exhausted if a minute was not enough). A 429
+    /// that arrives while the account is already paused (a request that was under way when
+    /// the pause began) joins that pause and does not count as another one.
+    pub fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
+        let pause = match retry_after {
+            Some(after) => after,
+            None => {
+                let paused_for = self
+                    .schedule
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .paused_for();
+                if let Some(remaining) = paused_for {
+                    return remaining;
+                }
+                let mut count = self
+                    .unexplained_429s
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let pause = unexplained_429_pause(*count);
+                *count = count.saturating_add(1);
+                pause
+            }
+        };
+        self.pause(pause);
+        pause
+    }
+
+    /// No permit for anyone for `duration` (for example `RateLimit-Remaining: 0`).
+    pub fn pause(&self, duration: Duration) {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pause(duration);
+    }
+
+    /// A request went through: the next unexplained 429 starts again at a minute.
+    pub fn succeeded(&self) {
+        *self
+            .unexplained_429s
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = 0;
+    }
+}
+
+/// The pause after the `n`-th (from 0) consecutive 429 without `Retry-After`: the minute
+/// window, doubling, at most the hour window.
+pub fn unexplained_429_pause(n: u32) -> Duration {
+    MINUTE.saturating_mul(1 << n.min(6)).min(HOUR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+    use governor::nanos::Nanos;
+
+    fn limits(per_minute: u32, per_hour: u32) -> Limits {
+        Limits {
+            per_minute: NonZeroU32::new(per_minute).unwrap(),
+            per_hour: NonZeroU32::new(per_hour).unwrap(),
+        }
+    }
+
+    /// Grants permits to `n_streams` streams that always want one, first come first served,
+    /// for `duration` of fake time; returns the grant times and the stream of each.
+    fn drain_backlog(limits: Limits, n_streams: usize, duration: Duration) -> Vec<(Nanos, usize)> {
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(limits, clock.clone());
+        let mut queue: VecDeque<usize> = (0..n_streams).collect();
+        let mut grants = Vec::new();
+        let end = Nanos::from(duration);
+        while clock.now() < end {
+            match schedule.try_acquire() {
+                Ok(()) => {
+                    let stream = queue.pop_front().unwrap();
+                    grants.push((clock.now(), stream));
+                    queue.push_back(stream);
+                }
+                Err(wait) => clock.advance(wait),
+            }
+        }
+        // A grant exactly at the end belongs to the next period.
+        grants.retain(|(at, _)| *at < end);
+        grants
+    }
+
+    /// The most grants in any half-open window `(t - window, t]`.
+    fn max_in_window(grants: &[(Nanos, usize)], window: Duration) -> usize {
+        let window = Nanos::from(window);
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..grants.len() {
+            while grants[end].0.saturating_sub(grants[start].0) >= window {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
+    }
+
+    #[test]
+    fn two_hours_of_backlog_on_three_streams_never_exceed_a_window_and_reach_the_ceiling() {
+        let limits = Limits::DOCUMENTED;
+        let duration = Duration::from_secs(2 * 3600);
+        let grants = drain_backlog(limits, 3, duration);
+        assert!(
+            max_in_window(&grants, MINUTE) <= 600,
+            "a minute held too many"
+        );
+        assert!(
+            max_in_window(&grants, HOUR) <= 30_000,
+            "an hour held too many"
+        );
+        // The margin holds too, so the API's clock may lag ours by half a second.
+        assert!(max_in_window(&grants, MINUTE + WINDOW_MARGIN) <= 600);
+        assert!(max_in_window(&grants, HOUR + WINDOW_MARGIN) <= 30_000);
+        let ceiling = limits.ceiling(duration);
+        assert_eq!(ceiling, 60_000.0);
+        let efficiency = grants.len() as f64 / ceiling;
+        assert!(
+            (0.99..=1.0).contains(&efficiency),
+            "{} grants in 2 h: {efficiency:.4} of the ceiling",
+            grants.len()
+        );
+        // First come, first served: the streams take turns.
+        for stream in 0..3 {
+            let n = grants.iter().filter(|(_, s)| *s == stream).count();
+            assert!(n.abs_diff(grants.len() / 3) <= 1, "stream {stream}: {n}");
+        }
+        // Smooth: no gap longer than the one where the first minute's burst meets the
+        // sliding log (1.5 s), nothing like 10 minutes of silence at the end of an hour.
+        let longest_gap = grants
+            .windows(2)
+            .map(|pair| Duration::from(pair[1].0.saturating_sub(pair[0].0)))
+            .max()
+            .unwrap();
+        assert!(
+            longest_gap <= Duration::from_millis(1500),
+            "longest gap {longest_gap:?}"
+        );
+    }
+
+    #[test]
+    fn the_first_minutes_run_at_the_per_minute_ceiling() {
+        let limits = Limits::DOCUMENTED;
+        let duration = Duration::from_secs(120);
+        let grants = drain_backlog(limits, 3, duration);
+        assert!(max_in_window(&grants, MINUTE + WINDOW_MARGIN) <= 600);
+        let efficiency = grants.len() as f64 / limits.ceiling(duration);
+        assert!(
+            efficiency >= 0.99,
+            "{} grants: {efficiency:.4}",
+            grants.len()
+        );
+    }
+
+    #[test]
+    fn small_and_odd_limits_are_never_exceeded() {
+        for (per_minute, per_hour) in [(60, 3000), (1, 1), (7, 100), (600, 500), (1000, 30_000)] {
+            let limits = limits(per_minute, per_hour);
+            let grants = drain_backlog(limits, 2, Duration::from_secs(3 * 3600));
+            let per_minute_seen = max_in_window(&grants, MINUTE + WINDOW_MARGIN);
+            let per_hour_seen = max_in_window(&grants, HOUR + WINDOW_MARGIN);
+            assert!(
+                per_minute_seen <= per_minute as usize && per_hour_seen <= per_hour as usize,
+                "{per_minute}/min {per_hour}/h: saw {per_minute_seen}/min {per_hour_seen}/h"
+            );
+            // The binding ceiling is reached within 1 % (or one request) over 3 hours.
+            let ceiling = limits.ceiling(Duration::from_secs(3 * 3600));
+            assert!(
+                grants.len() as f64 >= (ceiling * 0.99).min(ceiling - 1.0),
+                "{per_minute}/min {per_hour}/h: {} of {ceiling}",
+                grants.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_pause_holds_every_permit_back() {
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(Limits::DOCUMENTED, clock.clone());
+        assert_eq!(schedule.try_acquire(), Ok(()));
+        schedule.pause(Duration::from_secs(30));
+        assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(30)));
+        // A shorter pause does not shorten it.
+        schedule.pause(Duration::from_secs(5));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(20)));
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(schedule.try_acquire(), Ok(()));
+    }
+
+    #[test]
+    fn unexplained_429s_wait_a_minute_doubling_up_to_an_hour() {
+        let pauses: Vec<u64> = (0..9).map(|n| unexplained_429_pause(n).as_secs()).collect();
+        assert_eq!(pauses, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_stream_and_a_success_resets_the_escalation() {
+        let governor = AccountGovernor::new(Limits::DOCUMENTED);
+        governor.acquire().await;
+        assert_eq!(governor.rate_limited(None), Duration::from_secs(60));
+        // Another stream's request was under way: its 429 joins the pause.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(governor.rate_limited(None), Duration::from_secs(59));
+        let started = tokio::time::Instant::now();
+        governor.acquire().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(59));
+        // The first request after the pause is refused again: the hour may be used up.
+        assert_eq!(governor.rate_limited(None), Duration::from_secs(120));
+        governor.acquire().await;
+        governor.succeeded();
+        assert_eq!(governor.rate_limited(None), Duration::from_secs(60));
+        assert_eq!(
+            governor.rate_limited(Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_on_one_stream_does_not_starve_the_others() {
+        let governor = std::sync::Arc::new(AccountGovernor::new(limits(60, 3600)));
+        // Stream A has a backlog: it asks again the moment it gets a permit.
+        let hog = {
+            let governor = std::sync::Arc::clone(&governor);
+            tokio::spawn(async move {
+                loop {
+                    governor.acquire().await;
+                }
+            })
+        };
+        // Stream B polls every 10 s and must get its permit within about one period of A's.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let asked = tokio::time::Instant::now();
+            governor.acquire().await;
+            let waited = asked.elapsed();
+            assert!(waited <= Duration::from_secs(2), "waited {waited:?}");
+        }
+        hog.abort();
     }
 }

@@ -13,12 +13,15 @@
 //! - [`sink`]: one worker per (sink, account, stream): deliver from the outbox, then ack.
 //! - [`sim`]: the Events API simulator behind `simulate`, `demo` and the tests.
 //! - [`demo`]: the simulator and the daemon together, with a summary.
+//! - [`bench`]: benchmarks that print numbers (`bench governor`).
 //! - [`shutdown`]: signal handling.
+//! - [`token`]: reading bearer tokens (at start, and again after a 401).
 //!
 //! [`Daemon::start`] wires them; [`run`] is the daemon until a shutdown future resolves.
 
 pub mod account;
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod governor;
@@ -30,6 +33,7 @@ pub mod sink;
 pub mod stats;
 pub mod store;
 pub mod stream;
+pub mod token;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -183,7 +187,7 @@ impl Daemon {
             move |report| account::log_token_report(&name, report),
             self.shutdown.clone(),
         ));
-        let governor = Arc::new(AccountGovernor::new());
+        let governor = Arc::new(AccountGovernor::new(account.limits));
         for &stream in &resolved.streams {
             let (appended, _) = watch::channel(0);
             let acked = Arc::new(Notify::new());
@@ -213,7 +217,11 @@ impl Daemon {
                     api_version: account.api_version,
                     v3_params: account.v3_params.clone(),
                     max_pending_pages: account.max_pending_pages,
+                    retry_max: account.retry_max,
+                    unauthorized_retry: account.unauthorized_retry,
+                    on_invalid_cursor: account.on_invalid_cursor,
                 },
+                token_source: account.token.clone(),
                 appended,
                 acked,
                 stats: Arc::clone(&self.stats),
@@ -286,36 +294,9 @@ fn check_removed_accounts(store: &Store, configured: &[&str], forget: bool) -> a
 /// Reads an account's bearer token from its file or environment variable; also returns where
 /// it came from (`token_file PATH` or `token_env NAME`), for messages.
 fn read_token(account: &AccountConfig) -> anyhow::Result<(SecretString, String)> {
-    let (raw, origin) = match &account.token {
-        TokenSource::File(path) => (
-            std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "account \"{}\": cannot read token_file {}",
-                    account.name,
-                    path.display()
-                )
-            })?,
-            format!("token_file {}", path.display()),
-        ),
-        TokenSource::Env(var) => (
-            std::env::var(var).with_context(|| {
-                format!(
-                    "account \"{}\": token_env {var}: the variable is not set or not UTF-8",
-                    account.name
-                )
-            })?,
-            format!("token_env {var}"),
-        ),
+    let origin = match &account.token {
+        TokenSource::File(path) => format!("token_file {}", path.display()),
+        TokenSource::Env(var) => format!("token_env {var}"),
     };
-    let token = raw.trim();
-    if token.is_empty() {
-        anyhow::bail!("account \"{}\": {origin} is empty", account.name);
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        anyhow::bail!(
-            "account \"{}\": {origin} holds characters a bearer token cannot have (spaces or non-ASCII)",
-            account.name
-        );
-    }
-    Ok((SecretString::from(token.to_owned()), origin))
+    Ok((token::read(&account.name, &account.token)?, origin))
 }

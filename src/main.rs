@@ -1,14 +1,17 @@
 //! The `op-events-forwarder` command: parse arguments, set up logging, hand over to the library.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use op_events_forwarder::governor::Limits;
 use op_events_forwarder::sim::jwt::{MintClaims, SigningKey};
-use op_events_forwarder::sim::{SimConfig, SimToken, Simulator, V3Revision};
+use op_events_forwarder::sim::{Faults, SimConfig, SimToken, Simulator, V3Revision};
 use op_events_forwarder::stream::Stream;
-use op_events_forwarder::{config, demo, shutdown};
+use op_events_forwarder::{bench, config, demo, shutdown};
 use tracing_subscriber::EnvFilter;
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
@@ -32,6 +35,8 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start; the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -98,6 +103,15 @@ enum Command {
         /// ca_file).
         #[arg(long, requires = "tls")]
         ca_out: Option<PathBuf>,
+        /// Rate limits and injected failures as JSON (see `POST /_sim/faults`); by default the
+        /// documented limits, 600 a minute and 30,000 an hour. `{}` turns them off.
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<Faults>,
+    },
+    /// Measure the daemon against the simulator and print the figures.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
     },
     /// Run the simulator and the daemon together into ./demo-output/ and check the result.
     Demo {
@@ -119,12 +133,29 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Drain a backlog against the simulator's strict rate limits; print requests per minute
+    /// as a fraction of the ceiling and the number of 429s.
+    Governor {
+        /// How long to run.
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// The per-minute limit of the simulator and the daemon.
+        #[arg(long, default_value_t = 600)]
+        requests_per_minute: u32,
+        /// The per-hour limit of the simulator and the daemon.
+        #[arg(long, default_value_t = 30_000)]
+        requests_per_hour: u32,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS provider for the whole process, chosen before anything builds a TLS config.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
@@ -185,6 +216,7 @@ async fn async_main(command: Command) -> ExitCode {
             v3_revision,
             tls,
             ca_out,
+            faults,
         } => {
             let signing_key = match signing_key.as_deref().map(SigningKey::load_or_create) {
                 None => None,
@@ -214,6 +246,7 @@ async fn async_main(command: Command) -> ExitCode {
             sim_config.seed = seed;
             sim_config.tokens = tokens;
             sim_config.ledger = ledger;
+            sim_config.faults = faults.unwrap_or_else(Faults::documented_limits);
             let sim = match Simulator::start(sim_config).await {
                 Ok(sim) => sim,
                 Err(err) => {
@@ -238,6 +271,36 @@ async fn async_main(command: Command) -> ExitCode {
             stop.cancelled().await;
             sim.shutdown();
             ExitCode::SUCCESS
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Governor {
+                    secs,
+                    requests_per_minute,
+                    requests_per_hour,
+                },
+        } => {
+            let (Some(per_minute), Some(per_hour)) = (
+                NonZeroU32::new(requests_per_minute),
+                NonZeroU32::new(requests_per_hour),
+            ) else {
+                eprintln!("error: the limits must be at least 1");
+                return ExitCode::from(2);
+            };
+            let options = bench::GovernorBenchOptions {
+                duration: Duration::from_secs(secs),
+                limits: Limits {
+                    per_minute,
+                    per_hour,
+                },
+            };
+            match bench::governor(&options).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            }
         }
         Command::Demo {
             events,
@@ -316,6 +379,11 @@ fn parse_duration(text: &str) -> Option<time::Duration> {
         _ => return None,
     };
     Some(time::Duration::seconds(amount.checked_mul(secs)?))
+}
+
+/// `--faults`: the simulator's faults as JSON.
+fn parse_faults(text: &str) -> Result<Faults, String> {
+    serde_json::from_str(text).map_err(|err| format!("invalid faults JSON: {err}"))
 }
 
 fn signal_error(err: std::io::Error) -> anyhow::Error {

@@ -5,6 +5,12 @@
 //! in the middle of a request, or a store error leaves the saved cursor where it was.
 //! Invariant: the poller knows nothing of sinks or their formats; it only tells them that a
 //! page arrived, and waits for them when the outbox is full (backpressure).
+//!
+//! Errors (see [`ErrorClass`]): transient ones are retried forever with capped, fully jittered
+//! exponential backoff; a 429 pauses the whole account through the governor; a 401 marks the
+//! stream unhealthy and retries slowly, re-reading the token first; a 400 on a saved cursor
+//! either keeps the cursor and waits for an operator (`on_invalid_cursor = "stop"`) or restarts
+//! from the newest event fetched (`"reset"`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::v3::V3State;
 use crate::api::{self, ApiError, ApiVersion, ErrorClass, PageRequest};
-use crate::config::{StartTime, V3Params};
+use crate::config::{OnInvalidCursor, StartTime, TokenSource, V3Params};
 use crate::governor::AccountGovernor;
 use crate::retry::Backoff;
 use crate::stats::Stats;
@@ -26,12 +32,10 @@ use crate::stream::Stream;
 pub const RETENTION: Duration = Duration::from_secs(120 * 24 * 3600);
 /// Kept off the retention edge, so the API's clock and ours need not agree to the second.
 const RETENTION_MARGIN: Duration = Duration::from_secs(3600);
-/// The longest wait between retries of a failing request.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// The wait after an error that an operator has to fix (a revoked token, a rejected request).
-const SLOW_RETRY: Duration = Duration::from_secs(300);
-/// The wait after a 429 that did not say how long to wait: the per-minute window.
-const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+/// The first retry waits up to this long; each further one up to twice as long as the last.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait for the store (not the API) to recover.
+const STORE_MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often a full outbox is re-checked even without news from the sinks.
 const BACKPRESSURE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -48,6 +52,11 @@ pub struct PollSettings {
     /// The query parameter names of the v3 endpoint.
     pub v3_params: V3Params,
     pub max_pending_pages: u32,
+    /// The cap of the retry backoff.
+    pub retry_max: Duration,
+    /// The wait between tries while the API refuses the token or rejects the cursor.
+    pub unauthorized_retry: Duration,
+    pub on_invalid_cursor: OnInvalidCursor,
 }
 
 /// A fetched page, ready to be made durable.
@@ -59,6 +68,8 @@ struct Fetched {
     cursor: String,
     /// More events may be waiting right away.
     has_more: bool,
+    /// The API said the account's requests are used up for this long (`RateLimit-*`).
+    exhausted_for: Option<Duration>,
 }
 
 /// Why a page could not be fetched.
@@ -86,12 +97,25 @@ pub struct StreamPoller {
     /// waits for room in the outbox.
     pub acked: Arc<Notify>,
     pub stats: Arc<Stats>,
+    /// Where the account's token comes from; read again after a 401.
+    pub token_source: TokenSource,
+}
+
+/// What the loop does after a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Wait this long, then send the same request again.
+    Retry(Duration),
+    /// Wait this long, re-read the token, then send the same request again.
+    RetryWithFreshToken(Duration),
+    /// Restart the stream at this time (or at `start_time` if we never fetched an event).
+    Restart(Option<OffsetDateTime>),
 }
 
 impl StreamPoller {
     /// Polls until `shutdown` is cancelled. Never returns early: every failure is retried.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = new_backoff();
+        let mut backoff = self.new_backoff();
         let mut cursor = self.saved_cursor(&shutdown).await;
         // Relative start and end times are taken from when the daemon started.
         let started = OffsetDateTime::now_utc();
@@ -100,6 +124,12 @@ impl StreamPoller {
             .end_time
             .as_ref()
             .map(|end| end.resolve(started));
+        // Set when the API rejected the cursor and the stream restarts from a time.
+        let mut restart_at: Option<Option<OffsetDateTime>> = None;
+        // A reset request is resolved once and sent again unchanged until it succeeds: a
+        // relative start_time resolved again at each retry would move the window forward and
+        // skip the events at its start.
+        let mut reset: Option<PageRequest> = None;
         tracing::info!(
             account = %self.account,
             stream = %self.stream,
@@ -111,17 +141,41 @@ impl StreamPoller {
             if !self.wait_for_room(&shutdown).await {
                 break;
             }
+            let request = match (&restart_at, &cursor) {
+                (None, Some(cursor)) => PageRequest::Cursor(cursor.clone()),
+                _ => reset
+                    .get_or_insert_with(|| PageRequest::Reset {
+                        limit: self.settings.page_size,
+                        start_time: match restart_at {
+                            Some(Some(at)) => Some(at),
+                            _ => self.start_time(started),
+                        },
+                        end_time,
+                    })
+                    .clone(),
+            };
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
                     self.governor.acquire().await;
-                    self.fetch_next(cursor.as_deref(), started, end_time).await
+                    self.fetch_next(&request, end_time).await
                 } => fetched,
             };
             let pause = match fetched {
                 Ok(page) => match self.keep(&page).await {
                     Ok(()) => {
-                        backoff = new_backoff();
+                        backoff = self.new_backoff();
+                        self.governor.succeeded();
+                        if let Some(exhausted_for) = page.exhausted_for {
+                            tracing::info!(
+                                account = %self.account, stream = %self.stream,
+                                pause_secs = exhausted_for.as_secs(),
+                                "the API says the account's requests are used up; pausing the account"
+                            );
+                            self.governor.pause(exhausted_for);
+                        }
+                        restart_at = None;
+                        reset = None;
                         cursor = Some(page.cursor);
                         if page.has_more {
                             continue;
@@ -151,17 +205,37 @@ impl StreamPoller {
                         delay
                     }
                 },
-                Err(FetchError::Api(err)) => self.failed(&err, &mut backoff),
+                Err(FetchError::Api(err)) => {
+                    match self.failed(&err, &request, &mut backoff).await {
+                        Next::Retry(delay) => delay,
+                        // A token already replaced (rotated before the old one was revoked) is
+                        // used at once; otherwise the file is read again after the slow wait.
+                        Next::RetryWithFreshToken(_) if self.reload_token() => Duration::ZERO,
+                        Next::RetryWithFreshToken(delay) => {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => break,
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                            self.reload_token();
+                            Duration::ZERO
+                        }
+                        Next::Restart(at) => {
+                            restart_at = Some(at);
+                            reset = None;
+                            Duration::ZERO
+                        }
+                    }
+                }
                 Err(err @ FetchError::State(_)) => {
                     tracing::error!(
                         account = %self.account, stream = %self.stream, error = %err,
-                        retry_in_secs = SLOW_RETRY.as_secs(),
+                        retry_in_secs = self.settings.unauthorized_retry.as_secs(),
                         "cannot continue the stream"
                     );
                     self.stats.update_stream(&self.account, self.stream, |s| {
                         s.last_error = Some(err.to_string());
                     });
-                    SLOW_RETRY
+                    self.settings.unauthorized_retry
                 }
             };
             tokio::select! {
@@ -174,7 +248,7 @@ impl StreamPoller {
 
     /// The cursor saved by an earlier run; retries while the store fails.
     async fn saved_cursor(&self, shutdown: &CancellationToken) -> Option<String> {
-        let mut backoff = new_backoff();
+        let mut backoff = Backoff::new(MIN_BACKOFF, STORE_MAX_BACKOFF);
         loop {
             let (account, stream) = (self.account.clone(), self.stream);
             match self.store.run(move |s| s.cursor(&account, stream)).await {
@@ -191,17 +265,19 @@ impl StreamPoller {
         }
     }
 
-    /// Fetches the page after `cursor` (the first page when there is none).
+    /// Fetches the page `request` asks for; for `audit_v3`, the request's cursor is our saved
+    /// v3 state and a reset starts a new window.
     async fn fetch_next(
         &self,
-        cursor: Option<&str>,
-        started: OffsetDateTime,
+        request: &PageRequest,
         end_time: Option<OffsetDateTime>,
     ) -> Result<Fetched, FetchError> {
         if self.stream == Stream::AuditV3 {
-            let state = match cursor {
-                Some(saved) => V3State::parse(saved).map_err(FetchError::State)?,
-                None => V3State::initial(self.start_time(started).map(api::rfc3339)),
+            let state = match request {
+                PageRequest::Cursor(saved) => V3State::parse(saved).map_err(FetchError::State)?,
+                PageRequest::Reset { start_time, .. } => {
+                    V3State::initial(start_time.map(api::rfc3339))
+                }
             };
             let end = end_time.map(api::rfc3339);
             let request = state.request(self.settings.page_size, end.as_deref());
@@ -221,25 +297,19 @@ impl StreamPoller {
                 n_events: step.n_events,
                 cursor: step.next.to_json(),
                 has_more: step.has_more,
+                exhausted_for: None,
             });
         }
-        let request = match cursor {
-            Some(cursor) => PageRequest::Cursor(cursor.to_owned()),
-            None => PageRequest::Reset {
-                limit: self.settings.page_size,
-                start_time: self.start_time(started),
-                end_time,
-            },
-        };
         let page = self
             .client
-            .fetch(self.settings.api_version, self.stream, &request)
+            .fetch(self.settings.api_version, self.stream, request)
             .await?;
         Ok(Fetched {
             items: page.items.get().to_owned(),
             n_events: page.n_events,
             cursor: page.cursor,
             has_more: page.has_more,
+            exhausted_for: page.exhausted_for,
         })
     }
 
@@ -292,19 +362,25 @@ impl StreamPoller {
     async fn keep(&self, page: &Fetched) -> Result<(), crate::store::StoreError> {
         let (account, stream) = (self.account.clone(), self.stream);
         let (items, n_events, cursor) = (page.items.clone(), page.n_events, page.cursor.clone());
+        let newest = newest_event_time(&page.items);
         let seq = self
             .store
-            .run(move |s| s.append_page(&account, stream, &items, n_events, &cursor))
+            .run(move |s| s.append_page_at(&account, stream, &items, n_events, &cursor, newest))
             .await?;
         if let Some(seq) = seq {
             self.appended.send_replace(seq);
         }
+        let mut recovered = None;
         self.stats.update_stream(&self.account, self.stream, |s| {
             s.requests += 1;
             s.fetched_events += page.n_events;
             s.caught_up = !page.has_more;
             s.last_error = None;
+            recovered = s.unhealthy.take();
         });
+        if let Some(reason) = recovered {
+            tracing::info!(account = %self.account, stream = %self.stream, was = %reason, "stream healthy again");
+        }
         tracing::debug!(
             account = %self.account, stream = %self.stream, events = page.n_events,
             has_more = page.has_more, "page stored"
@@ -312,43 +388,159 @@ impl StreamPoller {
         Ok(())
     }
 
-    /// Logs a failed request and says how long to wait before the next one.
-    fn failed(&self, err: &ApiError, backoff: &mut Backoff) -> Duration {
+    /// Logs a failed request (once per try) and says what to do next. Never moves the cursor.
+    async fn failed(&self, err: &ApiError, request: &PageRequest, backoff: &mut Backoff) -> Next {
+        let mut attempts = 0;
         self.stats.update_stream(&self.account, self.stream, |s| {
             s.requests += 1;
             s.failed_requests += 1;
             s.last_error = Some(err.to_string());
+            attempts = s.failed_requests;
         });
         let (account, stream) = (&self.account, self.stream);
+        let status = err.status().unwrap_or(0);
         match err.class() {
             ErrorClass::Retry => {
-                let delay = backoff.next_delay();
-                tracing::warn!(%account, %stream, error = %err, retry_in_secs = delay.as_secs_f32(), "request failed; retrying");
-                delay
+                let delay = retry_delay(err, backoff.next_delay());
+                tracing::warn!(
+                    %account, %stream, status, error = %err, failed_requests = attempts,
+                    retry_in_secs = delay.as_secs_f32(), "request failed; retrying"
+                );
+                Next::Retry(delay)
             }
             ErrorClass::RateLimited { retry_after } => {
-                let delay = retry_after.unwrap_or(RATE_LIMIT_PAUSE);
-                tracing::warn!(%account, %stream, error = %err, retry_in_secs = delay.as_secs_f32(), "rate limited by the API; pausing");
-                delay
+                let pause = self.governor.rate_limited(retry_after);
+                tracing::warn!(
+                    %account, %stream, status, error = %err, pause_secs = pause.as_secs_f32(),
+                    retry_after_given = retry_after.is_some(),
+                    "rate limited by the API (another integration may share the account); pausing every stream of the account"
+                );
+                Next::Retry(Duration::ZERO)
             }
             ErrorClass::Unauthorized => {
+                let delay = self.settings.unauthorized_retry;
+                self.set_unhealthy(format!("the API refused the token (HTTP {status})"));
                 tracing::error!(
-                    %account, %stream, error = %err, retry_in_secs = SLOW_RETRY.as_secs(),
-                    "the API refused the token: it is invalid, expired, revoked or lacks this stream's feature; \
-                     issue a new token with this stream enabled and update the token file"
+                    %account, %stream, status, error = %err, retry_in_secs = delay.as_secs(),
+                    "the API refused the token: it is invalid, expired, revoked, or lacks the {stream} feature; \
+                     issue a token with this stream enabled and write it to the account's token_file \
+                     (or token_env); it is read again before each retry, no restart needed",
                 );
-                SLOW_RETRY
+                Next::RetryWithFreshToken(delay)
+            }
+            ErrorClass::BadRequest if matches!(request, PageRequest::Cursor(_)) => {
+                self.invalid_cursor(err).await
             }
             ErrorClass::BadRequest | ErrorClass::Fatal => {
-                tracing::error!(%account, %stream, error = %err, retry_in_secs = SLOW_RETRY.as_secs(), "the API rejected the request; the cursor is kept, not reset");
-                SLOW_RETRY
+                let delay = self.settings.unauthorized_retry;
+                self.set_unhealthy(format!("the API rejected the request (HTTP {status})"));
+                tracing::error!(
+                    %account, %stream, status, error = %err, request = %request.body(),
+                    retry_in_secs = delay.as_secs(),
+                    "the API rejected the request; check start_time and page_size; retrying slowly"
+                );
+                Next::Retry(delay)
             }
         }
     }
+
+    /// A 400 in answer to a saved cursor: logs its age and the body, then keeps it (stop) or
+    /// restarts from the newest event fetched (reset).
+    async fn invalid_cursor(&self, err: &ApiError) -> Next {
+        let (account, stream) = (self.account.clone(), self.stream);
+        let saved = self
+            .store
+            .run(move |s| s.stream_state(&account, stream))
+            .await
+            .ok()
+            .flatten();
+        let now = OffsetDateTime::now_utc();
+        let cursor_age_secs = saved
+            .as_ref()
+            .map(|state| (now - state.saved_at).whole_seconds())
+            .unwrap_or(0);
+        let newest = saved.and_then(|state| state.last_event_time);
+        let (account, stream) = (&self.account, self.stream);
+        match self.settings.on_invalid_cursor {
+            OnInvalidCursor::Stop => {
+                let delay = self.settings.unauthorized_retry;
+                self.set_unhealthy("the API rejected the saved cursor (HTTP 400)".to_owned());
+                tracing::error!(
+                    %account, %stream, cursor_age_secs, error = %err, retry_in_secs = delay.as_secs(),
+                    "the API rejected the saved cursor; the stream stops advancing and keeps it \
+                     (on_invalid_cursor = \"stop\"); set on_invalid_cursor = \"reset\" to restart \
+                     from the newest event fetched"
+                );
+                Next::Retry(delay)
+            }
+            OnInvalidCursor::Reset => {
+                tracing::warn!(
+                    %account, %stream, cursor_age_secs, error = %err,
+                    restart_at = %newest.map(api::rfc3339).unwrap_or_else(|| "start_time".to_owned()),
+                    "the API rejected the saved cursor; restarting from the newest event fetched \
+                     (on_invalid_cursor = \"reset\"); events at that time may arrive twice"
+                );
+                Next::Restart(newest)
+            }
+        }
+    }
+
+    fn set_unhealthy(&self, reason: String) {
+        self.stats.update_stream(&self.account, self.stream, |s| {
+            s.unhealthy = Some(reason);
+        });
+    }
+
+    /// Reads the token again, so a replaced one takes effect for every stream of the account.
+    /// Returns whether it changed.
+    fn reload_token(&self) -> bool {
+        match crate::token::read(&self.account, &self.token_source) {
+            Ok(token) => {
+                let changed = self.client.replace_token(token);
+                if changed {
+                    tracing::info!(account = %self.account, stream = %self.stream, "read a new token; retrying with it");
+                }
+                changed
+            }
+            Err(err) => {
+                tracing::error!(account = %self.account, stream = %self.stream, error = %err, "cannot read the token again; retrying with the one in use");
+                false
+            }
+        }
+    }
+
+    fn new_backoff(&self) -> Backoff {
+        Backoff::new(MIN_BACKOFF, self.settings.retry_max.max(MIN_BACKOFF))
+    }
 }
 
-fn new_backoff() -> Backoff {
-    Backoff::new(Duration::from_secs(1), MAX_BACKOFF)
+/// The wait before retrying a transient failure: the jittered backoff, or longer if the
+/// response said when to come back (`Retry-After` on a 503).
+pub fn retry_delay(err: &ApiError, jittered: Duration) -> Duration {
+    match err {
+        ApiError::Status {
+            retry_after: Some(after),
+            ..
+        } => jittered.max(*after),
+        _ => jittered,
+    }
+}
+
+/// The latest `timestamp` among a page's events, if any is a readable RFC 3339 time.
+pub fn newest_event_time(items: &str) -> Option<OffsetDateTime> {
+    #[derive(serde::Deserialize)]
+    struct Stamped<'a> {
+        #[serde(borrow)]
+        timestamp: Option<std::borrow::Cow<'a, str>>,
+    }
+    let events: Vec<Stamped<'_>> = serde_json::from_str(items).ok()?;
+    events
+        .iter()
+        .filter_map(|event| event.timestamp.as_deref())
+        .filter_map(|text| {
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .max()
 }
 
 /// Moves a start time that is older than the API keeps to the oldest it keeps. Returns the
@@ -366,6 +558,49 @@ pub fn clamp_to_retention(at: OffsetDateTime, now: OffsetDateTime) -> (OffsetDat
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn the_newest_event_time_is_the_latest_readable_timestamp() {
+        let items = serde_json::value::RawValue::from_string(
+            r#"[{"uuid":"A","timestamp":"2026-11-21T10:00:00.5-03:00"},
+                {"uuid":"B","timestamp":"2026-11-21T12:00:00Z"},
+                {"uuid":"C","timestamp":"not a time"},{"uuid":"D"}]"#
+                .to_owned(),
+        )
+        .unwrap();
+        assert_eq!(
+            newest_event_time(items.get()),
+            Some(datetime!(2026-11-21 13:00:00.5 UTC))
+        );
+        let empty = serde_json::value::RawValue::from_string("[]".to_owned()).unwrap();
+        assert_eq!(newest_event_time(empty.get()), None);
+    }
+
+    #[test]
+    fn a_retry_after_on_a_5xx_is_honoured() {
+        let status = |retry_after| ApiError::Status {
+            url: "u".into(),
+            status: 503,
+            message: None,
+            body: String::new(),
+            retry_after,
+        };
+        let jittered = Duration::from_millis(700);
+        assert_eq!(retry_delay(&status(None), jittered), jittered);
+        assert_eq!(
+            retry_delay(&status(Some(Duration::from_secs(20))), jittered),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            retry_delay(&status(Some(Duration::from_millis(100))), jittered),
+            jittered
+        );
+        let timeout = ApiError::Timeout {
+            url: "u".into(),
+            after: Duration::from_secs(30),
+        };
+        assert_eq!(retry_delay(&timeout, jittered), jittered);
+    }
 
     #[test]
     fn start_times_older_than_retention_are_clamped() {

@@ -24,6 +24,9 @@ pub struct StreamStats {
     pub last_error: Option<String>,
     /// A bounded backfill (`end_time`) is complete and the stream's poller has stopped.
     pub finished: bool,
+    /// Why the stream cannot make progress until an operator acts (a refused token, a
+    /// rejected cursor); `None` while it is healthy.
+    pub unhealthy: Option<String>,
 }
 
 /// Everything counted so far.

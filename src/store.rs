@@ -20,10 +20,26 @@ use crate::stream::Stream;
 
 /// The SQL migrations, applied in order; the schema version is the number applied, kept in
 /// `PRAGMA user_version`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../migrations/0001_initial.sql"),
+    ),
+    (
+        "0002_last_event_time.sql",
+        include_str!("../migrations/0002_last_event_time.sql"),
+    ),
+];
+
+/// Where a stream stands, as saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    pub cursor: Option<String>,
+    /// When the cursor was last saved.
+    pub saved_at: time::OffsetDateTime,
+    /// The time of the newest event fetched so far, if any event had a readable timestamp.
+    pub last_event_time: Option<time::OffsetDateTime>,
+}
 
 /// An error from the state database, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +222,38 @@ impl Store {
     }
 
     /// The saved cursor of a stream, or `None` if it has never fetched a page.
+    /// The saved cursor, when it was saved and the newest event time, if the stream has a row.
+    pub fn stream_state(
+        &self,
+        account: &str,
+        stream: Stream,
+    ) -> Result<Option<StreamState>, StoreError> {
+        let state = self.lock();
+        let row = state
+            .conn
+            .query_row(
+                "SELECT cursor, updated_at, last_event_ns FROM streams
+                 WHERE account = ?1 AND stream = ?2",
+                params![account, stream.as_str()],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<String>>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(cursor, saved_at, last_event_ns)| StreamState {
+            cursor,
+            saved_at: time::OffsetDateTime::from_unix_timestamp(saved_at)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            last_event_time: last_event_ns
+                .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns.into()).ok()),
+        }))
+    }
+
     pub fn cursor(&self, account: &str, stream: Stream) -> Result<Option<String>, StoreError> {
         let state = self.lock();
         state
@@ -280,6 +328,22 @@ impl Store {
         n_events: u64,
         cursor: &str,
     ) -> Result<Option<u64>, StoreError> {
+        self.append_page_at(account, stream, events, n_events, cursor, None)
+    }
+
+    /// [`Store::append_page`], also keeping `newest_event` as the stream's last event time if
+    /// it is later than the one saved.
+    pub fn append_page_at(
+        &self,
+        account: &str,
+        stream: Stream,
+        events: &str,
+        n_events: u64,
+        cursor: &str,
+        newest_event: Option<time::OffsetDateTime>,
+    ) -> Result<Option<u64>, StoreError> {
+        // Nanoseconds fit an i64 until the year 2262; later times are not stored.
+        let newest_ns = newest_event.and_then(|at| i64::try_from(at.unix_timestamp_nanos()).ok());
         let mut state = self.lock();
         let now = unix_now();
         let tx = state.conn.transaction().map_err(|e| self.err(e))?;
@@ -302,17 +366,22 @@ impl Store {
             .map_err(|e| self.err(e))?;
         }
         tx.execute(
-            "INSERT INTO streams (account, stream, cursor, last_seq, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO streams (account, stream, cursor, last_seq, updated_at, last_event_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (account, stream) DO UPDATE SET
                  cursor = excluded.cursor, last_seq = excluded.last_seq,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at,
+                 last_event_ns = CASE
+                     WHEN excluded.last_event_ns IS NULL THEN streams.last_event_ns
+                     WHEN streams.last_event_ns IS NULL THEN excluded.last_event_ns
+                     ELSE max(streams.last_event_ns, excluded.last_event_ns) END",
             params![
                 account,
                 stream.as_str(),
                 cursor,
                 seq.unwrap_or(last_seq),
-                now
+                now,
+                newest_ns
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -533,11 +602,52 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "state database {}: schema version 99 is newer than this program knows (1); \
+                "state database {}: schema version 99 is newer than this program knows (2); \
                  use a newer op-events-forwarder or another state file",
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_cursors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute(
+            "INSERT INTO streams (account, stream, cursor, last_seq, updated_at)
+             VALUES ('acme', 'auditevents', 'old', 3, 1000)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let state = store.stream_state(ACME, AUDIT).unwrap().unwrap();
+        assert_eq!(state.cursor.as_deref(), Some("old"));
+        assert_eq!(state.saved_at.unix_timestamp(), 1000);
+        assert_eq!(state.last_event_time, None);
+    }
+
+    #[test]
+    fn the_newest_event_time_only_moves_forward() {
+        use time::macros::datetime;
+        let (_dir, store) = temp_store();
+        assert_eq!(store.stream_state(ACME, AUDIT).unwrap(), None);
+        let later = datetime!(2026-11-21 12:00:00.123456789 UTC);
+        let earlier = datetime!(2026-11-20 00:00 UTC);
+        store
+            .append_page_at(ACME, AUDIT, "[1]", 1, "c1", Some(later))
+            .unwrap();
+        store
+            .append_page_at(ACME, AUDIT, "[2]", 1, "c2", Some(earlier))
+            .unwrap();
+        store.append_page(ACME, AUDIT, "[]", 0, "c3").unwrap();
+        let state = store.stream_state(ACME, AUDIT).unwrap().unwrap();
+        assert_eq!(state.cursor.as_deref(), Some("c3"));
+        assert_eq!(state.last_event_time, Some(later));
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub struct Page {
     pub items: Box<RawValue>,
     /// How many events `items` holds.
     pub n_events: u64,
+    /// The response said the account's requests are used up (`RateLimit-Remaining: 0`) for
+    /// this long (`RateLimit-Reset`).
+    pub exhausted_for: Option<Duration>,
 }
 
 /// The answer of `GET /api/v2/auth/introspect`.
@@ -166,7 +169,9 @@ pub struct ClientOptions {
 pub struct Client {
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     base_url: Arc<str>,
-    token: Arc<SecretString>,
+    /// Shared by every clone, so a token re-read after a 401 serves every stream of the
+    /// account. A std lock: held only to format a header or swap the token.
+    token: Arc<std::sync::RwLock<SecretString>>,
     timeout: Duration,
 }
 
@@ -209,13 +214,22 @@ impl Client {
         Ok(Client {
             http,
             base_url: options.base_url.trim_end_matches('/').into(),
-            token: Arc::new(token),
+            token: Arc::new(std::sync::RwLock::new(token)),
             timeout: options.timeout,
         })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Uses `token` from now on, in every clone of this client. Returns whether it differs
+    /// from the token in use.
+    pub fn replace_token(&self, token: SecretString) -> bool {
+        let mut current = self.token.write().unwrap_or_else(|p| p.into_inner());
+        let changed = current.expose_secret() != token.expose_secret();
+        *current = token;
+        changed
     }
 
     /// Fetches one page of a cursor stream from the v1 or v2 endpoint.
@@ -231,14 +245,16 @@ impl Client {
             version.as_str(),
             stream.as_str()
         );
-        let body = self
+        let (headers, body) = self
             .send(http::Method::POST, &url, Some(request.body()))
             .await?;
-        parse_page(&body).map_err(|detail| ApiError::InvalidResponse {
+        let mut page = parse_page(&body).map_err(|detail| ApiError::InvalidResponse {
             url,
             detail,
             body: self.excerpt(&body),
-        })
+        })?;
+        page.exhausted_for = rate_limit_exhausted(&headers);
+        Ok(page)
     }
 
     /// Fetches one page of the beta `GET /api/v3/auditevents`.
@@ -252,7 +268,7 @@ impl Client {
             self.base_url,
             request.query(params)
         );
-        let body = self.send(http::Method::GET, &url, None).await?;
+        let (_, body) = self.send(http::Method::GET, &url, None).await?;
         v3::parse_v3_page(&body).map_err(|detail| ApiError::InvalidResponse {
             url,
             detail,
@@ -263,7 +279,7 @@ impl Client {
     /// Asks the API what the token is (`GET /api/v2/auth/introspect`).
     pub async fn introspect(&self) -> Result<Introspection, ApiError> {
         let url = format!("{}/api/v2/auth/introspect", self.base_url);
-        let body = self.send(http::Method::GET, &url, None).await?;
+        let (_, body) = self.send(http::Method::GET, &url, None).await?;
         serde_json::from_slice(&body).map_err(|err| ApiError::InvalidResponse {
             url,
             detail: err.to_string(),
@@ -271,21 +287,25 @@ impl Client {
         })
     }
 
-    /// Sends a request and returns the body of a 200 response; every other outcome is an
-    /// [`ApiError`]. The whole exchange is bounded by the request timeout.
+    /// Sends a request and returns the headers and body of a 200 response; every other
+    /// outcome is an [`ApiError`]. The whole exchange is bounded by the request timeout.
     async fn send(
         &self,
         method: http::Method,
         url: &str,
         json: Option<String>,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<(http::HeaderMap, Bytes), ApiError> {
+        let authorization = format!(
+            "Bearer {}",
+            self.token
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .expose_secret()
+        );
         let mut builder = http::Request::builder()
             .method(method)
             .uri(url)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token.expose_secret()),
-            )
+            .header(http::header::AUTHORIZATION, authorization)
             .header(http::header::USER_AGENT, USER_AGENT)
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::ACCEPT_ENCODING, "gzip");
@@ -323,23 +343,24 @@ impl Client {
                 body: String::new(),
             })?;
         if parts.status == http::StatusCode::OK {
-            return Ok(body);
+            return Ok((parts.headers, body));
         }
         Err(ApiError::Status {
             url: url.to_owned(),
             status: parts.status.as_u16(),
             message: error_message(&body),
             body: self.excerpt(&body),
-            retry_after: parts
-                .headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| parse_retry_after(value, OffsetDateTime::now_utc())),
+            retry_after: retry_after(
+                parts.status.as_u16(),
+                &parts.headers,
+                OffsetDateTime::now_utc(),
+            ),
         })
     }
 
     fn excerpt(&self, body: &[u8]) -> String {
-        excerpt(body, BODY_EXCERPT_CHARS, self.token.expose_secret())
+        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
+        excerpt(body, BODY_EXCERPT_CHARS, token.expose_secret())
     }
 }
 
@@ -440,6 +461,7 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
                 has_more,
                 items: RawValue::from_string("[]".into()).map_err(|err| err.to_string())?,
                 n_events: 0,
+                exhausted_for: None,
             });
         }
     };
@@ -450,7 +472,42 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
         has_more,
         items: items.to_owned(),
         n_events: events.len() as u64,
+        exhausted_for: None,
     })
+}
+
+/// How long to wait after an error response: `Retry-After` (seconds or an HTTP date), else,
+/// for a 429, `RateLimit-Reset` (seconds until the window resets, as the v3 reference
+/// documents).
+pub fn retry_after(
+    status: u16,
+    headers: &http::HeaderMap,
+    now: OffsetDateTime,
+) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let reset = || {
+        header("ratelimit-reset")
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_secs)
+    };
+    header("retry-after")
+        .and_then(|value| parse_retry_after(value, now))
+        .or_else(|| if status == 429 { reset() } else { None })
+}
+
+/// How long the account's requests are used up, when a successful response says
+/// `RateLimit-Remaining: 0` and when the window resets (`RateLimit-Reset`, seconds; a minute
+/// if it is missing).
+pub fn rate_limit_exhausted(headers: &http::HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let remaining: u64 = header("ratelimit-remaining")?.trim().parse().ok()?;
+    if remaining > 0 {
+        return None;
+    }
+    let reset = header("ratelimit-reset")
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(60);
+    Some(Duration::from_secs(reset))
 }
 
 /// `Retry-After` as seconds or an HTTP date, relative to `now`.
@@ -580,6 +637,45 @@ mod tests {
             decode_body(&headers("gzip"), bomb).unwrap_err(),
             "the gzip body expands beyond 64 MiB"
         );
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let now = datetime!(2026-11-21 12:00:00 UTC);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        let both = headers(&[("Retry-After", "7"), ("RateLimit-Reset", "30")]);
+        assert_eq!(retry_after(429, &both, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(503, &both, now), Some(Duration::from_secs(7)));
+        let reset_only = headers(&[("RateLimit-Reset", "30")]);
+        assert_eq!(
+            retry_after(429, &reset_only, now),
+            Some(Duration::from_secs(30))
+        );
+        // A window reset says nothing about when a failing server recovers.
+        assert_eq!(retry_after(500, &reset_only, now), None);
+        assert_eq!(retry_after(429, &headers(&[]), now), None);
+        let date = headers(&[("Retry-After", "Sat, 21 Nov 2026 12:00:09 GMT")]);
+        assert_eq!(retry_after(503, &date, now), Some(Duration::from_secs(9)));
+
+        let used_up = headers(&[("RateLimit-Remaining", "0"), ("RateLimit-Reset", "12")]);
+        assert_eq!(
+            rate_limit_exhausted(&used_up),
+            Some(Duration::from_secs(12))
+        );
+        let no_reset = headers(&[("Ratelimit-Remaining", "0")]);
+        assert_eq!(
+            rate_limit_exhausted(&no_reset),
+            Some(Duration::from_secs(60))
+        );
+        let left = headers(&[("RateLimit-Remaining", "5"), ("RateLimit-Reset", "12")]);
+        assert_eq!(rate_limit_exhausted(&left), None);
+        assert_eq!(rate_limit_exhausted(&headers(&[])), None);
     }
 
     #[test]

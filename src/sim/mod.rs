@@ -25,10 +25,13 @@
 //! insertion time, so only insertion times are stored and a page's bytes are regenerated when
 //! served (see `generate.rs`).
 //!
-//! Test hooks, without auth: `GET /_sim/stats`, `GET /_sim/ledger` and
-//! `POST /_sim/insert?stream=<stream>&count=<n>`.
+//! Test hooks, without auth: `GET /_sim/stats`, `GET /_sim/ledger`,
+//! `POST /_sim/insert?stream=<stream>&count=<n>`, `GET`/`POST /_sim/faults` (the [`Faults`] as
+//! JSON), `POST /_sim/tokens/revoke?token=<token>` and
+//! `POST /_sim/tokens/issue?token=<token>[&features=<stream>,<stream>]`.
 
 mod cursor;
+mod faults;
 mod generate;
 pub mod jwt;
 mod server;
@@ -51,6 +54,8 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use self::faults::RateLog;
+pub use self::faults::{Fault, Faults, WindowLimit};
 use self::generate::World;
 use self::store::StreamLog;
 use crate::stream::Stream;
@@ -81,6 +86,8 @@ pub struct SimConfig {
     /// Every this-many page requests that have events to serve, one returns an empty page with
     /// `has_more: true` first; 0 for never.
     pub empty_page_every: u32,
+    /// Rate limits and injected failures; none by default.
+    pub faults: Faults,
     /// The key that signs (and verifies) the simulator's JWT tokens; `None` for a fresh one.
     pub signing_key: Option<jwt::SigningKey>,
     /// Which documented revision of the v3 beta endpoint to serve.
@@ -138,6 +145,7 @@ impl SimConfig {
             tls: false,
             http2: true,
             gzip: true,
+            faults: Faults::default(),
         }
     }
 }
@@ -225,8 +233,23 @@ pub struct RequestRecord {
     /// The endpoint's version: 1, 2, or 3 (the beta).
     pub version: u8,
     pub stream: Stream,
+    /// The status sent; 0 if the connection was closed without a response.
     pub status: u16,
     pub body: RequestKind,
+    /// The fault injected into this request, if any.
+    pub fault: Option<Fault>,
+}
+
+impl RequestRecord {
+    /// Whether the client cannot have received a usable page (slow responses may or may not
+    /// have arrived in time, so they count as neither).
+    pub fn failed(&self) -> bool {
+        self.status != 200
+            || matches!(
+                self.fault,
+                Some(Fault::Reset | Fault::Truncated | Fault::InvalidJson)
+            )
+    }
 }
 
 /// What an event-endpoint request body said.
@@ -342,11 +365,17 @@ impl Simulator {
             })?;
         let shared = Arc::new(Shared {
             world: World::new(cfg.seed),
-            tokens: cfg.tokens,
+            tokens: Mutex::new(cfg.tokens),
+            revoked: Mutex::default(),
             signing_key: cfg.signing_key.unwrap_or_else(jwt::SigningKey::generate),
             v3_revision: cfg.v3_revision,
             gzip: cfg.gzip,
             protocol_counters: ProtocolCounters::default(),
+            faults: Mutex::new(cfg.faults),
+            rate_log: Mutex::new(RateLog::default()),
+            fault_rng: Mutex::new(fastrand::Rng::with_seed(generate::combine(
+                cfg.seed, 0xFA_17,
+            ))),
             empty_page_every: cfg.empty_page_every,
             cursor_key: generate::combine(cfg.seed, 0xC0_75_02),
             started_at,
@@ -484,6 +513,26 @@ impl Simulator {
         self.handle.shared.stats()
     }
 
+    /// The faults in effect.
+    pub fn faults(&self) -> Faults {
+        lock(&self.handle.shared.faults).clone()
+    }
+
+    /// Replaces the faults in effect (the rate limiter keeps its history).
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.handle.shared.faults) = faults;
+    }
+
+    /// Stops accepting `token`; returns whether it was accepted before.
+    pub fn revoke_token(&self, token: &str) -> bool {
+        self.handle.shared.revoke_token(token)
+    }
+
+    /// Accepts a new token (replacing one with the same text).
+    pub fn issue_token(&self, token: SimToken) {
+        self.handle.shared.issue_token(token);
+    }
+
     /// Stops accepting connections, closes idle ones, and stops the live generator.
     pub fn shutdown(&self) {
         self.handle.shutdown.cancel();
@@ -493,7 +542,16 @@ impl Simulator {
 /// State shared by the handle, the server's connections and the live generator.
 struct Shared {
     world: World,
-    tokens: Vec<SimToken>,
+    /// The accepted tokens; revoked and issued at run time through the control endpoints.
+    tokens: Mutex<Vec<SimToken>>,
+    /// Tokens revoked at run time, JWTs the simulator signed among them.
+    revoked: Mutex<std::collections::HashSet<String>>,
+    /// The faults in effect.
+    faults: Mutex<Faults>,
+    /// Admitted event requests, for the sliding-window limits.
+    rate_log: Mutex<RateLog>,
+    /// Decides which requests get a fault; seeded, so a run can be repeated.
+    fault_rng: Mutex<fastrand::Rng>,
     /// Signs and verifies the simulator's JWTs.
     signing_key: jwt::SigningKey,
     v3_revision: V3Revision,
@@ -596,8 +654,43 @@ impl Shared {
         Ok(uuids)
     }
 
+    /// Stops accepting a token: a configured one, or a JWT the simulator signed. Returns
+    /// whether it was accepted until now.
+    fn revoke_token(&self, token: &str) -> bool {
+        let mut tokens = lock(&self.tokens);
+        let before = tokens.len();
+        tokens.retain(|known| known.token != token);
+        let listed = tokens.len() != before;
+        let signed = self
+            .signing_key
+            .verify(token, OffsetDateTime::now_utc())
+            .is_some();
+        let newly_revoked = lock(&self.revoked).insert(token.to_owned());
+        listed || (signed && newly_revoked)
+    }
+
+    fn issue_token(&self, token: SimToken) {
+        lock(&self.revoked).remove(&token.token);
+        let mut tokens = lock(&self.tokens);
+        tokens.retain(|known| known.token != token.token);
+        tokens.push(token);
+    }
+
     /// Counts and records one event-endpoint request.
     fn record(&self, version: u8, stream: Stream, status: u16, body: RequestKind, n_served: usize) {
+        self.record_fault(version, stream, status, body, n_served, None);
+    }
+
+    /// Counts and records one event-endpoint request, with the fault injected into it.
+    fn record_fault(
+        &self,
+        version: u8,
+        stream: Stream,
+        status: u16,
+        body: RequestKind,
+        n_served: usize,
+        fault: Option<Fault>,
+    ) {
         let counters = &self.counters[stream_idx(stream)];
         counters.requests.fetch_add(1, Ordering::Relaxed);
         counters
@@ -611,6 +704,7 @@ impl Shared {
             stream,
             status,
             body,
+            fault,
         });
     }
 

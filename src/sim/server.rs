@@ -1,8 +1,8 @@
 //! The simulator's HTTP side: the accept loop, routing, auth, request parsing and responses.
 
-use std::convert::Infallible;
+use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
@@ -20,8 +20,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{Cursor, CursorError};
+use super::faults::{Fault, Faults, RateDecision};
 use super::generate::{self, Case, Rng, Schema};
-use super::{MAX_INSERT_COUNT, RequestKind, Shared, V3Revision, store};
+use super::{MAX_INSERT_COUNT, RequestKind, Shared, SimToken, V3Revision, lock, store};
 use crate::stream::Stream;
 
 /// The largest request body read; event requests are tiny.
@@ -63,7 +64,8 @@ pub(super) async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&shared, request).await) }
+                // An error closes the connection without a response (an injected reset).
+                async move { route(&shared, request).await }
             });
             let Some(acceptor) = tls else {
                 let connection = http1::Builder::new()
@@ -145,7 +147,7 @@ pub(super) fn tls_acceptor(http2: bool) -> std::io::Result<(tokio_rustls::TlsAcc
 
 /// Serves one request; the response is gzip-encoded when the client accepts it and the
 /// simulator is set to, as a CDN in front of the API may do.
-async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+async fn route(shared: &Shared, request: Request<Incoming>) -> io::Result<Response<Body>> {
     if request.version() == http::Version::HTTP_2 {
         shared
             .protocol_counters
@@ -166,9 +168,9 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
                     parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
                 name.eq_ignore_ascii_case("gzip") && !refused
             });
-    let response = route_plain(shared, request).await;
+    let response = route_plain(shared, request).await?;
     if !gzip {
-        return response;
+        return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
     let Ok(collected) = body.collect().await;
@@ -188,16 +190,16 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
                 HeaderValue::from_static("gzip"),
             );
             parts.headers.remove(http::header::CONTENT_LENGTH);
-            Response::from_parts(parts, Full::new(Bytes::from(bytes)))
+            Ok(Response::from_parts(parts, Full::new(Bytes::from(bytes))))
         }
         Err(error) => {
             tracing::warn!(%error, "Simulator cannot gzip a response.");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR)
+            Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR))
         }
     }
 }
 
-async fn route_plain(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+async fn route_plain(shared: &Shared, request: Request<Incoming>) -> io::Result<Response<Body>> {
     let path = request.uri().path();
     for (prefix, schema) in [("/api/v1/", Schema::V1), ("/api/v2/", Schema::V2)] {
         if let Some(name) = path.strip_prefix(prefix)
@@ -207,7 +209,7 @@ async fn route_plain(shared: &Shared, request: Request<Incoming>) -> Response<Bo
             return events(shared, schema, stream, request).await;
         }
     }
-    match path {
+    Ok(match path {
         "/api/v3/auditevents" => v3_events(shared, &request),
         "/api/v2/auth/introspect" => introspect(shared, &request, Introspection::V2),
         "/api/auth/introspect" => introspect(shared, &request, Introspection::Legacy),
@@ -226,7 +228,71 @@ async fn route_plain(shared: &Shared, request: Request<Incoming>) -> Response<Bo
             Method::POST => insert(shared, request.uri().query().unwrap_or("")),
             _ => method_not_allowed("POST"),
         },
+        "/_sim/faults" => match *request.method() {
+            Method::GET => json(
+                StatusCode::OK,
+                serde_json::to_string(&*lock(&shared.faults)).unwrap_or_default(),
+            ),
+            Method::POST => set_faults(shared, request).await,
+            _ => method_not_allowed("GET, POST"),
+        },
+        "/_sim/tokens/revoke" | "/_sim/tokens/issue" => match *request.method() {
+            Method::POST => tokens(shared, path, request.uri().query().unwrap_or("")),
+            _ => method_not_allowed("POST"),
+        },
         _ => error(StatusCode::NOT_FOUND),
+    })
+}
+
+/// `POST /_sim/faults`: replaces the faults with the JSON body (a [`Faults`]).
+async fn set_faults(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let Ok(body) = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    match serde_json::from_slice::<Faults>(&body.to_bytes()) {
+        Ok(faults) => {
+            let body = serde_json::to_string(&faults).unwrap_or_default();
+            *lock(&shared.faults) = faults;
+            json(StatusCode::OK, body)
+        }
+        Err(err) => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Error": {"Message": format!("invalid faults: {err}")}}).to_string(),
+        ),
+    }
+}
+
+/// `POST /_sim/tokens/revoke?token=T` and `POST /_sim/tokens/issue?token=T[&features=a,b]`.
+fn tokens(shared: &Shared, path: &str, query: &str) -> Response<Body> {
+    let mut token = None;
+    let mut features = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("token", value)) => token = Some(value.to_owned()),
+            Some(("features", value)) => features = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(token) = token.filter(|token| !token.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST);
+    };
+    if path.ends_with("/revoke") {
+        let revoked = shared.revoke_token(&token);
+        return json(StatusCode::OK, format!("{{\"revoked\":{revoked}}}"));
+    }
+    let spec = match features {
+        Some(features) => format!("{token}={features}"),
+        None => token,
+    };
+    match spec.parse::<SimToken>() {
+        Ok(token) => {
+            shared.issue_token(token);
+            json(StatusCode::OK, "{\"issued\":true}")
+        }
+        Err(_) => error(StatusCode::BAD_REQUEST),
     }
 }
 
@@ -244,7 +310,7 @@ async fn events(
     schema: Schema,
     stream: Stream,
     request: Request<Incoming>,
-) -> Response<Body> {
+) -> io::Result<Response<Body>> {
     let version = version(schema);
     if request.method() != Method::POST {
         shared.record(
@@ -254,7 +320,7 @@ async fn events(
             RequestKind::Invalid,
             0,
         );
-        return method_not_allowed("POST");
+        return Ok(method_not_allowed("POST"));
     }
     let authorized = grants(shared, request.headers(), stream);
     let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
@@ -266,11 +332,89 @@ async fn events(
     };
     if !authorized {
         shared.record(version, stream, StatusCode::UNAUTHORIZED.as_u16(), kind, 0);
-        return error(StatusCode::UNAUTHORIZED);
+        return Ok(error(StatusCode::UNAUTHORIZED));
     }
-    match page(shared, schema, stream, &kind, OffsetDateTime::now_utc()) {
+
+    let faults = lock(&shared.faults).clone();
+    let mut rate = None;
+    if !faults.rate_limits.is_empty() {
+        let decision = lock(&shared.rate_log).check(&faults.rate_limits, Instant::now());
+        if !decision.admitted {
+            shared.record_fault(version, stream, 429, kind, 0, Some(Fault::RateLimited));
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS);
+            if faults.retry_after {
+                let secs = decision.retry_after.as_secs_f64().ceil() as u64;
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(secs));
+            }
+            if faults.rate_limit_headers {
+                rate_limit_headers(&mut response, &decision);
+            }
+            return Ok(response);
+        }
+        rate = faults.rate_limit_headers.then_some(decision);
+    }
+    let roll = |rate: f64| rate > 0.0 && lock(&shared.fault_rng).f64() < rate;
+    if roll(faults.reset_rate) {
+        shared.record_fault(version, stream, 0, kind, 0, Some(Fault::Reset));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "injected connection reset",
+        ));
+    }
+    if roll(faults.error_rate) {
+        let status = match faults.error_statuses.len() {
+            0 => 500,
+            n => faults.error_statuses[lock(&shared.fault_rng).usize(..n)],
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        shared.record_fault(
+            version,
+            stream,
+            status.as_u16(),
+            kind,
+            0,
+            Some(Fault::Status),
+        );
+        return Ok(error(status));
+    }
+    let slow = roll(faults.slow_rate);
+    if slow {
+        tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
+    }
+    let empty_page_every = faults.empty_page_every.unwrap_or(shared.empty_page_every);
+    let mut response = match page(
+        shared,
+        schema,
+        stream,
+        &kind,
+        OffsetDateTime::now_utc(),
+        empty_page_every,
+    ) {
         Ok((body, n_items)) => {
-            shared.record(version, stream, StatusCode::OK.as_u16(), kind, n_items);
+            if roll(faults.truncate_rate) {
+                shared.record_fault(version, stream, 200, kind, 0, Some(Fault::Truncated));
+                let mut body = body.into_bytes();
+                body.truncate(body.len() / 2);
+                return Ok(json(StatusCode::OK, body));
+            }
+            if roll(faults.invalid_json_rate) {
+                shared.record_fault(version, stream, 200, kind, 0, Some(Fault::InvalidJson));
+                return Ok(json(
+                    StatusCode::OK,
+                    "<html><body><h1>Service temporarily unavailable</h1></body></html>",
+                ));
+            }
+            let fault = slow.then_some(Fault::Slow);
+            shared.record_fault(
+                version,
+                stream,
+                StatusCode::OK.as_u16(),
+                kind,
+                n_items,
+                fault,
+            );
             json(StatusCode::OK, body)
         }
         Err(reason) => {
@@ -278,7 +422,23 @@ async fn events(
             shared.record(version, stream, StatusCode::BAD_REQUEST.as_u16(), kind, 0);
             error(StatusCode::BAD_REQUEST)
         }
+    };
+    if let Some(decision) = rate {
+        rate_limit_headers(&mut response, &decision);
     }
+    Ok(response)
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of the tightest
+/// window.
+fn rate_limit_headers(response: &mut Response<Body>, decision: &RateDecision) {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert(
+        "ratelimit-reset",
+        HeaderValue::from(decision.reset.as_secs_f64().ceil() as u64),
+    );
 }
 
 /// Why an event request got a 400.
@@ -337,6 +497,7 @@ fn page(
     stream: Stream,
     kind: &RequestKind,
     now: OffsetDateTime,
+    empty_page_every: u32,
 ) -> Result<(String, usize), BadRequest> {
     let cursor = match kind {
         RequestKind::Invalid | RequestKind::Query(_) => return Err(BadRequest::Body),
@@ -357,9 +518,7 @@ fn page(
         }
     };
     // The lock is held only to pick the page; items are generated after it is released.
-    let page = shared
-        .log(stream)
-        .page(&cursor, now, shared.empty_page_every)?;
+    let page = shared.log(stream).page(&cursor, now, empty_page_every)?;
     let next = page.next.encode(shared.cursor_key);
 
     let mut body = String::with_capacity(64 + next.len() + page.inserted.len() * 900);
@@ -606,7 +765,13 @@ fn token(shared: &Shared, headers: &HeaderMap) -> Option<Presented> {
         return None;
     }
     let token = token.trim();
-    if let Some(known) = shared.tokens.iter().find(|known| known.token == token) {
+    if lock(&shared.revoked).contains(token) {
+        return None;
+    }
+    if let Some(known) = lock(&shared.tokens)
+        .iter()
+        .find(|known| known.token == token)
+    {
         return Some(Presented {
             token: token.to_owned(),
             features: known.features.clone(),

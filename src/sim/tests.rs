@@ -214,7 +214,8 @@ async fn rejects_missing_unknown_and_unscoped_tokens() {
                 limit: None,
                 start_time: None,
                 end_time: None
-            }
+            },
+            fault: None,
         }
     );
 }
@@ -511,7 +512,8 @@ async fn unknown_paths_and_methods_get_error_bodies() {
             version: 2,
             stream: Stream::AuditEvents,
             status: 405,
-            body: RequestKind::Invalid
+            body: RequestKind::Invalid,
+            fault: None,
         }]
     );
 }
@@ -866,4 +868,176 @@ async fn v1_and_v2_serve_the_same_events_in_their_own_schemas() {
         sim.requests().iter().map(|r| r.version).collect::<Vec<_>>(),
         [1, 2]
     );
+}
+
+/// Sends one request on a fresh connection and returns the status, headers and body, or the
+/// error if the connection closed without a complete response.
+async fn raw_post(
+    sim: &Simulator,
+    stream: Stream,
+    body: &str,
+) -> Result<(u16, http::HeaderMap, Vec<u8>), hyper::Error> {
+    let socket = TcpStream::connect(sim.addr()).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/api/v2/{stream}"))
+        .header(HOST, "127.0.0.1")
+        .header(AUTHORIZATION, "Bearer sim-token")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes().to_vec();
+    Ok((status, headers, body))
+}
+
+#[tokio::test]
+async fn strict_sliding_windows_answer_429_with_or_without_retry_after() {
+    let mut cfg = config(10);
+    cfg.faults.rate_limits = vec![WindowLimit {
+        window_secs: 60,
+        max: 2,
+    }];
+    cfg.faults.rate_limit_headers = true;
+    let sim = start(cfg).await;
+    let (status, headers, _) = raw_post(&sim, Stream::AuditEvents, "{}").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["ratelimit-limit"], "2");
+    assert_eq!(headers["ratelimit-remaining"], "1");
+    let (status, headers, _) = raw_post(&sim, Stream::ItemUsages, "{}").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    // The limit is the account's, across streams; without retry_after, no Retry-After.
+    let (status, headers, body) = raw_post(&sim, Stream::SignInAttempts, "{}").await.unwrap();
+    assert_eq!(status, 429);
+    assert_eq!(body, br#"{"Error":{"Message":"Too Many Requests"}}"#);
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    let reset: u64 = headers["ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((59..=60).contains(&reset), "{reset}");
+
+    let mut faults = sim.faults();
+    faults.retry_after = true;
+    sim.set_faults(faults);
+    let (status, headers, _) = raw_post(&sim, Stream::SignInAttempts, "{}").await.unwrap();
+    assert_eq!(status, 429);
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((59..=60).contains(&retry_after), "{retry_after}");
+    let statuses: Vec<(u16, Option<Fault>)> =
+        sim.requests().iter().map(|r| (r.status, r.fault)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (200, None),
+            (200, None),
+            (429, Some(Fault::RateLimited)),
+            (429, Some(Fault::RateLimited))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn injected_failures_can_be_switched_at_run_time() {
+    let sim = start(config(10)).await;
+    let set = |json: &str| {
+        let sim = sim.clone();
+        let json = json.to_owned();
+        async move { call(&sim, "POST", "/_sim/faults", None, &json).await }
+    };
+    let (status, body) = set(r#"{"error_rate":1.0,"error_statuses":[502]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(post(&sim, Stream::AuditEvents, "{}").await.0, 502);
+
+    set(r#"{"reset_rate":1.0}"#).await;
+    assert!(raw_post(&sim, Stream::AuditEvents, "{}").await.is_err());
+
+    set(r#"{"truncate_rate":1.0}"#).await;
+    let (status, _, body) = raw_post(&sim, Stream::AuditEvents, "{}").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(serde_json::from_slice::<Value>(&body).is_err());
+    assert!(body.starts_with(br#"{"cursor":"#));
+
+    set(r#"{"invalid_json_rate":1.0}"#).await;
+    let (status, _, body) = raw_post(&sim, Stream::AuditEvents, "{}").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"<html>"));
+
+    set(r#"{"slow_rate":1.0,"slow_ms":300}"#).await;
+    let started = std::time::Instant::now();
+    let (status, _, _) = raw_post(&sim, Stream::AuditEvents, "{}").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    set(r#"{"empty_page_every":1}"#).await;
+    let (status, body) = post(&sim, Stream::AuditEvents, "{}").await;
+    assert_eq!(status, 200);
+    let page: PageBody<'_> = serde_json::from_str(&body).unwrap();
+    assert!(page.has_more && page.items.is_empty(), "{body}");
+
+    let (status, body) = set(r#"{"eror_rate":1.0}"#).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown field `eror_rate`"), "{body}");
+    set("{}").await;
+    assert_eq!(post(&sim, Stream::AuditEvents, "{}").await.0, 200);
+
+    let faults: Vec<Option<Fault>> = sim.requests().iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some(Fault::Status),
+            Some(Fault::Reset),
+            Some(Fault::Truncated),
+            Some(Fault::InvalidJson),
+            Some(Fault::Slow),
+            None,
+            None
+        ]
+    );
+    let failed: Vec<bool> = sim.requests().iter().map(RequestRecord::failed).collect();
+    assert_eq!(failed, [true, true, true, true, false, false, false]);
+}
+
+#[tokio::test]
+async fn tokens_can_be_revoked_and_issued_at_run_time() {
+    let sim = start(config(10)).await;
+    assert_eq!(post(&sim, Stream::AuditEvents, "{}").await.0, 200);
+    let (status, body) = call(
+        &sim,
+        "POST",
+        "/_sim/tokens/revoke?token=sim-token",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"revoked":true}"#));
+    assert_eq!(
+        post(&sim, Stream::AuditEvents, "{}").await,
+        (401, UNAUTHORIZED.to_owned())
+    );
+    let (status, _) = call(
+        &sim,
+        "POST",
+        "/_sim/tokens/issue?token=new-token&features=auditevents",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&sim, "POST", "/api/v2/auditevents", Some("new-token"), "{}").await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&sim, "POST", "/api/v2/itemusages", Some("new-token"), "{}").await;
+    assert_eq!(status, 401);
+    assert!(sim.revoke_token("new-token"));
+    assert!(!sim.revoke_token("new-token"));
+    sim.issue_token(SimToken::all("sim-token"));
+    assert_eq!(post(&sim, Stream::AuditEvents, "{}").await.0, 200);
 }

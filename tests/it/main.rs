@@ -9,3 +9,4 @@ mod apiversions;
 mod binary;
 mod daemon;
 mod openapi;
+mod resilience;

@@ -30,6 +30,8 @@ pub struct Stats {
     streams: Mutex<BTreeMap<StreamKey, StreamStats>>,
     /// Events delivered per (sink, account, stream).
     delivered: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    /// Events a sink refused for good (logged at ERROR), per (sink, account, stream).
+    rejected: Mutex<BTreeMap<(String, String, Stream), u64>>,
     /// Bumped after every change, for readers that wait for progress instead of polling.
     changes: watch::Sender<u64>,
 }
@@ -39,6 +41,7 @@ impl Default for Stats {
         Stats {
             streams: Mutex::default(),
             delivered: Mutex::default(),
+            rejected: Mutex::default(),
             changes: watch::channel(0).0,
         }
     }
@@ -76,6 +79,25 @@ impl Stats {
             .get(&(account.to_owned(), stream))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Counts events a sink refused for good (not delivered, not retried).
+    pub fn add_rejected(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        *rejected
+            .entry((sink.to_owned(), account.to_owned(), stream))
+            .or_default() += n_events;
+        drop(rejected);
+        self.changed();
+    }
+
+    /// Events a sink refused for good since the daemon started.
+    pub fn rejected(&self, sink: &str, account: &str, stream: Stream) -> u64 {
+        let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        rejected
+            .get(&(sink.to_owned(), account.to_owned(), stream))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Events delivered by a sink since the daemon started.

@@ -149,6 +149,8 @@ impl SinkWorker {
             let delivered = match self.sink.deliver(&self.account, self.stream, pages).await {
                 Ok(delivered) => delivered,
                 Err(err) => {
+                    self.stats
+                        .add_failed_delivery(&sink_name, &self.account, self.stream);
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         sink = %sink_name, account = %self.account, stream = %self.stream,

@@ -2241,6 +2241,39 @@ path = "/var/log/op-events/{stream}.ndjson"
     }
 
     #[test]
+    fn shipped_syslog_example_parses() {
+        let example = include_str!("../config/op-events-forwarder.toml");
+        let block = example
+            .split_once("# --- A syslog sink")
+            .expect("the example has a syslog sink")
+            .1;
+        let uncommented: String = block
+            .lines()
+            .filter(|line| !line.starts_with("##"))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with("[[") || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let head = example.split("\n[[sinks]]").next().unwrap();
+        let config = from_toml_str(
+            "op-events-forwarder.toml",
+            &format!("{head}\n{uncommented}"),
+            &[],
+        )
+        .unwrap();
+        let SinkKind::Syslog(syslog) = &config.sinks[0].kind else {
+            panic!("a syslog sink")
+        };
+        assert_eq!(config.sinks[0].name, "siem");
+        assert_eq!(syslog.address, "siem.example.net:6514");
+        assert_eq!(syslog.transport, SyslogTransport::Tls);
+        assert_eq!(syslog.failed_signin_severity, Some(4));
+        assert_eq!(syslog.procid.as_deref(), Some("-"));
+        assert_eq!(syslog.sd_id.as_deref(), Some(DEFAULT_SD_ID));
+        assert!(syslog.tls.client_auth.is_some());
+    }
+
+    #[test]
     fn shipped_demo_parses() {
         let config = from_toml_str("demo.toml", include_str!("../config/demo.toml"), &[]).unwrap();
         assert_eq!(config.state.path, PathBuf::from("./demo-state/state.db"));

@@ -75,6 +75,14 @@ impl Sink {
         }
     }
 
+    /// Ends what the sink holds open for one stream, politely (for TLS: a close_notify).
+    pub async fn close(&self, account: &str, stream: Stream) {
+        match self {
+            Sink::File(_) => {}
+            Sink::Syslog(sink) => sink.close(account, stream).await,
+        }
+    }
+
     /// Delivers pages of one stream, in order. Returns only once they are durable at the
     /// destination (for files: written and fsynced; for syslog: written and flushed, or sent).
     pub async fn deliver(
@@ -198,6 +206,7 @@ impl SinkWorker {
                 }
             }
         }
+        self.sink.close(&self.account, self.stream).await;
         tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, "sink worker stopped");
     }
 }

@@ -137,7 +137,33 @@ impl SyslogSink {
             rejected: batch.rejected,
         })
     }
+
+    /// Closes the connection of one stream: TLS sends its close_notify, TCP its FIN, so the
+    /// receiver sees an orderly end rather than a truncated stream.
+    pub async fn close(&self, account: &str, stream: Stream) {
+        let channel = {
+            let mut channels = self
+                .inner
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            channels.remove(&(account.to_owned(), stream))
+        };
+        let Some(channel) = channel else {
+            return;
+        };
+        let Some(mut conn) = channel.lock().await.conn.take() else {
+            return;
+        };
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, conn.shutdown()).await;
+        if !matches!(closed, Ok(Ok(()))) {
+            tracing::debug!(sink = %self.inner.name, "the connection did not close cleanly");
+        }
+    }
 }
+
+/// How long closing a connection at shutdown may take.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A batch ready to send: the framed bytes (stream transports) or the messages back to back
 /// with their ends (UDP).
@@ -409,6 +435,14 @@ impl Conn {
             Conn::Udp(_) => unreachable!("datagrams are sent one by one"),
             Conn::Tcp(stream) => stream.write_all(bytes).await,
             Conn::Tls(stream) => stream.write_all(bytes).await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Udp(_) => Ok(()),
+            Conn::Tcp(stream) => stream.shutdown().await,
+            Conn::Tls(stream) => stream.shutdown().await,
         }
     }
 

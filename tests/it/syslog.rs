@@ -26,8 +26,8 @@ fn config_with_sinks(env: &Env, account_extra: &str, sinks: &str) -> Config {
 fn sink_toml(name: &str, rsyslog: &Rsyslog, input: Input, extra: &str) -> String {
     let certs = certs();
     let transport = match input {
-        Input::Udp => "udp",
-        Input::Tcp => "tcp",
+        Input::Udp | Input::Udp6 => "udp",
+        Input::Tcp | Input::Tcp6 => "tcp",
         Input::Tls | Input::MutualTls => "tls",
     };
     let mut toml = format!(
@@ -139,6 +139,9 @@ async fn every_combination_arrives_parsed_right_and_byte_identical() {
             .collect();
         check_records(combination, &served, &records);
     }
+    // rsyslog had nothing to complain about: in particular the daemon's stop closed every TLS
+    // session with a close_notify (no "unexpected eof").
+    assert_eq!(rsyslog.stderr(), "");
 }
 
 /// Checks that `records` hold every served event once, as rsyslog parsed them.
@@ -453,6 +456,37 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
         "{err}"
     );
     assert!(rsyslog.records(Input::MutualTls).is_empty());
+
+    // With a client certificate, every stream's connection is accepted, the later ones too:
+    // they must not try to resume the first one's session, which rsyslog's OpenSSL driver
+    // refuses under mutual TLS ("session id context uninitialized").
+    let mtls = build_sink(&format!(
+        "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"tls\"\n\
+         ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        rsyslog.address(Input::MutualTls),
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display()
+    ));
+    for (seq, stream) in Stream::ALL.into_iter().enumerate() {
+        let events = vec![format!(
+            r#"{{"uuid":"MTLS-{stream}","timestamp":"2026-11-20T10:11:12Z"}}"#
+        )];
+        mtls.deliver("it", stream, vec![page(seq as u64 + 1, &events)])
+            .await
+            .unwrap_or_else(|err| panic!("{stream}: {err}"));
+    }
+    let records = rsyslog
+        .wait_for(Input::MutualTls, "a message per stream", |records| {
+            records.len() >= 3
+        })
+        .await;
+    assert_eq!(records.len(), 3);
+    assert!(
+        !rsyslog.stderr().contains("session id context"),
+        "{}",
+        rsyslog.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,5 +556,32 @@ async fn a_receiver_restart_mid_stream_loses_nothing() {
         // At most the replay window (1 MiB of messages, here under 1,000 events) and the batch
         // in flight (8 pages of 100).
         assert!(duplicates <= 1_800, "{stream}: {duplicates} duplicates");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_by_ipv6_and_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(dir.path(), 0, None);
+    let event = vec![r#"{"uuid":"ADDR","timestamp":"2026-11-20T10:11:12Z"}"#.to_owned()];
+    let by_name = rsyslog
+        .address(Input::Tcp)
+        .replace("127.0.0.1", "localhost");
+    for (input, address) in [
+        (Input::Tcp6, rsyslog.address(Input::Tcp6)),
+        (Input::Udp6, rsyslog.address(Input::Udp6)),
+        (Input::Tcp, by_name),
+    ] {
+        let transport = if input == Input::Udp6 { "udp" } else { "tcp" };
+        let sink = build_sink(&format!(
+            "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{address}\"\ntransport = \"{transport}\"\n"
+        ));
+        sink.deliver("it", Stream::AuditEvents, vec![page(1, &event)])
+            .await
+            .unwrap_or_else(|err| panic!("{address}: {err}"));
+        let records = rsyslog
+            .wait_for(input, &address, |records| !records.is_empty())
+            .await;
+        assert_eq!(records[0].msg, event[0], "{address}");
     }
 }

@@ -41,17 +41,22 @@ pub fn client_config(config: &SyslogTlsConfig) -> Result<rustls::ClientConfig, S
         }
         builder.with_root_certificates(roots)
     };
-    match &config.client_auth {
-        None => Ok(builder.with_no_client_auth()),
+    let mut client = match &config.client_auth {
+        None => builder.with_no_client_auth(),
         Some((cert_path, key_path)) => {
             let certs = read_certs("client_cert", cert_path)?;
             let key = PrivateKeyDer::from_pem_file(key_path)
                 .map_err(|err| format!("client_key {}: {err}", key_path.display()))?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|err| format!("client_cert {}: {err}", cert_path.display()))
+                .map_err(|err| format!("client_cert {}: {err}", cert_path.display()))?
         }
-    }
+    };
+    // No session resumption: connections are long-lived, so it saves nothing, and rsyslog's
+    // OpenSSL driver fails a resumed handshake under mutual TLS ("session id context
+    // uninitialized"), which would refuse every connection after the first.
+    client.resumption = rustls::client::Resumption::disabled();
+    Ok(client)
 }
 
 /// The name the server's certificate is checked against: `server_name`, else the host.

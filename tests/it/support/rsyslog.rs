@@ -22,6 +22,10 @@ pub enum Input {
     Tcp,
     Tls,
     MutualTls,
+    /// UDP on ::1.
+    Udp6,
+    /// TCP on ::1.
+    Tcp6,
 }
 
 impl Input {
@@ -31,6 +35,8 @@ impl Input {
             Input::Tcp => "tcp",
             Input::Tls => "tls",
             Input::MutualTls => "mtls",
+            Input::Udp6 => "udp6",
+            Input::Tcp6 => "tcp6",
         }
     }
 }
@@ -61,6 +67,7 @@ pub struct Rsyslog {
     pub tcp_port: u16,
     pub tls_port: u16,
     pub mtls_port: u16,
+    pub tcp6_port: u16,
 }
 
 impl Rsyslog {
@@ -70,7 +77,7 @@ impl Rsyslog {
         let certs = certs();
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::create_dir_all(dir.join("out")).unwrap();
-        for input in ["tcp", "tls", "mtls"] {
+        for input in ["tcp", "tls", "mtls", "tcp6"] {
             let _ = std::fs::remove_file(dir.join(format!("{input}.port")));
         }
         let udp_port = udp_port.unwrap_or_else(free_udp_port);
@@ -97,6 +104,7 @@ impl Rsyslog {
             tcp_port: 0,
             tls_port: 0,
             mtls_port: 0,
+            tcp6_port: 0,
         };
         // rsyslogd writes each port file once the input listens; it is another process, so
         // the file is the readiness signal.
@@ -118,10 +126,14 @@ impl Rsyslog {
                 .map(|_| tcp_port)
         };
         loop {
-            if let (Some(tls), Some(mtls), Some(tcp)) =
-                (read_port("tls"), read_port("mtls"), tcp_listening())
-            {
+            if let (Some(tls), Some(mtls), Some(tcp6), Some(tcp)) = (
+                read_port("tls"),
+                read_port("mtls"),
+                read_port("tcp6"),
+                tcp_listening(),
+            ) {
                 (rsyslog.tcp_port, rsyslog.tls_port, rsyslog.mtls_port) = (tcp, tls, mtls);
+                rsyslog.tcp6_port = tcp6;
                 return rsyslog;
             }
             if let Some(status) = rsyslog.child.as_mut().unwrap().try_wait().unwrap() {
@@ -140,13 +152,14 @@ impl Rsyslog {
 
     /// The address of an input.
     pub fn address(&self, input: Input) -> String {
-        let port = match input {
-            Input::Udp => self.udp_port,
-            Input::Tcp => self.tcp_port,
-            Input::Tls => self.tls_port,
-            Input::MutualTls => self.mtls_port,
-        };
-        format!("127.0.0.1:{port}")
+        match input {
+            Input::Udp => format!("127.0.0.1:{}", self.udp_port),
+            Input::Tcp => format!("127.0.0.1:{}", self.tcp_port),
+            Input::Tls => format!("127.0.0.1:{}", self.tls_port),
+            Input::MutualTls => format!("127.0.0.1:{}", self.mtls_port),
+            Input::Udp6 => format!("[::1]:{}", self.udp_port),
+            Input::Tcp6 => format!("[::1]:{}", self.tcp6_port),
+        }
     }
 
     /// Stops rsyslogd with SIGTERM and waits for it to exit.

@@ -171,6 +171,8 @@ pub enum SyslogTransport {
     Tcp,
     /// A persistent TLS connection (RFC 5425).
     Tls,
+    /// A persistent RELP session: every message acknowledged by the receiver.
+    Relp,
 }
 
 /// The `format` of a syslog sink.
@@ -835,12 +837,13 @@ impl SyslogSinkConfig {
             "udp" => SyslogTransport::Udp,
             "tcp" => SyslogTransport::Tcp,
             "tls" => SyslogTransport::Tls,
+            "relp" => SyslogTransport::Relp,
             other => {
                 return Err(unknown_value(
                     &at("transport"),
                     "transport",
                     other,
-                    &["udp", "tcp", "tls"],
+                    &["udp", "tcp", "tls", "relp"],
                 ));
             }
         };
@@ -868,12 +871,19 @@ impl SyslogSinkConfig {
                 ));
             }
         };
-        if transport == SyslogTransport::Udp && raw.framing.is_some() {
-            return Err(Problem::invalid(
-                &at("framing"),
-                "no framing with transport = \"udp\" (one message per datagram)",
-                &quote(raw.framing.as_deref().unwrap_or_default()),
-            ));
+        if let Some(framing) = &raw.framing {
+            let why = match transport {
+                SyslogTransport::Udp => {
+                    Some("no framing with transport = \"udp\" (one message per datagram)")
+                }
+                SyslogTransport::Relp => {
+                    Some("no framing with transport = \"relp\" (RELP frames each message itself)")
+                }
+                SyslogTransport::Tcp | SyslogTransport::Tls => None,
+            };
+            if let Some(why) = why {
+                return Err(Problem::invalid(&at("framing"), why, &quote(framing)));
+            }
         }
         let facility = level(&at("facility"), &raw.facility, &SYSLOG_FACILITIES)?;
         let severity = level(&at("severity"), &raw.severity, &SYSLOG_SEVERITIES)?;
@@ -2778,6 +2788,9 @@ max_pending_pages = 100000"#,
         assert_eq!(udp.max_message_bytes, Some(8192));
         let ip = syslog("address = \"192.0.2.7:601\"\ntransport = \"tcp\"");
         assert_eq!((ip.host.as_str(), ip.port), ("192.0.2.7", 601));
+        let relp = syslog("address = \"loghost:2514\"\ntransport = \"relp\"");
+        assert_eq!(relp.transport, SyslogTransport::Relp);
+        assert_eq!(relp.max_message_bytes, None);
     }
 
     #[test]
@@ -2889,7 +2902,7 @@ client_key = "/etc/client.key"
         );
         check_err(
             &with_syslog("address = \"h:514\"\ntransport = \"quic\""),
-            "test.toml: sinks[0].transport: unknown transport \"quic\" (expected one of udp, tcp, tls)",
+            "test.toml: sinks[0].transport: unknown transport \"quic\" (expected one of udp, tcp, tls, relp)",
         );
         check(
             "format = \"json\"",
@@ -2903,6 +2916,18 @@ client_key = "/etc/client.key"
             &with_syslog("address = \"h:514\"\ntransport = \"udp\"\nframing = \"lf\""),
             "test.toml: sinks[0].framing: expected no framing with transport = \"udp\" (one message per datagram), \
              got \"lf\"",
+        );
+        check_err(
+            &with_syslog(
+                "address = \"h:2514\"\ntransport = \"relp\"\nframing = \"octet-counting\"",
+            ),
+            "test.toml: sinks[0].framing: expected no framing with transport = \"relp\" (RELP frames each message \
+             itself), got \"octet-counting\"",
+        );
+        check_err(
+            &with_syslog("address = \"h:2514\"\ntransport = \"relp\"\nserver_name = \"h\""),
+            "test.toml: sinks[0].server_name: expected no TLS setting unless transport = \"tls\", got transport = \
+             \"relp\"",
         );
         check(
             "facility = \"authpriv2\"",

@@ -29,6 +29,7 @@ fn sink_toml(name: &str, rsyslog: &Rsyslog, input: Input, extra: &str) -> String
         Input::Udp | Input::Udp6 => "udp",
         Input::Tcp | Input::Tcp6 => "tcp",
         Input::Tls | Input::MutualTls => "tls",
+        Input::Relp => "relp",
     };
     let mut toml = format!(
         "\n[[sinks]]\nname = \"{name}\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"{transport}\"\n{extra}\n",
@@ -70,6 +71,7 @@ async fn every_combination_arrives_parsed_right_and_byte_identical() {
             (Input::Tcp, "tcp-lf", "framing = \"lf\""),
             (Input::Tls, "tls", ""),
             (Input::MutualTls, "mtls", "framing = \"lf\""),
+            (Input::Relp, "relp", ""),
         ] {
             let name = format!("{format}-{transport}");
             let facility = if input == Input::Udp { 20 } else { 10 };
@@ -495,67 +497,90 @@ async fn a_receiver_restart_mid_stream_loses_nothing() {
     let rsyslog_dir = env.path("rsyslog");
     let mut rsyslog = Rsyslog::start(&rsyslog_dir, 0, None);
     let tcp_port = rsyslog.tcp_port;
-    let sink = sink_toml("siem", &rsyslog, Input::Tcp, "");
-    let config = config_with_sinks(&env, "page_size = 100", &sink);
+    // Plain TCP (octet counting) and RELP, side by side in one daemon.
+    let sinks = format!(
+        "{}{}",
+        sink_toml("siem", &rsyslog, Input::Tcp, ""),
+        sink_toml("relp", &rsyslog, Input::Relp, "")
+    );
+    let config = config_with_sinks(&env, "page_size = 100", &sinks);
     let want = generated(&env.sim);
     let total: usize = want.values().sum();
-    let delivered = |stats: &op_events_forwarder::stats::Stats| -> u64 {
+    type Stats = op_events_forwarder::stats::Stats;
+    let delivered = |stats: &Stats, sink: &str| -> u64 {
         Stream::ALL
             .iter()
-            .map(|s| stats.delivered("siem", ACCOUNT, *s))
+            .map(|s| stats.delivered(sink, ACCOUNT, *s))
             .sum()
     };
-    let failed = |stats: &op_events_forwarder::stats::Stats| -> u64 {
+    let failed = |stats: &Stats, sink: &str| -> u64 {
         Stream::ALL
             .iter()
-            .map(|s| stats.failed_deliveries("siem", ACCOUNT, *s))
+            .map(|s| stats.failed_deliveries(sink, ACCOUNT, *s))
             .sum()
     };
 
     let daemon = Daemon::start(&config).await.unwrap();
-    wait_for(daemon.stats(), "a first delivery", |s| delivered(s) > 0).await;
+    wait_for(daemon.stats(), "a first delivery", |s| {
+        delivered(s, "siem") > 0 && delivered(s, "relp") > 0
+    })
+    .await;
     rsyslog.stop();
     wait_for(
         daemon.stats(),
-        "a failed delivery while rsyslog is down",
-        |s| failed(s) > 0,
+        "failed deliveries while rsyslog is down",
+        |s| failed(s, "siem") > 0 && failed(s, "relp") > 0,
     )
     .await;
-    let before_restart = delivered(daemon.stats());
-    assert!(
-        before_restart < total as u64,
-        "the receiver went away mid-stream ({before_restart} of {total} delivered)"
+    for sink in ["siem", "relp"] {
+        let before_restart = delivered(daemon.stats(), sink);
+        assert!(
+            before_restart < total as u64,
+            "{sink}: the receiver went away mid-stream ({before_restart} of {total} delivered)"
+        );
+    }
+    let rsyslog = Rsyslog::start(
+        &rsyslog_dir,
+        tcp_port,
+        Some((rsyslog.udp_port, rsyslog.relp_port)),
     );
-    let rsyslog = Rsyslog::start(&rsyslog_dir, tcp_port, Some(rsyslog.udp_port));
     wait_for(daemon.stats(), "every event delivered", |s| {
-        delivered(s) >= total as u64
+        delivered(s, "siem") >= total as u64 && delivered(s, "relp") >= total as u64
     })
     .await;
     daemon.stop().await;
 
-    let records = rsyslog
-        .wait_for(Input::Tcp, "every event", |records| {
-            let uuids: std::collections::HashSet<String> =
-                records.iter().map(|r| uuid_of(&r.msg)).collect();
-            uuids.len() >= total
-        })
-        .await;
-    let mut count: HashMap<String, usize> = HashMap::new();
-    for record in &records {
-        *count.entry(uuid_of(&record.msg)).or_default() += 1;
-    }
-    for stream in Stream::ALL {
-        let events = env.sim.events(stream);
-        let missing = events
-            .iter()
-            .filter(|e| !count.contains_key(&e.uuid))
-            .count();
-        assert_eq!(missing, 0, "{stream}: events lost across the restart");
-        let duplicates: usize = events.iter().map(|e| count[&e.uuid] - 1).sum();
-        eprintln!("{stream}: {duplicates} duplicates across the restart");
-        // At most the replay window (1 MiB of messages, here under 1,000 events) and the batch
-        // in flight (8 pages of 100).
-        assert!(duplicates <= 1_800, "{stream}: {duplicates} duplicates");
+    // Plain TCP: at most the replay window (1 MiB of messages, here under 1,000 events) and the
+    // batch in flight (8 pages of 100). RELP: at most the batch in flight.
+    for (input, max_duplicates) in [(Input::Tcp, 1_800), (Input::Relp, 800)] {
+        let records = rsyslog
+            .wait_for(input, "every event", |records| {
+                let uuids: std::collections::HashSet<String> =
+                    records.iter().map(|r| uuid_of(&r.msg)).collect();
+                uuids.len() >= total
+            })
+            .await;
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for record in &records {
+            *count.entry(uuid_of(&record.msg)).or_default() += 1;
+        }
+        for stream in Stream::ALL {
+            let events = env.sim.events(stream);
+            let missing = events
+                .iter()
+                .filter(|e| !count.contains_key(&e.uuid))
+                .count();
+            assert_eq!(
+                missing, 0,
+                "{input:?} {stream}: events lost across the restart"
+            );
+            let duplicates: usize = events.iter().map(|e| count[&e.uuid] - 1).sum();
+            eprintln!("{input:?} {stream}: {duplicates} duplicates across the restart");
+            assert!(
+                duplicates <= max_duplicates,
+                "{input:?} {stream}: {duplicates} duplicates"
+            );
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The syslog sink: RFC 5424 or RFC 3164 messages over UDP, TCP or TLS (RFC 5425).
+//! The syslog sink: RFC 5424 or RFC 3164 messages over UDP, TCP, TLS (RFC 5425) or RELP.
 //!
 //! Each (account, stream) has its own channel to the receiver, so streams deliver in
 //! parallel and each keeps its order. On TCP and TLS the connection is persistent: a batch is
@@ -14,12 +14,16 @@
 //! into a bounded number of duplicates. Before each batch the connection is probed without
 //! blocking, so a receiver that closed it is noticed before a batch is written into the void.
 //!
+//! RELP needs none of that: the receiver answers every message, and a batch is acknowledged
+//! only when every message in it has been answered `200 OK`.
+//!
 //! A message larger than `max_message_bytes` (default 8192 on UDP, unlimited on TCP and TLS)
 //! is never cut: it is not sent, an ERROR names its uuid and size, and the sink's rejected
 //! counter grows. The rest of the batch is delivered, so one such event cannot block its
 //! stream forever. (When the dead-letter file exists, rejected messages will go there.)
 
 pub mod format;
+pub mod relp;
 mod tls;
 
 use std::collections::{HashMap, VecDeque};
@@ -82,6 +86,7 @@ enum Conn {
     Udp(UdpSocket),
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Relp(Box<relp::RelpSession>),
 }
 
 impl SyslogSink {
@@ -124,6 +129,7 @@ impl SyslogSink {
         let mut channel = channel.lock().await;
         let res = match inner.config.transport {
             SyslogTransport::Udp => inner.send_datagrams(&mut channel, &batch).await,
+            SyslogTransport::Relp => inner.send_relp(&mut channel, &batch).await,
             SyslogTransport::Tcp | SyslogTransport::Tls => {
                 inner.write_stream(&mut channel, batch.bytes.clone()).await
             }
@@ -185,7 +191,11 @@ impl Inner {
         stream: Stream,
         pages: &[OutboxPage],
     ) -> Result<Batch, SinkError> {
-        let udp = self.config.transport == SyslogTransport::Udp;
+        // UDP and RELP send messages one by one; TCP and TLS send a framed stream.
+        let one_by_one = matches!(
+            self.config.transport,
+            SyslogTransport::Udp | SyslogTransport::Relp
+        );
         let framing = self.config.framing;
         let mut out = Vec::new();
         let mut ends = Vec::new();
@@ -203,7 +213,7 @@ impl Inner {
             let received = OffsetDateTime::from_unix_timestamp(page.fetched_at)
                 .unwrap_or_else(|_| OffsetDateTime::now_utc());
             for event in events {
-                let text = match (udp, framing) {
+                let text = match (one_by_one, framing) {
                     (false, SyslogFraming::Lf) => one_line(event.get()),
                     _ => event.get().into(),
                 };
@@ -223,7 +233,7 @@ impl Inner {
                     );
                     continue;
                 }
-                if udp {
+                if one_by_one {
                     out.extend_from_slice(&message);
                     ends.push(out.len());
                 } else {
@@ -254,6 +264,52 @@ impl Inner {
             start = end;
         }
         Ok(())
+    }
+
+    async fn send_relp(&self, channel: &mut Channel, batch: &Batch) -> Result<(), String> {
+        if let Some(conn) = &mut channel.conn
+            && let Some(reason) = conn.peer_closed()
+        {
+            tracing::warn!(
+                sink = %self.name, address = %self.config.address, reason = %reason,
+                "the RELP server ended the session; reconnecting"
+            );
+            channel.conn = None;
+        }
+        if channel.conn.is_none() {
+            let session = tokio::time::timeout(self.config.timeout, async {
+                let tcp = self.connect_tcp().await?;
+                relp::RelpSession::open(tcp).await
+            })
+            .await
+            .map_err(|_| {
+                format!(
+                    "no RELP session within {}s (timeout_secs)",
+                    self.config.timeout.as_secs()
+                )
+            })??;
+            channel.conn = Some(Conn::Relp(Box::new(session)));
+        }
+        let Some(Conn::Relp(session)) = &mut channel.conn else {
+            unreachable!("a RELP sink holds RELP sessions");
+        };
+        let mut messages = Vec::with_capacity(batch.ends.len());
+        let mut start = 0;
+        for &end in &batch.ends {
+            messages.push(&batch.bytes[start..end]);
+            start = end;
+        }
+        let sent = tokio::time::timeout(self.config.timeout, session.send(&messages)).await;
+        let failure = match sent {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => err,
+            Err(_) => format!(
+                "the RELP server did not answer within {}s (timeout_secs)",
+                self.config.timeout.as_secs()
+            ),
+        };
+        channel.conn = None;
+        Err(failure)
     }
 
     async fn write_stream(&self, channel: &mut Channel, batch: Bytes) -> Result<(), String> {
@@ -344,7 +400,7 @@ impl Inner {
         Err(last_err.unwrap_or_else(|| "the address resolved to nothing".to_owned()))
     }
 
-    async fn connect_stream(&self) -> Result<Conn, String> {
+    async fn connect_tcp(&self) -> Result<TcpStream, String> {
         let addrs = self.resolve().await?;
         let mut tcp = None;
         let mut errors = Vec::new();
@@ -361,6 +417,11 @@ impl Inner {
             return Err(format!("cannot connect: {}", errors.join("; ")));
         };
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn connect_stream(&self) -> Result<Conn, String> {
+        let tcp = self.connect_tcp().await?;
         if self.config.transport == SyslogTransport::Tcp {
             return Ok(Conn::Tcp(tcp));
         }
@@ -427,12 +488,13 @@ impl Conn {
             Conn::Udp(_) => None,
             Conn::Tcp(stream) => poll_closed(stream),
             Conn::Tls(stream) => poll_closed(&mut **stream),
+            Conn::Relp(session) => session.peer_closed(),
         }
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
-            Conn::Udp(_) => unreachable!("datagrams are sent one by one"),
+            Conn::Udp(_) | Conn::Relp(_) => unreachable!("messages are sent one by one"),
             Conn::Tcp(stream) => stream.write_all(bytes).await,
             Conn::Tls(stream) => stream.write_all(bytes).await,
         }
@@ -443,12 +505,13 @@ impl Conn {
             Conn::Udp(_) => Ok(()),
             Conn::Tcp(stream) => stream.shutdown().await,
             Conn::Tls(stream) => stream.shutdown().await,
+            Conn::Relp(session) => session.close().await.map_err(io::Error::other),
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
-            Conn::Udp(_) => Ok(()),
+            Conn::Udp(_) | Conn::Relp(_) => Ok(()),
             Conn::Tcp(stream) => stream.flush().await,
             Conn::Tls(stream) => stream.flush().await,
         }

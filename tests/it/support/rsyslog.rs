@@ -26,6 +26,7 @@ pub enum Input {
     Udp6,
     /// TCP on ::1.
     Tcp6,
+    Relp,
 }
 
 impl Input {
@@ -37,6 +38,7 @@ impl Input {
             Input::MutualTls => "mtls",
             Input::Udp6 => "udp6",
             Input::Tcp6 => "tcp6",
+            Input::Relp => "relp",
         }
     }
 }
@@ -68,19 +70,21 @@ pub struct Rsyslog {
     pub tls_port: u16,
     pub mtls_port: u16,
     pub tcp6_port: u16,
+    pub relp_port: u16,
 }
 
 impl Rsyslog {
     /// Starts rsyslogd with its work and output folders in `dir`; `tcp_port` 0 lets the kernel
-    /// choose. Returns once every TCP input listens.
-    pub fn start(dir: &Path, tcp_port: u16, udp_port: Option<u16>) -> Rsyslog {
+    /// choose; `ports` are the UDP and RELP ports of an earlier run to reuse. Returns once every
+    /// TCP input listens.
+    pub fn start(dir: &Path, tcp_port: u16, ports: Option<(u16, u16)>) -> Rsyslog {
         let certs = certs();
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::create_dir_all(dir.join("out")).unwrap();
         for input in ["tcp", "tls", "mtls", "tcp6"] {
             let _ = std::fs::remove_file(dir.join(format!("{input}.port")));
         }
-        let udp_port = udp_port.unwrap_or_else(free_udp_port);
+        let (udp_port, relp_port) = ports.unwrap_or_else(|| (free_udp_port(), free_tcp_port()));
         let binary = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
             .into_iter()
             .find(|path| Path::new(path).exists())
@@ -92,6 +96,7 @@ impl Rsyslog {
             .env("RSL_TLS", &certs.receiver)
             .env("RSL_UDP_PORT", udp_port.to_string())
             .env("RSL_TCP_PORT", tcp_port.to_string())
+            .env("RSL_RELP_PORT", relp_port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("rsyslogd.stderr")).unwrap())
@@ -105,6 +110,7 @@ impl Rsyslog {
             tls_port: 0,
             mtls_port: 0,
             tcp6_port: 0,
+            relp_port,
         };
         // rsyslogd writes each port file once the input listens; it is another process, so
         // the file is the readiness signal.
@@ -116,21 +122,21 @@ impl Rsyslog {
                 .parse()
                 .ok()
         };
-        // With a fixed port rsyslogd writes no port file: a connection that opens is the sign.
+        // With a fixed port rsyslogd writes no port file: the kernel's table of listening
+        // sockets is the sign (a probing connection would make it log an error).
         let tcp_listening = || -> Option<u16> {
             if tcp_port == 0 {
                 return read_port("tcp");
             }
-            std::net::TcpStream::connect(("127.0.0.1", tcp_port))
-                .ok()
-                .map(|_| tcp_port)
+            listening(tcp_port).then_some(tcp_port)
         };
         loop {
-            if let (Some(tls), Some(mtls), Some(tcp6), Some(tcp)) = (
+            if let (Some(tls), Some(mtls), Some(tcp6), Some(tcp), true) = (
                 read_port("tls"),
                 read_port("mtls"),
                 read_port("tcp6"),
                 tcp_listening(),
+                listening(relp_port),
             ) {
                 (rsyslog.tcp_port, rsyslog.tls_port, rsyslog.mtls_port) = (tcp, tls, mtls);
                 rsyslog.tcp6_port = tcp6;
@@ -159,6 +165,7 @@ impl Rsyslog {
             Input::MutualTls => format!("127.0.0.1:{}", self.mtls_port),
             Input::Udp6 => format!("[::1]:{}", self.udp_port),
             Input::Tcp6 => format!("[::1]:{}", self.tcp6_port),
+            Input::Relp => format!("127.0.0.1:{}", self.relp_port),
         }
     }
 
@@ -226,6 +233,23 @@ impl Drop for Rsyslog {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A TCP port that was free a moment ago (imrelp cannot report the one it picks).
+fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Whether something listens on this TCP port of 127.0.0.1, from /proc/net/tcp.
+fn listening(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // The fields are: sl, local_address, rem_address, st (0A is LISTEN), ...
+        fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+    })
 }
 
 /// A UDP port that was free a moment ago (rsyslog 8.2302 cannot report the one it picks).

@@ -1,8 +1,10 @@
 //! Benchmark of the syslog sink into a real rsyslog: events per second through TCP with
-//! octet counting and through TLS, and the CPU time of op-events-forwarder per 1,000 events.
+//! octet counting, through TLS and through RELP, and the CPU time of op-events-forwarder per
+//! 1,000 events.
 //!
 //! Run: `cargo run --release --example bench_syslog -- [EVENTS]` (default 200,000 per
-//! transport; needs rsyslog, rsyslog-openssl and openssl, which `scripts/test` installs).
+//! transport; needs rsyslog, rsyslog-openssl, rsyslog-relp and openssl, which `scripts/test`
+//! installs).
 //!
 //! What is measured is the daemon's delivery path, in this process: realistic events (from
 //! the simulator's generator) are put into a fresh SQLite outbox in pages of 1,000, then one
@@ -36,6 +38,8 @@ global(
 )
 module(load="imptcp")
 module(load="imtcp")
+module(load="imrelp")
+input(type="imrelp" address="127.0.0.1" port=`echo $RSL_RELP_PORT` name="relp")
 input(type="imptcp" address="127.0.0.1" port="0" listenPortFileName=`echo $RSL_DIR/tcp.port` name="tcp")
 input(type="imtcp"  address="127.0.0.1" port="0" listenPortFileName=`echo $RSL_DIR/tls.port` name="tls"
       streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")
@@ -61,7 +65,12 @@ fn main() {
 async fn bench(n_events: usize) {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
-    let mut rsyslog = start_rsyslog(dir.path());
+    let relp_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    std::fs::write(dir.path().join("relp.port"), relp_port.to_string()).unwrap();
+    let mut rsyslog = start_rsyslog(dir.path(), relp_port);
     let pages = event_pages(n_events).await;
     let event_bytes: usize = pages.iter().map(String::len).sum();
     println!(
@@ -80,6 +89,7 @@ async fn bench(n_events: usize) {
             "tls.port",
             format!("ca_file = \"{}\"\n", dir.path().join("ca.crt").display()),
         ),
+        ("relp", "relp", "relp.port", String::new()),
     ] {
         let port = std::fs::read_to_string(dir.path().join(port_file)).unwrap();
         let sink_toml = format!(
@@ -204,7 +214,7 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out s
     assert!(status.success(), "cannot make certificates");
 }
 
-fn start_rsyslog(dir: &Path) -> Child {
+fn start_rsyslog(dir: &Path, relp_port: u16) -> Child {
     std::fs::create_dir_all(dir.join("work")).unwrap();
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let conf = dir.join("receiver.conf");
@@ -222,12 +232,18 @@ fn start_rsyslog(dir: &Path) -> Child {
         .arg(dir.join("rsyslogd.pid"))
         .env("RSL_DIR", dir)
         .env("RSL_TLS", dir)
+        .env("RSL_RELP_PORT", relp_port.to_string())
         .stdin(Stdio::null())
         .spawn()
         .expect("rsyslogd runs");
     let deadline = Instant::now() + Duration::from_secs(30);
+    // The TCP inputs write their port files when they listen; RELP gets a moment more below.
     while !(dir.join("tcp.port").exists() && dir.join("tls.port").exists()) {
         assert!(Instant::now() < deadline, "rsyslogd did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while std::net::TcpStream::connect(("127.0.0.1", relp_port)).is_err() {
+        assert!(Instant::now() < deadline, "imrelp did not start");
         std::thread::sleep(Duration::from_millis(5));
     }
     child

@@ -115,8 +115,9 @@ impl SyslogSink {
     }
 
     /// Formats and sends the events of `pages`; returns once they are written and flushed
-    /// (TCP, TLS) or sent (UDP). Messages over `max_message_bytes` are counted in
-    /// [`Delivered::rejected`] and not sent.
+    /// (TCP, TLS), acknowledged by the receiver (RELP) or sent (UDP). Messages over
+    /// `max_message_bytes` are counted in [`Delivered::rejected`] and not sent (their ERROR is
+    /// logged again if the batch has to be retried).
     pub async fn deliver(
         &self,
         account: &str,
@@ -125,6 +126,11 @@ impl SyslogSink {
     ) -> Result<Delivered, SinkError> {
         let inner = &self.inner;
         let batch = inner.build_batch(account, stream, &pages)?;
+        if batch.bytes.is_empty() {
+            return Ok(Delivered {
+                rejected: batch.rejected,
+            });
+        }
         let channel = inner.channel(account, stream);
         let mut channel = channel.lock().await;
         let res = match inner.config.transport {
@@ -171,8 +177,8 @@ impl SyslogSink {
 /// How long closing a connection at shutdown may take.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A batch ready to send: the framed bytes (stream transports) or the messages back to back
-/// with their ends (UDP).
+/// A batch ready to send: the framed bytes (TCP, TLS) or the messages back to back with their
+/// ends (UDP, RELP).
 struct Batch {
     bytes: Bytes,
     ends: Vec<usize>,

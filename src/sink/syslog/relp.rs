@@ -8,7 +8,6 @@
 //! Messages are pipelined, at most [`WINDOW`] unanswered at a time, and a batch counts as
 //! delivered only when every message in it has its `200 OK`.
 
-use std::collections::VecDeque;
 use std::io::Write as _;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -71,26 +70,58 @@ impl RelpSession {
     }
 
     /// Sends every message and returns once each has been answered `200 OK`.
+    ///
+    /// Writing and reading run side by side: messages go out while earlier answers come in,
+    /// at most [`WINDOW`] unanswered. (Waiting for answers with nothing to send would stall on
+    /// delayed acknowledgements between the receiver's small answers.)
     pub async fn send(&mut self, messages: &[&[u8]]) -> Result<(), String> {
-        let mut waiting: VecDeque<u32> = VecDeque::with_capacity(WINDOW);
-        let mut out = Vec::new();
-        for message in messages {
-            let txnr = self.take_txnr();
-            write_frame(&mut out, txnr, "syslog", message);
-            waiting.push_back(txnr);
-            if waiting.len() >= WINDOW {
-                self.write(&out).await?;
-                out.clear();
-                while waiting.len() > WINDOW / 2 {
-                    self.expect_ok(&mut waiting).await?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let first_txnr = self.next_txnr;
+        let mut txnrs = Vec::with_capacity(messages.len());
+        for _ in messages {
+            txnrs.push(self.take_txnr());
+        }
+        let window = tokio::sync::Semaphore::new(WINDOW);
+        let (mut reader, mut writer) = self.stream.split();
+        let read_buf = &mut self.read_buf;
+        let write = async {
+            let mut out = Vec::with_capacity(64 * 1024);
+            for (message, txnr) in messages.iter().zip(&txnrs) {
+                let permit = match window.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // The window is full: send what is buffered, then wait for answers.
+                        writer.write_all(&out).await.map_err(write_failed)?;
+                        out.clear();
+                        window
+                            .acquire()
+                            .await
+                            .map_err(|_| "the RELP window closed".to_owned())?
+                    }
+                };
+                permit.forget();
+                write_frame(&mut out, *txnr, "syslog", message);
+                if out.len() >= 64 * 1024 {
+                    writer.write_all(&out).await.map_err(write_failed)?;
+                    out.clear();
                 }
             }
-        }
-        self.write(&out).await?;
-        while !waiting.is_empty() {
-            self.expect_ok(&mut waiting).await?;
-        }
-        Ok(())
+            writer.write_all(&out).await.map_err(write_failed)?;
+            writer.flush().await.map_err(write_failed)
+        };
+        let read = async {
+            let mut txnr = first_txnr;
+            for _ in messages {
+                let answer = read_frame(&mut reader, read_buf).await?;
+                check_answer(&answer, txnr)?;
+                window.add_permits(1);
+                txnr = following_txnr(txnr);
+            }
+            Ok::<(), String>(())
+        };
+        tokio::try_join!(write, read).map(|_| ())
     }
 
     /// Ends the session politely: `close`, and its answer.
@@ -139,35 +170,40 @@ impl RelpSession {
             .map_err(|err| format!("write failed: {err}"))
     }
 
-    async fn expect_ok(&mut self, waiting: &mut VecDeque<u32>) -> Result<(), String> {
-        let answer = self.read_frame().await?;
-        let txnr = waiting.pop_front().expect("a message awaits its answer");
-        check_answer(&answer, txnr).map(|_| ())
-    }
-
     async fn read_frame(&mut self) -> Result<Frame, String> {
-        loop {
-            match parse_frame(&self.read_buf)? {
-                Some((frame, used)) => {
-                    self.read_buf.drain(..used);
-                    return Ok(frame);
-                }
-                None if self.read_buf.len() > MAX_ANSWER_BYTES => {
-                    return Err("the RELP server sent an answer too large to be one".to_owned());
-                }
-                None => {}
+        read_frame(&mut self.stream, &mut self.read_buf).await
+    }
+}
+
+fn write_failed(err: std::io::Error) -> String {
+    format!("write failed: {err}")
+}
+
+/// Reads the next frame from `reader`, keeping what follows it in `read_buf`.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    read_buf: &mut Vec<u8>,
+) -> Result<Frame, String> {
+    loop {
+        match parse_frame(read_buf)? {
+            Some((frame, used)) => {
+                read_buf.drain(..used);
+                return Ok(frame);
             }
-            let mut buf = [0u8; 4096];
-            let n = self
-                .stream
-                .read(&mut buf)
-                .await
-                .map_err(|err| format!("read failed: {err}"))?;
-            if n == 0 {
-                return Err("the RELP server closed the connection".to_owned());
+            None if read_buf.len() > MAX_ANSWER_BYTES => {
+                return Err("the RELP server sent an answer too large to be one".to_owned());
             }
-            self.read_buf.extend_from_slice(&buf[..n]);
+            None => {}
         }
+        let mut buf = [0u8; 4096];
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|err| format!("read failed: {err}"))?;
+        if n == 0 {
+            return Err("the RELP server closed the connection".to_owned());
+        }
+        read_buf.extend_from_slice(&buf[..n]);
     }
 }
 

@@ -61,11 +61,18 @@ impl Sink {
     /// Builds a sink from its configuration. Opens nothing yet: files and connections are
     /// opened on first delivery, so a missing directory or a receiver that is down does not
     /// stop the daemon from starting.
-    pub fn from_config(config: &SinkConfig) -> Sink {
-        match &config.kind {
+    ///
+    /// # Errors
+    ///
+    /// Certificates and keys (syslog over TLS) are read here, so an unreadable or invalid one
+    /// stops the daemon at start, naming the key and the file.
+    pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(match &config.kind {
             SinkKind::File(file) => Sink::File(file::FileSink::new(&config.name, file)),
-            SinkKind::Syslog(syslog) => Sink::Syslog(syslog::SyslogSink::new(&config.name, syslog)),
-        }
+            SinkKind::Syslog(syslog) => {
+                Sink::Syslog(syslog::SyslogSink::new(&config.name, syslog)?)
+            }
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -268,7 +268,7 @@ fn build_sink(sink: &str) -> Sink {
     let env_toml = "[state]\npath = \"/nonexistent/state.db\"\n\n[[accounts]]\nname = \"it\"\ntoken_env = \"T\"\n\
                     base_url = \"https://events.1password.com\"\n";
     let config = config::from_toml_str("it.toml", &format!("{env_toml}{sink}"), &[]).unwrap();
-    Sink::from_config(&config.sinks[0])
+    Sink::from_config(&config.sinks[0]).unwrap()
 }
 
 fn page(seq: u64, events: &[String]) -> OutboxPage {
@@ -609,4 +609,53 @@ async fn addresses_by_ipv6_and_by_name() {
             .await;
         assert_eq!(records[0].msg, event[0], "{address}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_certificate_files_stop_the_start_naming_them() {
+    let env = Env::new(1, 23).await;
+    let not_pem = env.path("not-a-cert.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let missing = env.path("missing.pem");
+    let certs = certs();
+    let start = |extra: String| {
+        let sink = format!(
+            "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\ntransport = \"tls\"\n{extra}\n"
+        );
+        let config = config_with_sinks(&env, "", &sink);
+        async move {
+            match Daemon::start(&config).await {
+                Ok(_) => panic!("the daemon started with {extra}"),
+                Err(err) => format!("{err:#}"),
+            }
+        }
+    };
+    assert_eq!(
+        start(format!("ca_file = \"{}\"", not_pem.display())).await,
+        format!(
+            "sink siem: 127.0.0.1:6514: ca_file {}: no PEM certificate in the file",
+            not_pem.display()
+        )
+    );
+    let err = start(format!("ca_file = \"{}\"", missing.display())).await;
+    assert!(
+        err.starts_with(&format!(
+            "sink siem: 127.0.0.1:6514: ca_file {}: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let err = start(format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"",
+        certs.client_cert.display(),
+        not_pem.display()
+    ))
+    .await;
+    assert!(
+        err.starts_with(&format!(
+            "sink siem: 127.0.0.1:6514: client_key {}: ",
+            not_pem.display()
+        )),
+        "{err}"
+    );
 }

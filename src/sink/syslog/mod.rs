@@ -62,8 +62,8 @@ struct Inner {
     name: String,
     config: SyslogSinkConfig,
     settings: MessageSettings,
-    /// The TLS client config, built on first use (it reads files) and then reused.
-    tls: Mutex<Option<Arc<rustls::ClientConfig>>>,
+    /// The TLS client config (with TLS), built at start from the configured files.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// One channel per (account, stream); each is used by one worker at a time.
     channels: Mutex<HashMap<(String, Stream), SharedChannel>>,
 }
@@ -90,7 +90,10 @@ enum Conn {
 }
 
 impl SyslogSink {
-    pub fn new(name: &str, config: &SyslogSinkConfig) -> SyslogSink {
+    /// # Errors
+    ///
+    /// With TLS, the certificates and key are read now: an error names the key and the file.
+    pub fn new(name: &str, config: &SyslogSinkConfig) -> Result<SyslogSink, SinkError> {
         if config.tls.insecure_skip_verify {
             tracing::warn!(
                 sink = %name, address = %config.address,
@@ -99,15 +102,25 @@ impl SyslogSink {
             );
         }
         let settings = MessageSettings::new(config, &machine_hostname(), std::process::id());
-        SyslogSink {
+        let tls = match config.transport {
+            SyslogTransport::Tls => Some(Arc::new(tls::client_config(&config.tls).map_err(
+                |detail| SinkError::Syslog {
+                    sink: name.to_owned(),
+                    address: config.address.clone(),
+                    detail,
+                },
+            )?)),
+            _ => None,
+        };
+        Ok(SyslogSink {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 config: config.clone(),
                 settings,
-                tls: Mutex::new(None),
+                tls,
                 channels: Mutex::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -431,7 +444,7 @@ impl Inner {
         if self.config.transport == SyslogTransport::Tcp {
             return Ok(Conn::Tcp(tcp));
         }
-        let config = self.tls_config()?;
+        let config = Arc::clone(self.tls.as_ref().expect("a TLS sink has a TLS config"));
         let server_name = tls::server_name(&self.config)?;
         let shown_name = server_name.to_str().into_owned();
         let mut stream = tokio_rustls::TlsConnector::from(config)
@@ -463,16 +476,6 @@ impl Inner {
             return Err(format!("cannot resolve {host}: no address"));
         }
         Ok(addrs)
-    }
-
-    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
-        let mut cached = self.tls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(config) = &*cached {
-            return Ok(Arc::clone(config));
-        }
-        let config = Arc::new(tls::client_config(&self.config.tls)?);
-        *cached = Some(Arc::clone(&config));
-        Ok(config)
     }
 }
 

@@ -339,6 +339,9 @@ async fn awkward_events_arrive_byte_identical_on_every_transport() {
         // The fraction .999999999 stays in its second.
         let first = records.iter().find(|r| r.app == app).unwrap();
         assert_eq!(first.ts, "2026-11-20T10:11:12.999999Z", "{app}");
+        // Without a configured hostname, HOSTNAME is the machine's name.
+        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(first.host, machine.trim(), "{app}");
     }
     assert!(
         !rsyslog.stderr().contains("truncat"),

@@ -47,12 +47,12 @@ use crate::stream::Stream;
 /// The last batch is always kept, whatever its size.
 pub const REPLAY_WINDOW_BYTES: usize = 1024 * 1024;
 
-/// How long a new TLS 1.3 connection waits for the receiver to refuse it before writing.
-/// In TLS 1.3 the server checks the client's certificate after the client considers the
-/// handshake done, so a refusal (no certificate, or one it does not trust) arrives as an
-/// alert or a close just after; waiting this long catches it instead of writing a batch that
-/// the receiver throws away.
-const TLS_VERDICT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a new TLS 1.3 connection waits for the receiver's verdict before writing. In TLS
+/// 1.3 the server checks the client's certificate after the client considers the handshake
+/// done: a refusal (no certificate, or one it does not trust) arrives as an alert or a close
+/// just after, an acceptance as a session ticket (OpenSSL and rustls servers send them). The
+/// wait ends at whichever comes first; only a server that sends no tickets waits this long.
+const TLS_VERDICT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct SyslogSink {
     inner: Arc<Inner>,
@@ -444,7 +444,8 @@ impl Inner {
         if self.config.transport == SyslogTransport::Tcp {
             return Ok(Conn::Tcp(tcp));
         }
-        let config = Arc::clone(self.tls.as_ref().expect("a TLS sink has a TLS config"));
+        let base = self.tls.as_ref().expect("a TLS sink has a TLS config");
+        let (config, ticket_watch) = tls::for_one_connection(base);
         let server_name = tls::server_name(&self.config)?;
         let shown_name = server_name.to_str().into_owned();
         let mut stream = tokio_rustls::TlsConnector::from(config)
@@ -454,13 +455,22 @@ impl Inner {
                 format!("TLS handshake failed (verifying the server as \"{shown_name}\"): {err}")
             })?;
         if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            // Wait for the server's verdict: a session ticket (accepted), or an alert or a close
+            // (refused); a server that sends no tickets gets TLS_VERDICT_WAIT.
             let mut buf = [0u8; 256];
-            match tokio::time::timeout(TLS_VERDICT_WAIT, stream.read(&mut buf)).await {
-                Err(_) | Ok(Ok(1..)) => {}
-                Ok(Ok(0)) => {
-                    return Err(refused(&self.config, "it closed the connection".to_owned()));
+            let verdict = tokio::time::timeout(TLS_VERDICT_WAIT, async {
+                tokio::select! {
+                    () = ticket_watch.ticket.notified() => Ok(()),
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) => Err("it closed the connection".to_owned()),
+                        Ok(_) => Ok(()),
+                        Err(err) => Err(err.to_string()),
+                    },
                 }
-                Ok(Err(err)) => return Err(refused(&self.config, err.to_string())),
+            })
+            .await;
+            if let Ok(Err(what)) = verdict {
+                return Err(refused(&self.config, what));
             }
         }
         Ok(Conn::Tls(Box::new(stream)))

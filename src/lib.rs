@@ -153,8 +153,8 @@ impl Daemon {
         let sinks: Vec<Arc<Sink>> = config
             .sinks
             .iter()
-            .map(|s| Arc::new(Sink::from_config(s)))
-            .collect();
+            .map(|s| Sink::from_config(s).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         for (account, resolved, client) in accounts {
             daemon.start_account(account, &resolved, client, &sinks);
         }

@@ -35,6 +35,10 @@ pub struct Stats {
     streams: Mutex<BTreeMap<StreamKey, StreamStats>>,
     /// Events delivered per (sink, account, stream).
     delivered: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    /// Events a sink refused for good (logged at ERROR), per (sink, account, stream).
+    rejected: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    /// Failed deliveries (each retried), per (sink, account, stream).
+    failed_deliveries: Mutex<BTreeMap<(String, String, Stream), u64>>,
     /// Bumped after every change, for readers that wait for progress instead of polling.
     changes: watch::Sender<u64>,
 }
@@ -44,6 +48,8 @@ impl Default for Stats {
         Stats {
             streams: Mutex::default(),
             delivered: Mutex::default(),
+            rejected: Mutex::default(),
+            failed_deliveries: Mutex::default(),
             changes: watch::channel(0).0,
         }
     }
@@ -81,6 +87,50 @@ impl Stats {
             .get(&(account.to_owned(), stream))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Counts events a sink refused for good (not delivered, not retried).
+    pub fn add_rejected(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        *rejected
+            .entry((sink.to_owned(), account.to_owned(), stream))
+            .or_default() += n_events;
+        drop(rejected);
+        self.changed();
+    }
+
+    /// Counts a failed delivery of a batch (it is retried).
+    pub fn add_failed_delivery(&self, sink: &str, account: &str, stream: Stream) {
+        let mut failed = self
+            .failed_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *failed
+            .entry((sink.to_owned(), account.to_owned(), stream))
+            .or_default() += 1;
+        drop(failed);
+        self.changed();
+    }
+
+    /// Failed deliveries of a sink since the daemon started.
+    pub fn failed_deliveries(&self, sink: &str, account: &str, stream: Stream) -> u64 {
+        let failed = self
+            .failed_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failed
+            .get(&(sink.to_owned(), account.to_owned(), stream))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Events a sink refused for good since the daemon started.
+    pub fn rejected(&self, sink: &str, account: &str, stream: Stream) -> u64 {
+        let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        rejected
+            .get(&(sink.to_owned(), account.to_owned(), stream))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Events delivered by a sink since the daemon started.

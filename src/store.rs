@@ -85,6 +85,8 @@ pub struct OutboxPage {
     /// The events as a JSON array whose elements are byte-for-byte what the API sent.
     pub events: String,
     pub n_events: u64,
+    /// When the page was fetched, in seconds since the Unix epoch.
+    pub fetched_at: i64,
 }
 
 impl OutboxPage {
@@ -421,7 +423,7 @@ impl Store {
         let mut stmt = state
             .conn
             .prepare_cached(
-                "SELECT seq, events, n_events FROM outbox
+                "SELECT seq, events, n_events, fetched_at FROM outbox
                  WHERE account = ?1 AND stream = ?2 AND seq > ?3
                  ORDER BY seq LIMIT ?4",
             )
@@ -431,6 +433,7 @@ impl Store {
                 seq: row.get(0)?,
                 events: row.get(1)?,
                 n_events: row.get(2)?,
+                fetched_at: row.get(3)?,
             })
         })
         .map_err(|e| self.err(e))?
@@ -729,12 +732,14 @@ mod tests {
         assert_eq!(store.ack("syslog", ACME, AUDIT, 2).unwrap(), 2);
         assert_eq!(store.pending_pages(ACME, AUDIT).unwrap(), 1);
         let left = store.pages_for("syslog", ACME, AUDIT, 10).unwrap();
+        assert!(left[0].fetched_at > 1_700_000_000, "{left:?}");
         assert_eq!(
             left,
             [OutboxPage {
                 seq: 3,
                 events: "[3]".into(),
-                n_events: 1
+                n_events: 1,
+                fetched_at: left[0].fetched_at,
             }]
         );
 

@@ -167,6 +167,7 @@ mod tests {
             seq,
             events: format!("[{}]", events.join(",")),
             n_events: events.len() as u64,
+            fetched_at: 1_700_000_000,
         }
     }
 

@@ -6,6 +6,7 @@
 //! Invariant: sinks know nothing of the Events API; they get raw event bytes and names.
 
 pub mod file;
+pub mod syslog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A configured destination.
 pub enum Sink {
     File(file::FileSink),
+    Syslog(syslog::SyslogSink),
+}
+
+/// What a delivery did besides delivering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events the sink refused for good (a syslog message over `max_message_bytes`): logged
+    /// at ERROR and counted, not retried, so they cannot block their stream.
+    pub rejected: u64,
 }
 
 /// Why a delivery failed. The batch stays in the outbox and is tried again.
@@ -39,34 +49,61 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("sink {sink}: {address}: {detail}")]
+    Syslog {
+        sink: String,
+        address: String,
+        detail: String,
+    },
 }
 
 impl Sink {
     /// Builds a sink from its configuration. Opens nothing yet: files and connections are
     /// opened on first delivery, so a missing directory or a receiver that is down does not
     /// stop the daemon from starting.
-    pub fn from_config(config: &SinkConfig) -> Sink {
-        match &config.kind {
+    ///
+    /// # Errors
+    ///
+    /// Certificates and keys (syslog over TLS) are read here, so an unreadable or invalid one
+    /// stops the daemon at start, naming the key and the file.
+    pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
+        Ok(match &config.kind {
             SinkKind::File(file) => Sink::File(file::FileSink::new(&config.name, file)),
-        }
+            SinkKind::Syslog(syslog) => {
+                Sink::Syslog(syslog::SyslogSink::new(&config.name, syslog)?)
+            }
+        })
     }
 
     pub fn name(&self) -> &str {
         match self {
             Sink::File(sink) => sink.name(),
+            Sink::Syslog(sink) => sink.name(),
+        }
+    }
+
+    /// Ends what the sink holds open for one stream, politely (for TLS: a close_notify).
+    pub async fn close(&self, account: &str, stream: Stream) {
+        match self {
+            Sink::File(_) => {}
+            Sink::Syslog(sink) => sink.close(account, stream).await,
         }
     }
 
     /// Delivers pages of one stream, in order. Returns only once they are durable at the
-    /// destination (for files: written and fsynced).
+    /// destination (for files: written and fsynced; for syslog: written and flushed, or sent).
     pub async fn deliver(
         &self,
         account: &str,
         stream: Stream,
         pages: Vec<OutboxPage>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Delivered, SinkError> {
         match self {
-            Sink::File(sink) => sink.deliver(account, stream, pages).await,
+            Sink::File(sink) => sink
+                .deliver(account, stream, pages)
+                .await
+                .map(|()| Delivered::default()),
+            Sink::Syslog(sink) => sink.deliver(account, stream, pages).await,
         }
     }
 }
@@ -124,19 +161,23 @@ impl SinkWorker {
                 continue;
             };
             let n_events: u64 = pages.iter().map(|page| page.n_events).sum();
-            let delivered = self.sink.deliver(&self.account, self.stream, pages).await;
-            if let Err(err) = delivered {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    sink = %sink_name, account = %self.account, stream = %self.stream,
-                    error = %err, retry_in_secs = delay.as_secs_f32(),
-                    "delivery failed; retrying the same batch"
-                );
-                if !sleep_or_shutdown(delay, &shutdown).await {
-                    break;
+            let delivered = match self.sink.deliver(&self.account, self.stream, pages).await {
+                Ok(delivered) => delivered,
+                Err(err) => {
+                    self.stats
+                        .add_failed_delivery(&sink_name, &self.account, self.stream);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        sink = %sink_name, account = %self.account, stream = %self.stream,
+                        error = %err, retry_in_secs = delay.as_secs_f32(),
+                        "delivery failed; retrying the same batch"
+                    );
+                    if !sleep_or_shutdown(delay, &shutdown).await {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             let (name, account, stream) = (sink_name.clone(), self.account.clone(), self.stream);
             match self
                 .store
@@ -145,8 +186,20 @@ impl SinkWorker {
             {
                 Ok(_) => {
                     backoff = new_backoff();
-                    self.stats
-                        .add_delivered(&sink_name, &self.account, self.stream, n_events);
+                    self.stats.add_delivered(
+                        &sink_name,
+                        &self.account,
+                        self.stream,
+                        n_events - delivered.rejected.min(n_events),
+                    );
+                    if delivered.rejected > 0 {
+                        self.stats.add_rejected(
+                            &sink_name,
+                            &self.account,
+                            self.stream,
+                            delivered.rejected,
+                        );
+                    }
                     self.acked.notify_one();
                 }
                 Err(err) => {
@@ -160,6 +213,7 @@ impl SinkWorker {
                 }
             }
         }
+        self.sink.close(&self.account, self.stream).await;
         tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, "sink worker stopped");
     }
 }

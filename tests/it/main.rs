@@ -1,4 +1,5 @@
-//! Integration tests: the real daemon, in-process and as a binary, against the simulator.
+//! Integration tests: the real daemon, in-process and as a binary, against the simulator
+//! and real receivers (rsyslog).
 //!
 //! One test binary (faster to build and link than one per file); a module per area.
 
@@ -10,3 +11,4 @@ mod binary;
 mod daemon;
 mod openapi;
 mod resilience;
+mod syslog;

@@ -1,6 +1,8 @@
 //! Shared harness: a simulator, a temporary directory, configs written as a user would, and
 //! waits on the daemon's own progress signal rather than on the clock.
 
+pub mod rsyslog;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,321 @@
+//! A real rsyslog for the syslog sink's tests: one rsyslogd per test, on ports the kernel
+//! chooses, recording every message it parses (and the raw bytes) as JSON lines, stopped
+//! with SIGTERM when dropped. Also the test certificates, made once per run with openssl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::PATIENCE;
+
+/// The receiver config (see the file for how it differs from the reference one).
+const RECEIVER_CONF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/it/rsyslog/receiver.conf"
+);
+
+/// The inputs of the receiver config, each recording to `out/<input>.jsonl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Udp,
+    Tcp,
+    Tls,
+    MutualTls,
+    /// UDP on ::1.
+    Udp6,
+    /// TCP on ::1.
+    Tcp6,
+    Relp,
+}
+
+impl Input {
+    pub fn name(self) -> &'static str {
+        match self {
+            Input::Udp => "udp",
+            Input::Tcp => "tcp",
+            Input::Tls => "tls",
+            Input::MutualTls => "mtls",
+            Input::Udp6 => "udp6",
+            Input::Tcp6 => "tcp6",
+            Input::Relp => "relp",
+        }
+    }
+}
+
+/// One message as rsyslog parsed it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Record {
+    pub pri: String,
+    pub facility: String,
+    pub severity: String,
+    pub version: String,
+    pub ts: String,
+    pub host: String,
+    pub app: String,
+    pub procid: String,
+    pub msgid: String,
+    pub sd: String,
+    pub msg: String,
+    /// The bytes received (without the octet count).
+    pub raw: String,
+}
+
+/// A running rsyslogd.
+pub struct Rsyslog {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub udp_port: u16,
+    pub tcp_port: u16,
+    pub tls_port: u16,
+    pub mtls_port: u16,
+    pub tcp6_port: u16,
+    pub relp_port: u16,
+}
+
+impl Rsyslog {
+    /// Starts rsyslogd with its work and output folders in `dir`; `tcp_port` 0 lets the kernel
+    /// choose; `ports` are the UDP and RELP ports of an earlier run to reuse. Returns once every
+    /// TCP input listens.
+    pub fn start(dir: &Path, tcp_port: u16, ports: Option<(u16, u16)>) -> Rsyslog {
+        let certs = certs();
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        for input in ["tcp", "tls", "mtls", "tcp6"] {
+            let _ = std::fs::remove_file(dir.join(format!("{input}.port")));
+        }
+        let (udp_port, relp_port) = ports.unwrap_or_else(|| (free_udp_port(), free_tcp_port()));
+        let binary = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or("rsyslogd");
+        let child = Command::new(binary)
+            .args(["-n", "-f", RECEIVER_CONF, "-i"])
+            .arg(dir.join("rsyslogd.pid"))
+            .env("RSL_DIR", dir)
+            .env("RSL_TLS", &certs.receiver)
+            .env("RSL_UDP_PORT", udp_port.to_string())
+            .env("RSL_TCP_PORT", tcp_port.to_string())
+            .env("RSL_RELP_PORT", relp_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rsyslogd.stderr")).unwrap())
+            .spawn()
+            .expect("rsyslogd runs (scripts/test installs rsyslog and rsyslog-openssl)");
+        let mut rsyslog = Rsyslog {
+            child: Some(child),
+            dir: dir.to_owned(),
+            udp_port,
+            tcp_port: 0,
+            tls_port: 0,
+            mtls_port: 0,
+            tcp6_port: 0,
+            relp_port,
+        };
+        // rsyslogd writes each port file once the input listens; it is another process, so
+        // the file is the readiness signal.
+        let deadline = Instant::now() + PATIENCE;
+        let read_port = |name: &str| -> Option<u16> {
+            std::fs::read_to_string(dir.join(format!("{name}.port")))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        // With a fixed port rsyslogd writes no port file: the kernel's table of listening
+        // sockets is the sign (a probing connection would make it log an error).
+        let tcp_listening = || -> Option<u16> {
+            if tcp_port == 0 {
+                return read_port("tcp");
+            }
+            listening(tcp_port).then_some(tcp_port)
+        };
+        loop {
+            if let (Some(tls), Some(mtls), Some(tcp6), Some(tcp), true) = (
+                read_port("tls"),
+                read_port("mtls"),
+                read_port("tcp6"),
+                tcp_listening(),
+                listening(relp_port),
+            ) {
+                (rsyslog.tcp_port, rsyslog.tls_port, rsyslog.mtls_port) = (tcp, tls, mtls);
+                rsyslog.tcp6_port = tcp6;
+                return rsyslog;
+            }
+            if let Some(status) = rsyslog.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "rsyslogd exited ({status}): {}",
+                    std::fs::read_to_string(dir.join("rsyslogd.stderr")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The address of an input.
+    pub fn address(&self, input: Input) -> String {
+        match input {
+            Input::Udp => format!("127.0.0.1:{}", self.udp_port),
+            Input::Tcp => format!("127.0.0.1:{}", self.tcp_port),
+            Input::Tls => format!("127.0.0.1:{}", self.tls_port),
+            Input::MutualTls => format!("127.0.0.1:{}", self.mtls_port),
+            Input::Udp6 => format!("[::1]:{}", self.udp_port),
+            Input::Tcp6 => format!("[::1]:{}", self.tcp6_port),
+            Input::Relp => format!("127.0.0.1:{}", self.relp_port),
+        }
+    }
+
+    /// Stops rsyslogd with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything an input has recorded so far.
+    pub fn records(&self, input: Input) -> Vec<Record> {
+        let path = self.dir.join(format!("out/{}.jsonl", input.name()));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(err) => panic!("cannot read {}: {err}", path.display()),
+        };
+        // A line still being written is left for the next read.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|err| {
+                    panic!("rsyslog wrote a line that is not JSON ({err}): {line}")
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until `done` holds for what `input` recorded, and returns the records. rsyslogd
+    /// is another process with no signal to wait on, so its output file is polled.
+    pub async fn wait_for(
+        &self,
+        input: Input,
+        what: &str,
+        mut done: impl FnMut(&[Record]) -> bool,
+    ) -> Vec<Record> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let records = self.records(input);
+            if done(&records) {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for rsyslog to record {what}; it has {} records on {}",
+                records.len(),
+                input.name()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The receiver's complaints (its stderr).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TCP port that was free a moment ago (imrelp cannot report the one it picks).
+fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Whether something listens on this TCP port of 127.0.0.1, from /proc/net/tcp.
+fn listening(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // The fields are: sl, local_address, rem_address, st (0A is LISTEN), ...
+        fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+    })
+}
+
+/// A UDP port that was free a moment ago (rsyslog 8.2302 cannot report the one it picks).
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// The test PKI: a CA, a server certificate for localhost and 127.0.0.1, a client certificate,
+/// and a second CA that signed nothing of these.
+pub struct Certs {
+    /// What rsyslog reads: server.crt, server.key and ca.crt.
+    pub receiver: PathBuf,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// The certificates, made on first use and kept for the whole test run.
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        // Under target/, made afresh by each run of the test binary.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = r#"
+set -e
+cat > ext.cnf <<'EOF'
+[server]
+subjectAltName=DNS:localhost,IP:127.0.0.1
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=serverAuth
+[client]
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=clientAuth
+EOF
+ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+openssl req -x509 $ec -keyout ca.key -out ca.crt -days 3650 -subj /CN=op-events-test-ca
+openssl req -x509 $ec -keyout other-ca.key -out other-ca.crt -days 3650 -subj /CN=op-events-other-ca
+openssl req $ec -keyout server.key -out server.csr -subj /CN=localhost
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 3650 -extfile ext.cnf -extensions server
+openssl req $ec -keyout client.key -out client.csr -subj /CN=client
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 3650 -extfile ext.cnf -extensions client
+mkdir receiver
+cp server.crt server.key ca.crt receiver/
+"#;
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "cannot make test certificates: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Certs {
+            receiver: dir.join("receiver"),
+            ca: dir.join("ca.crt"),
+            other_ca: dir.join("other-ca.crt"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+        }
+    })
+}

@@ -1,0 +1,664 @@
+//! The syslog sink against a real rsyslog: every format × transport combination through the
+//! whole daemon, awkward events, a receiver restart mid-stream, and TLS refusals.
+
+use std::collections::HashMap;
+
+use op_events_forwarder::Daemon;
+use op_events_forwarder::config::{self, Config};
+use op_events_forwarder::sink::{Delivered, Sink};
+use op_events_forwarder::store::OutboxPage;
+use op_events_forwarder::stream::Stream;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::support::rsyslog::{Input, Record, Rsyslog, certs};
+use crate::support::{ACCOUNT, Env, generated, uuid_of, wait_for};
+
+/// The test config of `env` with its file sink replaced by `sinks` (TOML `[[sinks]]` tables).
+fn config_with_sinks(env: &Env, account_extra: &str, sinks: &str) -> Config {
+    let toml = env.config_toml(account_extra);
+    let head = toml.split("[[sinks]]").next().unwrap();
+    config::from_toml_str("it.toml", &format!("{head}{sinks}"), &[]).expect("a valid test config")
+}
+
+/// A sink table for the rsyslog input `input`; TLS inputs get the test CA (and, for mutual
+/// TLS, the client certificate).
+fn sink_toml(name: &str, rsyslog: &Rsyslog, input: Input, extra: &str) -> String {
+    let certs = certs();
+    let transport = match input {
+        Input::Udp | Input::Udp6 => "udp",
+        Input::Tcp | Input::Tcp6 => "tcp",
+        Input::Tls | Input::MutualTls => "tls",
+        Input::Relp => "relp",
+    };
+    let mut toml = format!(
+        "\n[[sinks]]\nname = \"{name}\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"{transport}\"\n{extra}\n",
+        rsyslog.address(input)
+    );
+    if matches!(input, Input::Tls | Input::MutualTls) {
+        toml.push_str(&format!("ca_file = \"{}\"\n", certs.ca.display()));
+    }
+    if input == Input::MutualTls {
+        toml.push_str(&format!(
+            "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+            certs.client_cert.display(),
+            certs.client_key.display()
+        ));
+    }
+    toml
+}
+
+/// One sink of the combination test and what rsyslog must make of its messages.
+struct Combination {
+    name: String,
+    input: Input,
+    rfc5424: bool,
+    facility: u8,
+    structured_data: bool,
+    bom: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_combination_arrives_parsed_right_and_byte_identical() {
+    let env = Env::new(150, 21).await;
+    let rsyslog = Rsyslog::start(&env.path("rsyslog"), 0, None);
+    let mut combinations = Vec::new();
+    for rfc5424 in [true, false] {
+        let format = if rfc5424 { "rfc5424" } else { "rfc3164" };
+        for (input, transport, framing) in [
+            (Input::Udp, "udp", ""),
+            (Input::Tcp, "tcp-octet", "framing = \"octet-counting\""),
+            (Input::Tcp, "tcp-lf", "framing = \"lf\""),
+            (Input::Tls, "tls", ""),
+            (Input::MutualTls, "mtls", "framing = \"lf\""),
+            (Input::Relp, "relp", ""),
+        ] {
+            let name = format!("{format}-{transport}");
+            let facility = if input == Input::Udp { 20 } else { 10 };
+            let structured_data = rfc5424 && matches!(input, Input::Tcp | Input::Tls);
+            let bom = rfc5424 && input == Input::MutualTls;
+            let mut extra = format!(
+                "format = \"{format}\"\napp_name = \"{name}\"\nhostname = \"fwd-test\"\n{framing}\n\
+                 stream_severity = {{ itemusages = \"notice\" }}\nfailed_signin_severity = 4\n"
+            );
+            if input == Input::Udp {
+                extra.push_str("facility = \"local4\"\n");
+            }
+            if structured_data {
+                extra.push_str("structured_data = true\n");
+            }
+            if bom {
+                extra.push_str("bom = true\n");
+            }
+            combinations.push((
+                sink_toml(&name, &rsyslog, input, &extra),
+                Combination {
+                    name,
+                    input,
+                    rfc5424,
+                    facility,
+                    structured_data,
+                    bom,
+                },
+            ));
+        }
+    }
+    let sinks: String = combinations.iter().map(|(toml, _)| toml.as_str()).collect();
+    let config = config_with_sinks(&env, "page_size = 100", &sinks);
+    let daemon = Daemon::start(&config).await.unwrap();
+    let want = generated(&env.sim);
+    wait_for(
+        daemon.stats(),
+        "every sink delivered every event",
+        |stats| {
+            combinations.iter().all(|(_, c)| {
+                want.iter()
+                    .all(|(stream, n)| stats.delivered(&c.name, ACCOUNT, *stream) >= *n as u64)
+            })
+        },
+    )
+    .await;
+    daemon.stop().await;
+
+    let served: HashMap<String, (Stream, String)> = Stream::ALL
+        .into_iter()
+        .flat_map(|stream| {
+            env.sim
+                .events(stream)
+                .into_iter()
+                .map(move |event| (event.uuid, (stream, event.json)))
+        })
+        .collect();
+    let total: usize = want.values().sum();
+    for (_, combination) in &combinations {
+        let records: Vec<Record> = rsyslog
+            .wait_for(combination.input, &combination.name, |records| {
+                records.iter().filter(|r| r.app == combination.name).count() >= total
+            })
+            .await
+            .into_iter()
+            .filter(|r| r.app == combination.name)
+            .collect();
+        check_records(combination, &served, &records);
+    }
+    // rsyslog had nothing to complain about: in particular the daemon's stop closed every TLS
+    // session with a close_notify (no "unexpected eof").
+    assert_eq!(rsyslog.stderr(), "");
+}
+
+/// Checks that `records` hold every served event once, as rsyslog parsed them.
+fn check_records(
+    combination: &Combination,
+    served: &HashMap<String, (Stream, String)>,
+    records: &[Record],
+) {
+    let name = &combination.name;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let pid = std::process::id().to_string();
+    for record in records {
+        let msg = if combination.rfc5424 {
+            record
+                .msg
+                .strip_prefix('\u{feff}')
+                .filter(|_| combination.bom)
+                .unwrap_or(&record.msg)
+        } else {
+            // rsyslog keeps the space after an RFC 3164 TAG's colon.
+            record.msg.strip_prefix(' ').unwrap_or(&record.msg)
+        };
+        if combination.bom {
+            assert!(
+                record.msg.starts_with('\u{feff}'),
+                "{name}: no BOM: {record:?}"
+            );
+        }
+        let uuid = uuid_of(msg);
+        let (stream, json) = served
+            .get(&uuid)
+            .unwrap_or_else(|| panic!("{name}: an event never served: {msg}"));
+        assert_eq!(msg, json, "{name}: MSG is not the event as served");
+        *seen.entry(uuid.clone()).or_default() += 1;
+
+        let event: serde_json::Value = serde_json::from_str(json).unwrap();
+        let failed_signin = *stream == Stream::SignInAttempts && event["category"] != "success";
+        let severity = match stream {
+            Stream::ItemUsages => 5,
+            _ if failed_signin => 4,
+            _ => 6,
+        };
+        assert_eq!(
+            record.facility,
+            combination.facility.to_string(),
+            "{name}: {record:?}"
+        );
+        assert_eq!(record.severity, severity.to_string(), "{name}: {record:?}");
+        assert_eq!(
+            record.pri,
+            (u16::from(combination.facility) * 8 + severity).to_string(),
+            "{name}"
+        );
+        assert_eq!(record.host, "fwd-test", "{name}");
+        assert_eq!(record.app, *name);
+        assert_eq!(record.procid, pid, "{name}");
+
+        let event_time = OffsetDateTime::parse(event["timestamp"].as_str().unwrap(), &Rfc3339)
+            .unwrap()
+            .to_offset(UtcOffset::UTC);
+        let received = OffsetDateTime::parse(&record.ts, &Rfc3339)
+            .unwrap_or_else(|err| panic!("{name}: rsyslog's time {:?}: {err}", record.ts))
+            .to_offset(UtcOffset::UTC);
+        if combination.rfc5424 {
+            assert_eq!(record.version, "1", "{name}");
+            assert_eq!(record.msgid, stream.as_str(), "{name}");
+            // At most 6 fractional digits, truncated: the same second, the same microsecond.
+            let want = event_time
+                .replace_nanosecond(event_time.nanosecond() / 1000 * 1000)
+                .unwrap();
+            assert_eq!(
+                received, want,
+                "{name}: {} became {}",
+                event["timestamp"], record.ts
+            );
+            let sd = if combination.structured_data {
+                format!(
+                    "[op-events@32473 account=\"{ACCOUNT}\" stream=\"{stream}\" uuid=\"{uuid}\"]"
+                )
+            } else {
+                "-".to_owned()
+            };
+            assert_eq!(record.sd, sd, "{name}");
+        } else {
+            // RFC 3164 has no year, zone or fraction: the rest must match (the receiver runs
+            // in UTC).
+            assert_eq!(
+                (received.month(), received.day(), received.time().as_hms()),
+                (
+                    event_time.month(),
+                    event_time.day(),
+                    event_time.time().as_hms()
+                ),
+                "{name}: {} became {}",
+                event["timestamp"],
+                record.ts
+            );
+        }
+    }
+    let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "{name}: duplicates {duplicated:?}");
+    assert_eq!(seen.len(), served.len(), "{name}: events missing");
+}
+
+/// Events that test the edges: non-ASCII, quotes and brackets, escaped line breaks, JSON
+/// whitespace with raw line breaks, and 60 KiB.
+fn awkward_events() -> Vec<String> {
+    vec![
+        r#"{"uuid":"NONASCII","timestamp":"2026-11-20T10:11:12.999999999Z","name":"Zoë 山田 🙂 ñ"}"#.to_owned(),
+        r#"{"uuid":"QUOTES","timestamp":"2026-11-20T10:11:13Z","text":"say \"hi\" \\ [x] ] = '"}"#.to_owned(),
+        r#"{"uuid":"NEWLINES","timestamp":"2026-11-20T10:11:14Z","text":"line 1\nline 2\r\n\ttab \u0000"}"#.to_owned(),
+        "{\n  \"uuid\": \"PRETTY\",\n  \"timestamp\": \"2026-11-20T10:11:15Z\",\r\n  \"n\": [1, 2]\n}".to_owned(),
+        format!(
+            r#"{{"uuid":"BIG","timestamp":"2026-11-20T10:11:16Z","pad":"{}"}}"#,
+            "é".repeat(30 * 1024)
+        ),
+    ]
+}
+
+/// A syslog sink built from a `[[sinks]]` table, as the daemon would build it.
+fn build_sink(sink: &str) -> Sink {
+    let env_toml = "[state]\npath = \"/nonexistent/state.db\"\n\n[[accounts]]\nname = \"it\"\ntoken_env = \"T\"\n\
+                    base_url = \"https://events.1password.com\"\n";
+    let config = config::from_toml_str("it.toml", &format!("{env_toml}{sink}"), &[]).unwrap();
+    Sink::from_config(&config.sinks[0]).unwrap()
+}
+
+fn page(seq: u64, events: &[String]) -> OutboxPage {
+    OutboxPage {
+        seq,
+        events: format!("[{}]", events.join(",")),
+        n_events: events.len() as u64,
+        fetched_at: 1_700_000_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_events_arrive_byte_identical_on_every_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(dir.path(), 0, None);
+    let events = awkward_events();
+    assert!(events[4].len() >= 60 * 1024);
+    let compact = |event: &str| op_events_forwarder::sink::one_line(event).into_owned();
+    let cases = [
+        ("octet", Input::Tcp, "framing = \"octet-counting\"", false),
+        ("lf", Input::Tcp, "framing = \"lf\"", true),
+        ("tls", Input::Tls, "", false),
+        ("udp", Input::Udp, "max_message_bytes = 65000", false),
+    ];
+    for (app, input, extra, one_line) in cases {
+        let sink = build_sink(&sink_toml(
+            app,
+            &rsyslog,
+            input,
+            &format!("app_name = \"{app}\"\n{extra}"),
+        ));
+        let delivered = sink
+            .deliver(
+                "it",
+                Stream::AuditEvents,
+                vec![page(1, &events[..2]), page(2, &events[2..])],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("{app}: {err}"));
+        assert_eq!(delivered, Delivered { rejected: 0 }, "{app}");
+        let records = rsyslog
+            .wait_for(input, app, |records| {
+                records.iter().filter(|r| r.app == app).count() >= events.len()
+            })
+            .await;
+        let msgs: Vec<&str> = records
+            .iter()
+            .filter(|r| r.app == app)
+            .map(|r| r.msg.as_str())
+            .collect();
+        let want: Vec<String> = events
+            .iter()
+            .map(|event| {
+                if one_line {
+                    compact(event)
+                } else {
+                    event.clone()
+                }
+            })
+            .collect();
+        assert_eq!(msgs, want, "{app}");
+        for record in records.iter().filter(|r| r.app == app) {
+            assert!(
+                record.raw.ends_with(&format!(" - {}", record.msg)),
+                "{app}: {record:?}"
+            );
+        }
+        // The fraction .999999999 stays in its second.
+        let first = records.iter().find(|r| r.app == app).unwrap();
+        assert_eq!(first.ts, "2026-11-20T10:11:12.999999Z", "{app}");
+        // Without a configured hostname, HOSTNAME is the machine's name.
+        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(first.host, machine.trim(), "{app}");
+    }
+    assert!(
+        !rsyslog.stderr().contains("truncat"),
+        "rsyslog truncated a message: {}",
+        rsyslog.stderr()
+    );
+
+    // UDP with the default limit (8192 bytes): the 60 KiB event is refused whole, counted, and
+    // does not hold back the others.
+    let sink = build_sink(&sink_toml(
+        "udpdefault",
+        &rsyslog,
+        Input::Udp,
+        "app_name = \"udpdefault\"",
+    ));
+    let delivered = sink
+        .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+        .await
+        .unwrap();
+    assert_eq!(delivered, Delivered { rejected: 1 });
+    let records = rsyslog
+        .wait_for(Input::Udp, "the UDP events under the limit", |records| {
+            records.iter().filter(|r| r.app == "udpdefault").count() >= 4
+        })
+        .await;
+    let uuids: Vec<String> = records
+        .iter()
+        .filter(|r| r.app == "udpdefault")
+        .map(|r| uuid_of(&r.msg))
+        .collect();
+    assert_eq!(uuids, ["NONASCII", "QUOTES", "NEWLINES", "PRETTY"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(dir.path(), 0, None);
+    let certs = certs();
+    let events = vec![r#"{"uuid":"TLS1","timestamp":"2026-11-20T10:11:12Z"}"#.to_owned()];
+    let deliver = |toml: String| {
+        let events = events.clone();
+        async move {
+            build_sink(&toml)
+                .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+                .await
+        }
+    };
+    let tls = |extra: &str| {
+        format!(
+            "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"tls\"\n{extra}\n",
+            rsyslog.address(Input::Tls)
+        )
+    };
+
+    let err = deliver(tls(&format!("ca_file = \"{}\"", certs.other_ca.display())))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "sink siem: {}: TLS handshake failed (verifying the server as \"127.0.0.1\"): invalid peer \
+             certificate: UnknownIssuer",
+            rsyslog.address(Input::Tls)
+        )
+    );
+    // The built-in roots do not know the test CA either.
+    let err = deliver(tls("")).await.unwrap_err().to_string();
+    assert!(
+        err.ends_with("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+
+    let err = deliver(tls(&format!(
+        "ca_file = \"{}\"\nserver_name = \"siem.example.net\"",
+        certs.ca.display()
+    )))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("TLS handshake failed (verifying the server as \"siem.example.net\"): invalid peer certificate: ")
+            && err.contains("not valid for name \"siem.example.net\""),
+        "{err}"
+    );
+
+    // The right CA and name (localhost is in the certificate too) pass; so does skipping the
+    // verification, which the config allows only explicitly.
+    deliver(tls(&format!(
+        "ca_file = \"{}\"\nserver_name = \"localhost\"",
+        certs.ca.display()
+    )))
+    .await
+    .unwrap();
+    deliver(tls("tls_insecure_skip_verify = true"))
+        .await
+        .unwrap();
+    rsyslog
+        .wait_for(Input::Tls, "the two verified deliveries", |records| {
+            records.len() >= 2
+        })
+        .await;
+
+    // Mutual TLS without a client certificate: the handshake completes, then the receiver
+    // drops the session. The sink notices before writing and reports it.
+    let mtls = format!(
+        "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"tls\"\nca_file = \"{}\"\n",
+        rsyslog.address(Input::MutualTls),
+        certs.ca.display()
+    );
+    let err = deliver(mtls).await.unwrap_err().to_string();
+    assert!(
+        err.contains("the receiver refused the TLS session after the handshake: ")
+            && err.ends_with(
+                "does it require a client certificate (set client_cert and client_key)?"
+            ),
+        "{err}"
+    );
+    assert!(rsyslog.records(Input::MutualTls).is_empty());
+
+    // With a client certificate, every stream's connection is accepted, the later ones too:
+    // they must not try to resume the first one's session, which rsyslog's OpenSSL driver
+    // refuses under mutual TLS ("session id context uninitialized").
+    let mtls = build_sink(&format!(
+        "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"tls\"\n\
+         ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        rsyslog.address(Input::MutualTls),
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display()
+    ));
+    for (seq, stream) in Stream::ALL.into_iter().enumerate() {
+        let events = vec![format!(
+            r#"{{"uuid":"MTLS-{stream}","timestamp":"2026-11-20T10:11:12Z"}}"#
+        )];
+        mtls.deliver("it", stream, vec![page(seq as u64 + 1, &events)])
+            .await
+            .unwrap_or_else(|err| panic!("{stream}: {err}"));
+    }
+    let records = rsyslog
+        .wait_for(Input::MutualTls, "a message per stream", |records| {
+            records.len() >= 3
+        })
+        .await;
+    assert_eq!(records.len(), 3);
+    assert!(
+        !rsyslog.stderr().contains("session id context"),
+        "{}",
+        rsyslog.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_restart_mid_stream_loses_nothing() {
+    let env = Env::new(3_000, 22).await;
+    let rsyslog_dir = env.path("rsyslog");
+    let mut rsyslog = Rsyslog::start(&rsyslog_dir, 0, None);
+    let tcp_port = rsyslog.tcp_port;
+    // Plain TCP (octet counting) and RELP, side by side in one daemon.
+    let sinks = format!(
+        "{}{}",
+        sink_toml("siem", &rsyslog, Input::Tcp, ""),
+        sink_toml("relp", &rsyslog, Input::Relp, "")
+    );
+    let config = config_with_sinks(&env, "page_size = 100", &sinks);
+    let want = generated(&env.sim);
+    let total: usize = want.values().sum();
+    type Stats = op_events_forwarder::stats::Stats;
+    let delivered = |stats: &Stats, sink: &str| -> u64 {
+        Stream::ALL
+            .iter()
+            .map(|s| stats.delivered(sink, ACCOUNT, *s))
+            .sum()
+    };
+    let failed = |stats: &Stats, sink: &str| -> u64 {
+        Stream::ALL
+            .iter()
+            .map(|s| stats.failed_deliveries(sink, ACCOUNT, *s))
+            .sum()
+    };
+
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "a first delivery", |s| {
+        delivered(s, "siem") > 0 && delivered(s, "relp") > 0
+    })
+    .await;
+    rsyslog.stop();
+    wait_for(
+        daemon.stats(),
+        "failed deliveries while rsyslog is down",
+        |s| failed(s, "siem") > 0 && failed(s, "relp") > 0,
+    )
+    .await;
+    for sink in ["siem", "relp"] {
+        let before_restart = delivered(daemon.stats(), sink);
+        assert!(
+            before_restart < total as u64,
+            "{sink}: the receiver went away mid-stream ({before_restart} of {total} delivered)"
+        );
+    }
+    let rsyslog = Rsyslog::start(
+        &rsyslog_dir,
+        tcp_port,
+        Some((rsyslog.udp_port, rsyslog.relp_port)),
+    );
+    wait_for(daemon.stats(), "every event delivered", |s| {
+        delivered(s, "siem") >= total as u64 && delivered(s, "relp") >= total as u64
+    })
+    .await;
+    daemon.stop().await;
+
+    // Plain TCP: at most the replay window (1 MiB of messages, here under 1,000 events) and the
+    // batch in flight (8 pages of 100). RELP: at most the batch in flight.
+    for (input, max_duplicates) in [(Input::Tcp, 1_800), (Input::Relp, 800)] {
+        let records = rsyslog
+            .wait_for(input, "every event", |records| {
+                let uuids: std::collections::HashSet<String> =
+                    records.iter().map(|r| uuid_of(&r.msg)).collect();
+                uuids.len() >= total
+            })
+            .await;
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for record in &records {
+            *count.entry(uuid_of(&record.msg)).or_default() += 1;
+        }
+        for stream in Stream::ALL {
+            let events = env.sim.events(stream);
+            let missing = events
+                .iter()
+                .filter(|e| !count.contains_key(&e.uuid))
+                .count();
+            assert_eq!(
+                missing, 0,
+                "{input:?} {stream}: events lost across the restart"
+            );
+            let duplicates: usize = events.iter().map(|e| count[&e.uuid] - 1).sum();
+            eprintln!("{input:?} {stream}: {duplicates} duplicates across the restart");
+            assert!(
+                duplicates <= max_duplicates,
+                "{input:?} {stream}: {duplicates} duplicates"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_by_ipv6_and_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start(dir.path(), 0, None);
+    let event = vec![r#"{"uuid":"ADDR","timestamp":"2026-11-20T10:11:12Z"}"#.to_owned()];
+    let by_name = rsyslog
+        .address(Input::Tcp)
+        .replace("127.0.0.1", "localhost");
+    for (input, address) in [
+        (Input::Tcp6, rsyslog.address(Input::Tcp6)),
+        (Input::Udp6, rsyslog.address(Input::Udp6)),
+        (Input::Tcp, by_name),
+    ] {
+        let transport = if input == Input::Udp6 { "udp" } else { "tcp" };
+        let sink = build_sink(&format!(
+            "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{address}\"\ntransport = \"{transport}\"\n"
+        ));
+        sink.deliver("it", Stream::AuditEvents, vec![page(1, &event)])
+            .await
+            .unwrap_or_else(|err| panic!("{address}: {err}"));
+        let records = rsyslog
+            .wait_for(input, &address, |records| !records.is_empty())
+            .await;
+        assert_eq!(records[0].msg, event[0], "{address}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_certificate_files_stop_the_start_naming_them() {
+    let env = Env::new(1, 23).await;
+    let not_pem = env.path("not-a-cert.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let missing = env.path("missing.pem");
+    let certs = certs();
+    let start = |extra: String| {
+        let sink = format!(
+            "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\ntransport = \"tls\"\n{extra}\n"
+        );
+        let config = config_with_sinks(&env, "", &sink);
+        async move {
+            match Daemon::start(&config).await {
+                Ok(_) => panic!("the daemon started with {extra}"),
+                Err(err) => format!("{err:#}"),
+            }
+        }
+    };
+    assert_eq!(
+        start(format!("ca_file = \"{}\"", not_pem.display())).await,
+        format!(
+            "sink siem: 127.0.0.1:6514: ca_file {}: no PEM certificate in the file",
+            not_pem.display()
+        )
+    );
+    let err = start(format!("ca_file = \"{}\"", missing.display())).await;
+    assert!(
+        err.starts_with(&format!(
+            "sink siem: 127.0.0.1:6514: ca_file {}: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let err = start(format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"",
+        certs.client_cert.display(),
+        not_pem.display()
+    ))
+    .await;
+    assert!(
+        err.starts_with(&format!(
+            "sink siem: 127.0.0.1:6514: client_key {}: ",
+            not_pem.display()
+        )),
+        "{err}"
+    );
+}

@@ -21,6 +21,7 @@
 
 pub mod account;
 pub mod api;
+pub mod base64;
 pub mod bench;
 pub mod config;
 pub mod demo;

@@ -9,6 +9,7 @@
 //!
 //! Invariant: no error of this module contains the token or any part of it.
 
+use crate::base64::{self, Alphabet};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -145,45 +146,14 @@ pub fn decode_claims(token: &str) -> Result<TokenClaims, TokenError> {
     })
 }
 
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// base64url without padding, as JWTs use it.
 pub fn base64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for symbol_idx in 0..=chunk.len() {
-            out.push(char::from(
-                BASE64URL[((n >> (18 - 6 * symbol_idx)) & 63) as usize],
-            ));
-        }
-    }
-    out
+    base64::encode(bytes, Alphabet::Url)
 }
 
 /// Decodes base64url, with or without padding; `None` for anything else.
 pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=').as_bytes();
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.chunks(4) {
-        let mut n = 0u32;
-        for &c in chunk {
-            let value = BASE64URL.iter().position(|&symbol| symbol == c)?;
-            n = (n << 6) | value as u32;
-        }
-        n <<= 6 * (4 - chunk.len()) as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..chunk.len() - 1]);
-    }
-    Some(out)
+    base64::decode(text, Alphabet::Url)
 }
 
 #[cfg(test)]

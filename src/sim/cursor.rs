@@ -4,6 +4,7 @@
 //! a keyed 64-bit tag, so garbage, truncated or edited cursors are rejected rather than misread.
 //! Cursors carry all their state, so any cursor can be reused any number of times.
 
+use crate::base64::{self, Alphabet};
 use time::OffsetDateTime;
 
 use super::generate::combine;
@@ -174,58 +175,17 @@ fn tag(key: u64, bytes: &[u8]) -> u64 {
         })
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding, like the cursor in the official examples.
 fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for symbol_idx in 0..4 {
-            if symbol_idx <= chunk.len() {
-                out.push(char::from(
-                    BASE64[((n >> (18 - 6 * symbol_idx)) & 63) as usize],
-                ));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::encode(bytes, Alphabet::Standard)
 }
 
 /// Strict inverse of [`base64_encode`]: `None` for anything it could not have produced.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.as_bytes();
-    if text.is_empty() || !text.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let n_chunks = text.len() / 4;
-    for (chunk_idx, chunk) in text.chunks(4).enumerate() {
-        let padding = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if padding > 2 || (padding > 0 && chunk_idx + 1 != n_chunks) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - padding] {
-            let value = BASE64.iter().position(|&symbol| symbol == c)?;
-            n = (n << 6) | value as u32;
-        }
-        n <<= 6 * padding as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - padding]);
-    }
-    // Reject non-canonical encodings (stray bits in the last symbol), so each cursor has one spelling.
-    if base64_encode(&out).as_bytes() != text {
-        return None;
-    }
-    Some(out)
+    let bytes = base64::decode(text, Alphabet::Standard)?;
+    // Reject non-canonical encodings (stray bits, missing or extra padding), so each cursor
+    // has one spelling.
+    (!text.is_empty() && base64_encode(&bytes) == text).then_some(bytes)
 }
 
 #[cfg(test)]

@@ -154,6 +154,9 @@ impl StreamPoller {
                     })
                     .clone(),
             };
+            // The token this request goes out with: after a 401, a newer one (another stream
+            // read the rewritten file meanwhile) is worth a retry at once.
+            let sent_with = self.client.token_generation();
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
@@ -208,9 +211,17 @@ impl StreamPoller {
                 Err(FetchError::Api(err)) => {
                     match self.failed(&err, &request, &mut backoff).await {
                         Next::Retry(delay) => delay,
-                        // A token already replaced (rotated before the old one was revoked) is
+                        // A token already replaced (rotated before the old one was revoked, or
+                        // read by another stream of the account since this request left) is
                         // used at once; otherwise the file is read again after the slow wait.
-                        Next::RetryWithFreshToken(_) if self.reload_token() => Duration::ZERO,
+                        Next::RetryWithFreshToken(_)
+                            // Read first: another stream may be swapping the same new
+                            // token in right now, and then the count below shows it.
+                            if self.reload_token()
+                                || self.client.token_generation() != sent_with =>
+                        {
+                            Duration::ZERO
+                        }
                         Next::RetryWithFreshToken(delay) => {
                             tokio::select! {
                                 _ = shutdown.cancelled() => break,

@@ -172,6 +172,9 @@ pub struct Client {
     /// Shared by every clone, so a token re-read after a 401 serves every stream of the
     /// account. A std lock: held only to format a header or swap the token.
     token: Arc<std::sync::RwLock<SecretString>>,
+    /// Counts token changes, so a stream whose request was refused can tell that another
+    /// stream has already replaced the token it used.
+    token_generation: Arc<std::sync::atomic::AtomicU64>,
     timeout: Duration,
 }
 
@@ -215,6 +218,7 @@ impl Client {
             http,
             base_url: options.base_url.trim_end_matches('/').into(),
             token: Arc::new(std::sync::RwLock::new(token)),
+            token_generation: Arc::default(),
             timeout: options.timeout,
         })
     }
@@ -223,12 +227,23 @@ impl Client {
         &self.base_url
     }
 
+    /// How many times the token has changed; compare before and after a request to know
+    /// whether it was sent with the token in use now.
+    pub fn token_generation(&self) -> u64 {
+        self.token_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Uses `token` from now on, in every clone of this client. Returns whether it differs
     /// from the token in use.
     pub fn replace_token(&self, token: SecretString) -> bool {
         let mut current = self.token.write().unwrap_or_else(|p| p.into_inner());
         let changed = current.expose_secret() != token.expose_secret();
         *current = token;
+        if changed {
+            self.token_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         changed
     }
 
@@ -537,6 +552,23 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn token_changes_are_counted_across_clones() {
+        let options = ClientOptions {
+            base_url: "http://127.0.0.1:9".into(),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        };
+        let client = Client::new(&options, SecretString::from("old")).unwrap();
+        let other_stream = client.clone();
+        let sent_with = client.token_generation();
+        assert!(!other_stream.replace_token(SecretString::from("old")));
+        assert_eq!(client.token_generation(), sent_with);
+        assert!(other_stream.replace_token(SecretString::from("new")));
+        assert_ne!(client.token_generation(), sent_with, "seen by every clone");
+        assert!(!client.replace_token(SecretString::from("new")));
+    }
 
     #[test]
     fn request_bodies() {

@@ -16,17 +16,8 @@ async fn every_event_arrives_exactly_once_and_byte_identical() {
     let daemon = Daemon::start(&env.config("page_size = 1000"))
         .await
         .unwrap();
-    let want = generated(&env.sim);
-    assert_eq!(want.values().sum::<usize>(), 9_000);
-    wait_for(daemon.stats(), "every event delivered", |s| {
-        delivered_all(s, &want)
-    })
-    .await;
-    daemon.stop().await;
-
-    for stream in Stream::ALL {
-        env.assert_exactly_once(stream);
-    }
+    assert_eq!(generated(&env.sim).values().sum::<usize>(), 9_000);
+    env.drain_and_check(daemon, "every event delivered").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

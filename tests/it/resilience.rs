@@ -137,15 +137,8 @@ async fn empty_pages_with_more_to_come_lose_nothing() {
         ..Faults::default()
     });
     let daemon = Daemon::start(&env.config("page_size = 10")).await.unwrap();
+    env.drain_and_check(daemon, "every event delivered").await;
     let want = generated(&env.sim);
-    wait_for(daemon.stats(), "every event delivered", |s| {
-        delivered_all(s, &want)
-    })
-    .await;
-    daemon.stop().await;
-    for stream in Stream::ALL {
-        env.assert_exactly_once(stream);
-    }
     let empty_with_more = env.sim.stats().requests as usize
         - Stream::ALL
             .iter()
@@ -172,15 +165,7 @@ async fn a_backlog_drains_under_small_limits_without_a_429() {
     )
     .await
     .unwrap();
-    let want = generated(&env.sim);
-    wait_for(daemon.stats(), "the backlog delivered", |s| {
-        delivered_all(s, &want)
-    })
-    .await;
-    daemon.stop().await;
-    for stream in Stream::ALL {
-        env.assert_exactly_once(stream);
-    }
+    env.drain_and_check(daemon, "the backlog delivered").await;
     let requests = env.sim.requests();
     assert!(requests.len() > 60, "{} requests", requests.len());
     let rate_limited = requests.iter().filter(|r| r.status == 429).count();
@@ -426,15 +411,7 @@ async fn rate_limit_headers_keep_the_daemon_under_limits_it_was_not_told() {
     })
     .await;
     let daemon = Daemon::start(&env.config("page_size = 10")).await.unwrap();
-    let want = generated(&env.sim);
-    wait_for(daemon.stats(), "every event delivered", |s| {
-        delivered_all(s, &want)
-    })
-    .await;
-    daemon.stop().await;
-    for stream in Stream::ALL {
-        env.assert_exactly_once(stream);
-    }
+    env.drain_and_check(daemon, "every event delivered").await;
     assert_cursor_held_on_failures(&env.sim, &Stream::ALL);
     // The pause starts when a response says nothing remains; only requests already under way
     // (at most one per other stream) can still meet a 429.
@@ -469,15 +446,8 @@ async fn a_token_rotated_before_the_old_one_is_revoked_is_used_at_once() {
     for stream in Stream::ALL {
         env.sim.insert(stream, 10);
     }
-    let want = generated(&env.sim);
-    wait_for(daemon.stats(), "the new events delivered", |s| {
-        delivered_all(s, &want)
-    })
-    .await;
-    daemon.stop().await;
-    for stream in Stream::ALL {
-        env.assert_exactly_once(stream);
-    }
+    env.drain_and_check(daemon, "the new events delivered")
+        .await;
     assert_cursor_held_on_failures(&env.sim, &Stream::ALL);
     assert!(
         env.sim.requests().iter().any(|r| r.status == 401),

@@ -103,6 +103,18 @@ path = "{dir}/out/{{stream}}.ndjson"
         }
     }
 
+    /// Waits until the daemon has delivered every event the simulator has generated so far
+    /// (`what` names that moment in a timeout), stops it, and asserts that each stream's
+    /// output holds every event exactly once, byte-identical.
+    pub async fn drain_and_check(&self, daemon: op_events_forwarder::Daemon, what: &str) {
+        let want = generated(&self.sim);
+        wait_for(daemon.stats(), what, |s| delivered_all(s, &want)).await;
+        daemon.stop().await;
+        for stream in Stream::ALL {
+            self.assert_exactly_once(stream);
+        }
+    }
+
     /// Asserts that the output of a stream holds every event the simulator generated exactly
     /// once, each line byte-identical to the event as served.
     pub fn assert_exactly_once(&self, stream: Stream) {

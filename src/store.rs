@@ -65,6 +65,35 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
+    #[error("state database {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state database {path}: in use by another op-events-forwarder{} (lock file {}); \
+         stop it first, or give this one a state file of its own ([state] path)",
+        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        lock_path(path).display()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "state database {path}: {what}; it is not an op-events-forwarder state file and is left \
+         untouched; point [state] path at a file of its own"
+    )]
+    Foreign { path: PathBuf, what: String },
+    #[error(
+        "state database {path}: the file exists but is empty (0 bytes), so its cursors are gone \
+         (truncated?); starting afresh would fetch everything again from start_time: restore it \
+         from a backup, or delete it to start afresh on purpose"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "state database {path:?}: the state must be a file on disk, so cursors and undelivered \
+         events survive a restart; set [state] path to a file"
+    )]
+    NotAFile { path: PathBuf },
     #[error(
         "state database {path}: outbox page {seq} of {account}/{stream} is not a JSON array of events: {reason}"
     )]
@@ -116,6 +145,9 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     state: Mutex<State>,
+    /// The open lock file; its `flock` is released when the last clone is dropped (or the
+    /// process dies, however it dies).
+    _lock: std::fs::File,
 }
 
 struct State {
@@ -126,28 +158,65 @@ struct State {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, switches it to WAL and applies the
+    /// Opens the state database at `path`, creating it if there is no file, and applies the
     /// migrations it has not seen.
+    ///
+    /// Before anything is written: takes the exclusive lock (`<path>.lock`, holding our pid),
+    /// so a second daemon on the same state is refused; refuses an in-memory path, an existing
+    /// but empty file (a truncated state would silently fetch everything again) and a file
+    /// that is not ours (`PRAGMA application_id`), leaving them untouched. A new state file is
+    /// built under a temporary name and renamed into place, so a crash during the first start
+    /// never leaves an empty or half-made file behind. The file, its `-wal` and `-shm` and the
+    /// lock file are readable by the owner only: they hold every event.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let raw = path.as_os_str();
+        if raw.is_empty()
+            || raw == ":memory:"
+            || path.to_str().is_some_and(|p| p.starts_with("file:"))
+        {
+            return Err(StoreError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: path.to_owned(),
                 source,
             })?;
         }
+        let lock = take_lock(path)?;
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(StoreError::Foreign {
+                    path: path.to_owned(),
+                    what: "it is not a regular file".into(),
+                });
+            }
+            Ok(meta) if meta.len() == 0 => {
+                return Err(StoreError::Empty {
+                    path: path.to_owned(),
+                });
+            }
+            Ok(_) => inspect(path)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => create(path)?,
+            Err(err) => return Err(io(err)),
+        }
+        restrict_permissions(path).map_err(io)?;
+
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(sqlite)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sqlite)?;
-        tracing::debug!(path = %path.display(), journal_mode = %mode, "opened state database");
-        // FULL: a committed cursor or acknowledgement survives a power cut too, not just a crash.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
+        // No SQLITE_OPEN_CREATE: the file was checked or made above, and must not vanish and
+        // come back empty in between.
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        configure(&conn).map_err(sqlite)?;
         migrate(&mut conn, path)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -156,6 +225,7 @@ impl Store {
                     conn,
                     sinks: Vec::new(),
                 }),
+                _lock: lock,
             }),
         })
     }
@@ -391,6 +461,22 @@ impl Store {
         Ok(seq)
     }
 
+    /// The bytes the database uses on disk (pages in use, free pages left out): what
+    /// `max_outbox_bytes` bounds. Read from SQLite's header counters, so it costs nothing.
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        let state = self.lock();
+        state
+            .conn
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count())
+                      - (SELECT freelist_count FROM pragma_freelist_count()),
+                        (SELECT page_size FROM pragma_page_size())",
+                [],
+                |row| Ok(row.get::<_, u64>(0)? * row.get::<_, u64>(1)?),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many pages of a stream are in the outbox, not yet delivered by every sink.
     pub fn pending_pages(&self, account: &str, stream: Stream) -> Result<u64, StoreError> {
         let state = self.lock();
@@ -484,6 +570,15 @@ impl Store {
         })
     }
 
+    /// What a killed process leaves: the connection is never closed (no checkpoint, no
+    /// cleanup), only the kernel's release of the lock happens.
+    #[cfg(test)]
+    fn die(self) {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("other clones alive"));
+        drop(inner._lock);
+        std::mem::forget(inner.state);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back on drop), so a poisoned lock is still safe to use.
@@ -533,6 +628,209 @@ fn offset(conn: &Connection, sink: &str, account: &str, stream: &str) -> rusqlit
     .map(|seq| seq.unwrap_or(0))
 }
 
+/// `PRAGMA application_id` of op-events-forwarder state files: "OPEF" in ASCII.
+pub const APPLICATION_ID: i32 = 0x4F50_4546;
+/// Mode of the state file, its `-wal` and `-shm`, and the lock file.
+const STATE_MODE: u32 = 0o600;
+/// The tables every version of the schema has; a file with them and no application id is a
+/// state file written before the id was set.
+const OUR_TABLES: [&str; 3] = ["outbox", "sink_offsets", "streams"];
+
+/// The lock file of a state database: `<path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock on `<path>.lock` and writes our pid into it, or says which
+/// process holds it.
+fn take_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(STATE_MODE)
+        .open(lock_path(path))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StoreError::Locked {
+                path: path.to_owned(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+/// Checks, without writing anything, that an existing file is a state database of ours (or
+/// one written before the application id was set).
+fn inspect(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read as _;
+    let foreign = |what: String| StoreError::Foreign {
+        path: path.to_owned(),
+        what,
+    };
+    let mut header = [0u8; 16];
+    let mut file = std::fs::File::open(path).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if file.read_exact(&mut header).is_err() || &header != b"SQLite format 3\0" {
+        return Err(foreign("it is not a SQLite database".into()));
+    }
+    drop(file);
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite)?;
+    let application_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if application_id == APPLICATION_ID {
+        return Ok(());
+    }
+    if application_id != 0 {
+        return Err(foreign(format!(
+            "it belongs to another program (application_id {application_id:#010x})"
+        )));
+    }
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .map_err(sqlite)?;
+    let tables = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(sqlite)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sqlite)?;
+    if OUR_TABLES
+        .iter()
+        .all(|t| tables.iter().any(|have| have == t))
+    {
+        return Ok(());
+    }
+    Err(foreign(if tables.is_empty() {
+        "it is a SQLite database without tables, not one this program made".into()
+    } else {
+        format!(
+            "it is a SQLite database of another program (tables: {}{})",
+            tables
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if tables.len() > 5 { ", …" } else { "" }
+        )
+    }))
+}
+
+/// Makes a new state database: built as `<path>.new` (mode 0600), migrated, marked as ours,
+/// checkpointed and closed, then renamed into place and the directory synced.
+fn create(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    let temp = PathBuf::from(temp);
+    // A leftover of a first start that died midway (we hold the lock, nobody else uses it).
+    for leftover in [sidecar(&temp, "-wal"), sidecar(&temp, "-shm"), temp.clone()] {
+        match std::fs::remove_file(&leftover) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io(err)),
+            _ => {}
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(STATE_MODE)
+        .open(&temp)
+        .map_err(io)?;
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(&temp).map_err(sqlite)?;
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(sqlite)?;
+    configure(&conn).map_err(sqlite)?;
+    migrate(&mut conn, path)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(sqlite)?;
+    conn.close().map_err(|(_, source)| sqlite(source))?;
+    std::fs::rename(&temp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io)?;
+    }
+    tracing::info!(path = %path.display(), "created the state database");
+    Ok(())
+}
+
+/// WAL, and `synchronous=FULL`: a committed cursor or acknowledgement survives a power cut
+/// too, not just a crash.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    tracing::debug!(journal_mode = %mode, "state database journal mode");
+    conn.pragma_update(None, "synchronous", "FULL")
+}
+
+/// `<path><suffix>`, for SQLite's `-wal` and `-shm` files.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes group and other access away from the state files (a state made under umask 022 by
+/// an earlier version, or copied in).
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in [
+        path.to_owned(),
+        sidecar(path, "-wal"),
+        sidecar(path, "-shm"),
+        lock_path(path),
+    ] {
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(STATE_MODE))?;
+                tracing::warn!(path = %file.display(), "state file was readable by others; made it 0600");
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
@@ -559,6 +857,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .map_err(sqlite)?;
         tx.commit().map_err(sqlite)?;
         tracing::info!(path = %path.display(), migration = name, version, "applied state migration");
+    }
+    let application_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if application_id != APPLICATION_ID {
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sqlite)?;
+        tracing::info!(path = %path.display(), "marked the state database as op-events-forwarder's (application_id)");
     }
     Ok(())
 }
@@ -599,6 +905,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         let err = Store::open(&path).err().unwrap();
@@ -610,6 +918,118 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn a_second_open_is_refused_naming_the_holder() {
+        let (dir, store) = temp_store();
+        let path = dir.path().join("state/state.db");
+        let err = Store::open(&path).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state database {}: in use by another op-events-forwarder (pid {}) (lock file {}.lock); \
+                 stop it first, or give this one a state file of its own ([state] path)",
+                path.display(),
+                std::process::id(),
+                path.display()
+            )
+        );
+        drop(store);
+        Store::open(&path).expect("the lock is released with the store");
+    }
+
+    /// Asserts that opening `path` fails with `want` and leaves the file's bytes as they were
+    /// and no `-wal` beside it.
+    fn refused_untouched(path: &Path, want: &str) {
+        let before = std::fs::read(path).unwrap();
+        let err = Store::open(path).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("state database {}: {want}", path.display())
+        );
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+        assert!(!sidecar(path, "-wal").exists());
+    }
+
+    #[test]
+    fn foreign_empty_and_in_memory_states_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let hint = "; it is not an op-events-forwarder state file and is left untouched; \
+                    point [state] path at a file of its own";
+
+        std::fs::write(&path, "").unwrap();
+        refused_untouched(
+            &path,
+            "the file exists but is empty (0 bytes), so its cursors are gone (truncated?); starting \
+             afresh would fetch everything again from start_time: restore it from a backup, or \
+             delete it to start afresh on purpose",
+        );
+
+        std::fs::write(&path, "not a database at all, just text").unwrap();
+        refused_untouched(&path, &format!("it is not a SQLite database{hint}"));
+
+        std::fs::remove_file(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE users (id INTEGER); CREATE TABLE orders (id INTEGER);")
+            .unwrap();
+        drop(conn);
+        refused_untouched(
+            &path,
+            &format!("it is a SQLite database of another program (tables: orders, users){hint}"),
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "application_id", 0x1234_5678)
+            .unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        drop(conn);
+        refused_untouched(
+            &path,
+            &format!("it belongs to another program (application_id 0x12345678){hint}"),
+        );
+
+        for memory in [":memory:", "", "file::memory:?cache=shared"] {
+            let err = Store::open(Path::new(memory)).err().unwrap();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "state database {memory:?}: the state must be a file on disk, so cursors and \
+                     undelivered events survive a restart; set [state] path to a file"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn state_files_are_owner_only_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, store) = temp_store();
+        store
+            .append_page(ACME, AUDIT, r#"[{"uuid":"A"}]"#, 1, "c1")
+            .unwrap();
+        let path = dir.path().join("state/state.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for file in [
+            path.clone(),
+            sidecar(&path, "-wal"),
+            sidecar(&path, "-shm"),
+            lock_path(&path),
+        ] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(store);
+        // A state made readable by others (an earlier version under umask 022) is tightened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        assert!(!dir.path().join("state/state.db.new").exists());
     }
 
     #[test]
@@ -628,6 +1048,15 @@ mod tests {
         drop(conn);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), 2);
+        let application_id: i32 = store
+            .lock()
+            .conn
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(
+            application_id, APPLICATION_ID,
+            "a state of ours without the id is adopted"
+        );
         let state = store.stream_state(ACME, AUDIT).unwrap().unwrap();
         assert_eq!(state.cursor.as_deref(), Some("old"));
         assert_eq!(state.saved_at.unix_timestamp(), 1000);
@@ -792,7 +1221,7 @@ mod tests {
                 .append_page(ACME, AUDIT, r#"[{"uuid":"B"},{"uuid":"C"}]"#, 2, "c2")
                 .unwrap();
             // The process dies here: the page is appended, no sink has acknowledged it.
-            std::mem::forget(store);
+            store.die();
         }
         let store = Store::open(&path).unwrap();
         store.register_sinks(&["file"]).unwrap();

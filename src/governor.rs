@@ -4,10 +4,14 @@
 //! simulator enforces both as strict sliding windows (any 60 s, any 3,600 s). Three parts
 //! work together:
 //!
-//! - A **sliding log** of the times of the last requests, the proof: a request is granted only
-//!   if the `n`-th request before it is at least one window (plus [`WINDOW_MARGIN`]) old, for
-//!   both windows. So no window of either length ever holds more than its limit, whatever the
-//!   pacers below do.
+//! - A **sliding log** of the last requests, the proof: a request is granted only if the
+//!   response to the `n`-th request before it arrived at least one window (plus
+//!   [`WINDOW_MARGIN`]) ago, for both windows. The API counts a request somewhere between our
+//!   sending it and our receiving its answer, so anchoring on the answer makes the bound hold
+//!   whatever the network or the server delay: no window of either length, on the API's
+//!   clock, ever holds more than its limit, whatever the pacers below do. A request still in
+//!   flight holds the slot until it is answered (or abandoned: [`Permit`] records it when
+//!   dropped).
 //! - A **minute pacer** (GCRA, crate governor): one request every `60 s / per_minute`, with a
 //!   burst of a second's worth, so a backlog is fetched evenly instead of 600 requests at once.
 //! - An **hour pacer** (GCRA) with burst `B = per_hour / 120` and a period chosen so that
@@ -33,14 +37,24 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-/// Added to both windows: the API counts requests when they arrive, we when we send them, and
-/// the delay between the two varies (connection setup, scheduling). Half a second costs under
-/// 1 % of the per-minute ceiling.
+/// Added to both windows, against a difference in how the API's clock and ours measure a
+/// window (the delays of the network are covered by anchoring on answers). Half a second
+/// costs under 1 % of the per-minute ceiling.
 pub const WINDOW_MARGIN: Duration = Duration::from_millis(500);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 /// The shortest wait reported, so that a caller advancing a clock always makes progress.
 const MIN_WAIT: Duration = Duration::from_micros(1);
+/// How often to look again while the request that holds the next slot is still in flight.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(20);
+
+/// A granted request in the sliding log.
+#[derive(Debug, Clone, Copy)]
+struct Sent<I> {
+    id: u64,
+    /// When its answer arrived (or it was abandoned); `None` while in flight.
+    done: Option<I>,
+}
 
 /// How many requests an account may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +141,10 @@ pub struct Schedule<C: Clock + Clone> {
     limits: Limits,
     minute_pacer: Pacer<C>,
     hour_pacer: Pacer<C>,
-    /// The times of the last `max(per_minute, per_hour)` granted requests, oldest first.
-    log: VecDeque<C::Instant>,
+    /// The last `max(per_minute, per_hour)` granted requests, oldest first.
+    log: VecDeque<Sent<C::Instant>>,
+    /// The id of the next permit.
+    next_id: u64,
     /// No permit before this time (after a 429).
     paused_until: Option<C::Instant>,
     /// The minute pacer granted a cell that the hour pacer has not matched yet; it is kept for
@@ -144,6 +160,7 @@ impl<C: Clock + Clone> Schedule<C> {
             clock,
             limits,
             log: VecDeque::new(),
+            next_id: 0,
             paused_until: None,
             minute_cell_held: false,
         }
@@ -153,9 +170,9 @@ impl<C: Clock + Clone> Schedule<C> {
         self.limits
     }
 
-    /// Takes a permit if one is available now; otherwise returns how long to wait before
-    /// asking again.
-    pub fn try_acquire(&mut self) -> Result<(), Duration> {
+    /// Takes a permit if one is available now and returns its id, for [`Schedule::complete`]
+    /// when the request is answered; otherwise returns how long to wait before asking again.
+    pub fn try_acquire(&mut self) -> Result<u64, Duration> {
         let now = self.clock.now();
         if let Some(until) = self.paused_until {
             if until > now {
@@ -176,12 +193,22 @@ impl<C: Clock + Clone> Schedule<C> {
             return Err(not_until.wait_time_from(now).max(MIN_WAIT));
         }
         self.minute_cell_held = false;
-        self.log.push_back(now);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.log.push_back(Sent { id, done: None });
         let keep = self.limits.per_minute.max(self.limits.per_hour).get() as usize;
         while self.log.len() > keep {
             self.log.pop_front();
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// The request of permit `id` was answered (or given up): its slot counts from now.
+    pub fn complete(&mut self, id: u64) {
+        let now = self.clock.now();
+        if let Some(sent) = self.log.iter_mut().rev().find(|sent| sent.id == id) {
+            sent.done.get_or_insert(now);
+        }
     }
 
     /// How much of a pause is left, if the account is paused.
@@ -211,8 +238,11 @@ impl<C: Clock + Clone> Schedule<C> {
             if self.log.len() < limit {
                 continue;
             }
-            let oldest = self.log[self.log.len() - limit];
-            let elapsed = Duration::from(now.duration_since(oldest));
+            let Some(answered) = self.log[self.log.len() - limit].done else {
+                wait = wait.max(Some(IN_FLIGHT_RECHECK));
+                continue;
+            };
+            let elapsed = Duration::from(now.duration_since(answered));
             if elapsed < window {
                 wait = wait.max(Some(window - elapsed));
             }
@@ -248,8 +278,10 @@ impl<C: Clock + Clone> AccountGovernor<C> {
     }
 
     /// Waits for this caller's turn, then until one more request fits within the account's
-    /// limits, and takes it. Cancel-safe: dropping the future gives the turn to the next.
-    pub async fn acquire(&self) {
+    /// limits, and takes it. Hold the permit until the request is answered: dropping it
+    /// records the answer's time, which the limits count from. Cancel-safe: dropping the
+    /// future gives the turn to the next.
+    pub async fn acquire(&self) -> Permit<'_, C> {
         let _turn = self.turn.lock().await;
         loop {
             let decision = self
@@ -258,7 +290,12 @@ impl<C: Clock + Clone> AccountGovernor<C> {
                 .unwrap_or_else(|p| p.into_inner())
                 .try_acquire();
             match decision {
-                Ok(()) => return,
+                Ok(id) => {
+                    return Permit {
+                        governor: self,
+                        id,
+                    };
+                }
                 Err(wait) => tokio::time::sleep(wait).await,
             }
         }
@@ -312,6 +349,23 @@ impl<C: Clock + Clone> AccountGovernor<C> {
     }
 }
 
+/// One granted request; dropped when its answer has arrived (or the request is abandoned).
+#[must_use = "hold the permit until the request is answered"]
+pub struct Permit<'a, C: Clock + Clone = TokioClock> {
+    governor: &'a AccountGovernor<C>,
+    id: u64,
+}
+
+impl<C: Clock + Clone> Drop for Permit<'_, C> {
+    fn drop(&mut self) {
+        self.governor
+            .schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .complete(self.id);
+    }
+}
+
 /// The pause after the `n`-th (from 0) consecutive 429 without `Retry-After`: the minute
 /// window, doubling, at most the hour window.
 pub fn unexplained_429_pause(n: u32) -> Duration {
@@ -341,7 +395,8 @@ mod tests {
         let end = Nanos::from(duration);
         while clock.now() < end {
             match schedule.try_acquire() {
-                Ok(()) => {
+                Ok(id) => {
+                    schedule.complete(id);
                     let stream = queue.pop_front().unwrap();
                     grants.push((clock.now(), stream));
                     queue.push_back(stream);
@@ -445,11 +500,70 @@ mod tests {
         }
     }
 
+    /// Whatever the delay between sending and answering, the API (which counts a request at
+    /// some instant in between) never sees more than the limit in a window: each request is
+    /// sent at least a window after the answer to the `n`-th request before it.
+    #[test]
+    fn slow_answers_hold_their_slot_until_they_arrive() {
+        let limits = limits(120, 30_000);
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(limits, clock.clone());
+        // Three streams; answers take 0.2 s to 7 s, varying.
+        let mut in_flight: Vec<(u64, Nanos)> = Vec::new();
+        let mut sent: Vec<(u64, Nanos)> = Vec::new();
+        let mut answered: std::collections::HashMap<u64, Nanos> = Default::default();
+        let end = Nanos::from(Duration::from_secs(900));
+        let mut latency_ms = 200u64;
+        while clock.now() < end {
+            in_flight.retain(|(id, done)| {
+                if *done <= clock.now() {
+                    schedule.complete(*id);
+                    answered.insert(*id, *done);
+                    false
+                } else {
+                    true
+                }
+            });
+            if in_flight.len() < 3 {
+                match schedule.try_acquire() {
+                    Ok(id) => {
+                        latency_ms = (latency_ms * 7 + 1300) % 7000 + 200;
+                        let done = clock.now() + Nanos::from(Duration::from_millis(latency_ms));
+                        sent.push((id, clock.now()));
+                        in_flight.push((id, done));
+                        continue;
+                    }
+                    Err(wait) => {
+                        let next_answer = in_flight.iter().map(|(_, done)| *done).min();
+                        let step = next_answer
+                            .map_or(Nanos::from(wait), |at| at.saturating_sub(clock.now()).min(Nanos::from(wait)));
+                        clock.advance(Duration::from(step).max(MIN_WAIT));
+                    }
+                }
+            } else {
+                let next_answer = in_flight.iter().map(|(_, done)| *done).min().unwrap();
+                clock.advance(Duration::from(next_answer.saturating_sub(clock.now())).max(MIN_WAIT));
+            }
+        }
+        let n = limits.per_minute.get() as usize;
+        assert!(sent.len() > 3 * n, "{} requests in 15 min", sent.len());
+        for pair in sent.windows(n + 1) {
+            let (first, _) = pair[0];
+            let (_, at) = pair[n];
+            let Some(first_answered) = answered.get(&first) else { continue };
+            assert!(
+                at.saturating_sub(*first_answered) >= Nanos::from(MINUTE),
+                "request sent {:?} after the answer to the {n}th before it",
+                Duration::from(at.saturating_sub(*first_answered))
+            );
+        }
+    }
+
     #[test]
     fn a_pause_holds_every_permit_back() {
         let clock = FakeRelativeClock::default();
         let mut schedule = Schedule::new(Limits::DOCUMENTED, clock.clone());
-        assert_eq!(schedule.try_acquire(), Ok(()));
+        assert!(schedule.try_acquire().is_ok());
         schedule.pause(Duration::from_secs(30));
         assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(30)));
         // A shorter pause does not shorten it.
@@ -457,7 +571,7 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(20)));
         clock.advance(Duration::from_secs(20));
-        assert_eq!(schedule.try_acquire(), Ok(()));
+        assert!(schedule.try_acquire().is_ok());
     }
 
     #[test]
@@ -469,17 +583,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_pauses_every_stream_and_a_success_resets_the_escalation() {
         let governor = AccountGovernor::new(Limits::DOCUMENTED);
-        governor.acquire().await;
+        drop(governor.acquire().await);
         assert_eq!(governor.rate_limited(None), Duration::from_secs(60));
         // Another stream's request was under way: its 429 joins the pause.
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(governor.rate_limited(None), Duration::from_secs(59));
         let started = tokio::time::Instant::now();
-        governor.acquire().await;
+        drop(governor.acquire().await);
         assert_eq!(started.elapsed(), Duration::from_secs(59));
         // The first request after the pause is refused again: the hour may be used up.
         assert_eq!(governor.rate_limited(None), Duration::from_secs(120));
-        governor.acquire().await;
+        drop(governor.acquire().await);
         governor.succeeded();
         assert_eq!(governor.rate_limited(None), Duration::from_secs(60));
         assert_eq!(
@@ -496,7 +610,7 @@ mod tests {
             let governor = std::sync::Arc::clone(&governor);
             tokio::spawn(async move {
                 loop {
-                    governor.acquire().await;
+                    drop(governor.acquire().await);
                 }
             })
         };
@@ -504,7 +618,7 @@ mod tests {
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let asked = tokio::time::Instant::now();
-            governor.acquire().await;
+            drop(governor.acquire().await);
             let waited = asked.elapsed();
             assert!(waited <= Duration::from_secs(2), "waited {waited:?}");
         }

@@ -178,17 +178,23 @@ impl Daemon {
         let name: Arc<str> = account.name.as_str().into();
         let watched = client.clone();
         let expires_at = resolved.claims.as_ref().and_then(|c| c.expires_at);
+        // Every request to the API counts against the account's limits, introspection too.
+        let governor = Arc::new(AccountGovernor::new(account.limits));
+        let introspect_governor = Arc::clone(&governor);
         self.tasks.spawn(account::watch_token(
             move || {
                 let client = watched.clone();
-                async move { client.introspect().await }
+                let governor = Arc::clone(&introspect_governor);
+                async move {
+                    let _permit = governor.acquire().await;
+                    client.introspect().await
+                }
             },
             expires_at,
             time::OffsetDateTime::now_utc,
             move |report| account::log_token_report(&name, report),
             self.shutdown.clone(),
         ));
-        let governor = Arc::new(AccountGovernor::new(account.limits));
         for &stream in &resolved.streams {
             let (appended, _) = watch::channel(0);
             let acked = Arc::new(Notify::new());

@@ -160,7 +160,7 @@ impl StreamPoller {
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
-                    self.governor.acquire().await;
+                    let _permit = self.governor.acquire().await;
                     self.fetch_next(&request, end_time).await
                 } => fetched,
             };

@@ -293,6 +293,8 @@ pub struct SimStats {
     pub http2_requests: u64,
     /// Responses of any kind sent gzip-encoded.
     pub gzipped_responses: u64,
+    /// Introspection requests answered 429: they count against the limits like any other.
+    pub introspections_rate_limited: u64,
 }
 
 impl SimStats {
@@ -373,6 +375,7 @@ impl Simulator {
             protocol_counters: ProtocolCounters::default(),
             faults: Mutex::new(cfg.faults),
             rate_log: Mutex::new(RateLog::default()),
+            introspections_rate_limited: AtomicU64::new(0),
             fault_rng: Mutex::new(fastrand::Rng::with_seed(generate::combine(
                 cfg.seed, 0xFA_17,
             ))),
@@ -548,8 +551,11 @@ struct Shared {
     revoked: Mutex<std::collections::HashSet<String>>,
     /// The faults in effect.
     faults: Mutex<Faults>,
-    /// Admitted event requests, for the sliding-window limits.
+    /// Admitted requests of the token (events and introspection), for the sliding-window
+    /// limits.
     rate_log: Mutex<RateLog>,
+    /// Introspection requests refused by the limits.
+    introspections_rate_limited: AtomicU64,
     /// Decides which requests get a fault; seeded, so a run can be repeated.
     fault_rng: Mutex<fastrand::Rng>,
     /// Signs and verifies the simulator's JWTs.
@@ -727,6 +733,7 @@ impl Shared {
             requests,
             http2_requests: self.protocol_counters.http2.load(Ordering::Relaxed),
             gzipped_responses: self.protocol_counters.gzipped.load(Ordering::Relaxed),
+            introspections_rate_limited: self.introspections_rate_limited.load(Ordering::Relaxed),
         }
     }
 }

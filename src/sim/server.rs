@@ -336,25 +336,13 @@ async fn events(
     }
 
     let faults = lock(&shared.faults).clone();
-    let mut rate = None;
-    if !faults.rate_limits.is_empty() {
-        let decision = lock(&shared.rate_log).check(&faults.rate_limits, Instant::now());
-        if !decision.admitted {
+    let rate = match admit(shared, &faults) {
+        Ok(rate) => rate,
+        Err(response) => {
             shared.record_fault(version, stream, 429, kind, 0, Some(Fault::RateLimited));
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS);
-            if faults.retry_after {
-                let secs = decision.retry_after.as_secs_f64().ceil() as u64;
-                response
-                    .headers_mut()
-                    .insert("retry-after", HeaderValue::from(secs));
-            }
-            if faults.rate_limit_headers {
-                rate_limit_headers(&mut response, &decision);
-            }
             return Ok(response);
         }
-        rate = faults.rate_limit_headers.then_some(decision);
-    }
+    };
     let roll = |rate: f64| rate > 0.0 && lock(&shared.fault_rng).f64() < rate;
     if roll(faults.reset_rate) {
         shared.record_fault(version, stream, 0, kind, 0, Some(Fault::Reset));
@@ -431,6 +419,30 @@ async fn events(
 
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) of the tightest
 /// window.
+/// Counts a request against the sliding-window limits, if any are set: every request of the
+/// token counts, introspection included. Returns the decision for the `RateLimit-*` headers
+/// of an admitted request, or the 429 to send.
+fn admit(shared: &Shared, faults: &Faults) -> Result<Option<RateDecision>, Response<Body>> {
+    if faults.rate_limits.is_empty() {
+        return Ok(None);
+    }
+    let decision = lock(&shared.rate_log).check(&faults.rate_limits, Instant::now());
+    if !decision.admitted {
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS);
+        if faults.retry_after {
+            let secs = decision.retry_after.as_secs_f64().ceil() as u64;
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        if faults.rate_limit_headers {
+            rate_limit_headers(&mut response, &decision);
+        }
+        return Err(response);
+    }
+    Ok(faults.rate_limit_headers.then_some(decision))
+}
+
 fn rate_limit_headers(response: &mut Response<Body>, decision: &RateDecision) {
     let headers = response.headers_mut();
     headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
@@ -835,6 +847,11 @@ fn introspect(
     let Some(token) = token(shared, request.headers()) else {
         return error(StatusCode::UNAUTHORIZED);
     };
+    let faults = lock(&shared.faults).clone();
+    if let Err(response) = admit(shared, &faults) {
+        shared.introspections_rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return response;
+    }
     // The integration's uuid is a function of the seed and the token, so it is stable across restarts.
     let uuid = generate::id(
         &mut Rng::new(generate::combine(

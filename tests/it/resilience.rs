@@ -170,6 +170,8 @@ async fn a_backlog_drains_under_small_limits_without_a_429() {
     assert!(requests.len() > 60, "{} requests", requests.len());
     let rate_limited = requests.iter().filter(|r| r.status == 429).count();
     assert_eq!(rate_limited, 0, "the governor tripped the limit");
+    // The simulator counts the token's introspection against the same limits, as the API may.
+    assert_eq!(env.sim.stats().introspections_rate_limited, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,7 @@ impl Daemon {
                 base_url: resolved.base_url.clone(),
                 ca_file: account.ca_file.clone(),
                 timeout: account.request_timeout,
+                max_response_bytes: None,
             };
             let client = api::Client::new(&client_options, token)
                 .with_context(|| format!("account \"{}\"", account.name))?;

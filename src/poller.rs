@@ -72,6 +72,29 @@ struct Fetched {
     exhausted_for: Option<Duration>,
 }
 
+/// What a successful answer means for the stream.
+enum Progress {
+    /// A page to keep.
+    New(Fetched),
+    /// The API answered with the cursor it was sent and `has_more: true`, and a page that is
+    /// already kept (or empty): nothing to keep; ask again after this long.
+    Repeated(Duration),
+}
+
+/// A cursor the API keeps answering with itself and `has_more: true`.
+struct Stuck {
+    /// The events kept at this cursor (a hash of their bytes), so they are kept only once.
+    kept: Option<u64>,
+    since: tokio::time::Instant,
+    repeats: u64,
+}
+
+impl Stuck {
+    fn reason(&self) -> String {
+        "the API answers has_more: true without moving the cursor".to_owned()
+    }
+}
+
 /// Why a page could not be fetched.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
@@ -117,13 +140,20 @@ impl StreamPoller {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = self.new_backoff();
         let mut cursor = self.saved_cursor(&shutdown).await;
-        // Relative start and end times are taken from when the daemon started.
-        let started = OffsetDateTime::now_utc();
-        let end_time = self
+        // Relative start and end times are taken from when the daemon started, on the API's
+        // clock once an answer has told it (see `clock_checked` below).
+        let mut started = self.client.server_now();
+        let mut clock_checked = self.client.clock_skew().is_some();
+        let mut end_time = self
             .settings
             .end_time
             .as_ref()
             .map(|end| end.resolve(started));
+        // The most a page may hold: what the last reset asked for. A cursor saved by an
+        // earlier run may come from a reset with another page size: the API's largest then.
+        let mut asked = api::MAX_PAGE_ITEMS;
+        // Set while the API answers `has_more: true` with the cursor it was sent.
+        let mut stuck: Option<Stuck> = None;
         // Set when the API rejected the cursor and the stream restarts from a time.
         let mut restart_at: Option<Option<OffsetDateTime>> = None;
         // A reset request is resolved once and sent again unchanged until it succeeds: a
@@ -157,15 +187,47 @@ impl StreamPoller {
             // The token this request goes out with: after a 401, a newer one (another stream
             // read the rewritten file meanwhile) is worth a retry at once.
             let sent_with = self.client.token_generation();
+            let max_items = match &request {
+                PageRequest::Reset { limit, .. } => *limit,
+                PageRequest::Cursor(_) => asked,
+            };
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
                     let _permit = self.governor.acquire().await;
-                    self.fetch_next(&request, end_time).await
+                    self.fetch_next(&request, end_time, max_items).await
                 } => fetched,
             };
+            // The first answer tells how the API's clock compares with ours. A first reset
+            // resolved against a clock that is off by more than the tolerance is resolved
+            // again on the API's clock and sent again, its page not kept: a clock a year
+            // ahead would otherwise skip the whole backlog for good.
+            if !clock_checked && let Some(skew) = self.client.clock_skew() {
+                clock_checked = true;
+                if skew != time::Duration::ZERO {
+                    started += skew;
+                    end_time = self.settings.end_time.as_ref().map(|end| end.resolve(started));
+                    if matches!(request, PageRequest::Reset { .. }) && restart_at.is_none() {
+                        reset = None;
+                        if fetched.is_ok() {
+                            tracing::warn!(
+                                account = %self.account, stream = %self.stream,
+                                skew_secs = skew.whole_seconds(),
+                                "the first request's times were resolved on a wrong local clock; \
+                                 asking again with times on the API's clock"
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
+            let fetched = match fetched {
+                Ok(page) => Ok(self.check_progress(&request, page, &mut stuck, &mut backoff).await),
+                Err(err) => Err(err),
+            };
             let pause = match fetched {
-                Ok(page) => match self.keep(&page).await {
+                Ok(Progress::Repeated(delay)) => delay,
+                Ok(Progress::New(page)) => match self.keep(&page).await {
                     Ok(()) => {
                         backoff = self.new_backoff();
                         self.governor.succeeded();
@@ -177,14 +239,22 @@ impl StreamPoller {
                             );
                             self.governor.pause(exhausted_for);
                         }
+                        if let PageRequest::Reset { limit, .. } = request {
+                            asked = limit;
+                        }
                         restart_at = None;
                         reset = None;
                         cursor = Some(page.cursor);
+                        if let Some(stuck) = &stuck {
+                            // Kept once; the same cursor is asked again after a backoff.
+                            self.set_unhealthy(stuck.reason());
+                            continue;
+                        }
                         if page.has_more {
                             continue;
                         }
                         if let Some(end) = end_time
-                            && end <= OffsetDateTime::now_utc()
+                            && end <= self.client.server_now()
                         {
                             tracing::info!(
                                 account = %self.account, stream = %self.stream,
@@ -257,6 +327,75 @@ impl StreamPoller {
         tracing::info!(account = %self.account, stream = %self.stream, "poller stopped");
     }
 
+    /// Tells a page that moves the stream on from the same cursor served again with
+    /// `has_more: true` (a server that is stuck, or lies): that one is kept at most once,
+    /// warned about once per episode with the cursor's age, and asked for again only after
+    /// a growing backoff, so neither the outbox nor the request budget fills with copies.
+    async fn check_progress(
+        &self,
+        request: &PageRequest,
+        page: Fetched,
+        stuck: &mut Option<Stuck>,
+        backoff: &mut Backoff,
+    ) -> Progress {
+        let repeated =
+            page.has_more && matches!(request, PageRequest::Cursor(sent) if *sent == page.cursor);
+        if !repeated {
+            if let Some(was) = stuck.take() {
+                tracing::info!(
+                    account = %self.account, stream = %self.stream, repeats = was.repeats,
+                    stuck_secs = was.since.elapsed().as_secs(),
+                    "the API's cursor moves again"
+                );
+            }
+            return Progress::New(page);
+        }
+        let items = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::hash::DefaultHasher::new();
+            page.items.hash(&mut hasher);
+            hasher.finish()
+        };
+        let state = match stuck {
+            Some(state) => {
+                state.repeats += 1;
+                state
+            }
+            None => {
+                let (account, stream) = (self.account.clone(), self.stream);
+                let saved = self
+                    .store
+                    .run(move |s| s.stream_state(&account, stream))
+                    .await
+                    .ok()
+                    .flatten();
+                let cursor_age_secs = saved
+                    .map(|state| (OffsetDateTime::now_utc() - state.saved_at).whole_seconds())
+                    .unwrap_or(0);
+                tracing::warn!(
+                    account = %self.account, stream = %self.stream, cursor_age_secs,
+                    events = page.n_events,
+                    "the API answered has_more: true with the very cursor it was sent; its events \
+                     are kept once and the same cursor is asked for again with a growing backoff"
+                );
+                stuck.insert(Stuck {
+                    kept: None,
+                    since: tokio::time::Instant::now(),
+                    repeats: 0,
+                })
+            }
+        };
+        if page.n_events > 0 && state.kept != Some(items) {
+            state.kept = Some(items);
+            return Progress::New(page);
+        }
+        self.stats.update_stream(&self.account, self.stream, |s| {
+            s.requests += 1;
+            s.unhealthy = Some(state.reason());
+        });
+        Progress::Repeated(backoff.next_delay())
+    }
+
     /// The cursor saved by an earlier run; retries while the store fails.
     async fn saved_cursor(&self, shutdown: &CancellationToken) -> Option<String> {
         let mut backoff = Backoff::new(MIN_BACKOFF, STORE_MAX_BACKOFF);
@@ -278,10 +417,14 @@ impl StreamPoller {
 
     /// Fetches the page `request` asks for; for `audit_v3`, the request's cursor is our saved
     /// v3 state and a reset starts a new window.
+    ///
+    /// `max_items` is the most the page may hold: what the request (or, for a cursor, the
+    /// reset that started it) asked for.
     async fn fetch_next(
         &self,
         request: &PageRequest,
         end_time: Option<OffsetDateTime>,
+        max_items: u16,
     ) -> Result<Fetched, FetchError> {
         if self.stream == Stream::AuditV3 {
             let state = match request {
@@ -294,7 +437,7 @@ impl StreamPoller {
             let request = state.request(self.settings.page_size, end.as_deref());
             let page = self
                 .client
-                .fetch_v3(&self.settings.v3_params, &request)
+                .fetch_v3(&self.settings.v3_params, &request, self.settings.page_size)
                 .await?;
             let step = state
                 .advance(&page)
@@ -313,7 +456,7 @@ impl StreamPoller {
         }
         let page = self
             .client
-            .fetch(self.settings.api_version, self.stream, request)
+            .fetch(self.settings.api_version, self.stream, request, max_items)
             .await?;
         Ok(Fetched {
             items: page.items.get().to_owned(),

@@ -66,6 +66,42 @@ impl ApiError {
         }
     }
 
+    /// The error with every occurrence of `secret` replaced in every text it carries: the one
+    /// place where whatever a server sent back (a message, a body, a parser's complaint
+    /// quoting it) is made safe for a log line, an error or a status page.
+    pub fn redact(self, secret: &str) -> ApiError {
+        let clean = |text: String| redact(&text, secret);
+        match self {
+            ApiError::Setup(text) => ApiError::Setup(clean(text)),
+            ApiError::Transport { url, detail } => ApiError::Transport {
+                url: clean(url),
+                detail: clean(detail),
+            },
+            ApiError::Timeout { url, after } => ApiError::Timeout {
+                url: clean(url),
+                after,
+            },
+            ApiError::Status {
+                url,
+                status,
+                message,
+                body,
+                retry_after,
+            } => ApiError::Status {
+                url: clean(url),
+                status,
+                message: message.map(clean),
+                body: clean(body),
+                retry_after,
+            },
+            ApiError::InvalidResponse { url, detail, body } => ApiError::InvalidResponse {
+                url: clean(url),
+                detail: clean(detail),
+                body: clean(body),
+            },
+        }
+    }
+
     /// The HTTP status, when the API answered with one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -113,15 +149,19 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         .map(|lower| lower.message)
 }
 
+/// `text` with every occurrence of `secret` replaced by `[REDACTED]`.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret, "[REDACTED]")
+    }
+}
+
 /// The first `max` characters of a body, with control characters escaped and any occurrence
 /// of `secret` replaced, so it can go into a log line.
 pub fn excerpt(body: &[u8], max: usize, secret: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = if secret.is_empty() {
-        text
-    } else {
-        text.replace(secret, "[REDACTED]").into()
-    };
+    let text = redact(&String::from_utf8_lossy(body), secret);
     let mut out = String::new();
     for (idx, ch) in text.chars().enumerate() {
         if idx == max {
@@ -176,6 +216,40 @@ mod tests {
             excerpt(b"token=s3cret!", 100, "s3cret"),
             "token=[REDACTED]!"
         );
+    }
+
+    #[test]
+    fn every_text_of_every_error_is_redacted() {
+        let secret = "eyJtoken.secret.part";
+        let echo = format!("you sent Bearer {secret}");
+        let errors = [
+            ApiError::Setup(echo.clone()),
+            ApiError::Transport {
+                url: format!("https://x/{secret}"),
+                detail: echo.clone(),
+            },
+            ApiError::Timeout {
+                url: format!("https://x/{secret}"),
+                after: Duration::from_secs(1),
+            },
+            ApiError::Status {
+                url: "https://x".into(),
+                status: 401,
+                message: Some(echo.clone()),
+                body: echo.clone(),
+                retry_after: None,
+            },
+            ApiError::InvalidResponse {
+                url: "https://x".into(),
+                detail: format!("invalid type: string \"{secret}\", expected a boolean"),
+                body: echo.clone(),
+            },
+        ];
+        for err in errors {
+            let text = format!("{} {:?}", err.clone().redact(secret), err.redact(secret));
+            assert!(!text.contains(secret), "{text}");
+            assert!(text.contains("[REDACTED]"), "{text}");
+        }
     }
 
     #[test]

@@ -25,12 +25,22 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt};
+pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt, redact};
 
 use crate::stream::Stream;
 
 /// How much of a response body goes into an error message.
 const BODY_EXCERPT_CHARS: usize = 300;
+/// The most a page may hold: the API's largest `limit`.
+pub const MAX_PAGE_ITEMS: u16 = 1000;
+/// What a response may take per event asked for, when `max_response_bytes` is not set: some
+/// thirty times a typical event, so only a server that lies reaches it.
+pub const RESPONSE_BYTES_PER_EVENT: u64 = 32 * 1024;
+/// Room for the envelope around the events, and the whole of an introspection answer.
+const RESPONSE_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// Beyond this difference between the API's clock (its `Date` header) and ours, relative
+/// times are resolved against the API's clock, and a warning says so.
+pub const CLOCK_SKEW_TOLERANCE: time::Duration = time::Duration::minutes(5);
 
 /// Which generation of the cursor endpoints an account reads: `POST /api/v1/<stream>` or
 /// `POST /api/v2/<stream>`. Both take the same requests; the v2 events carry the MSP fields.
@@ -162,6 +172,9 @@ pub struct ClientOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// The whole request, from connecting to the last byte of the body.
     pub timeout: Duration,
+    /// The largest response body accepted (decoded), whatever the page size; `None`: derived
+    /// from the page size asked for ([`RESPONSE_BYTES_PER_EVENT`] per event).
+    pub max_response_bytes: Option<u64>,
 }
 
 /// A client for one account: one base URL, one bearer token. Cheap to clone.
@@ -176,6 +189,18 @@ pub struct Client {
     /// stream has already replaced the token it used.
     token_generation: Arc<std::sync::atomic::AtomicU64>,
     timeout: Duration,
+    max_response_bytes: Option<u64>,
+    /// How far the API's clock is ahead of ours, from the `Date` of its latest answer.
+    clock: Arc<std::sync::Mutex<ClockCheck>>,
+}
+
+/// What the API's `Date` headers said about our clock.
+#[derive(Debug, Default)]
+struct ClockCheck {
+    /// The API's time minus ours, at the latest answer with a `Date`.
+    skew: Option<time::Duration>,
+    /// A warning about a skewed clock was logged (once, until the clock is right again).
+    warned: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -220,7 +245,69 @@ impl Client {
             token: Arc::new(std::sync::RwLock::new(token)),
             token_generation: Arc::default(),
             timeout: options.timeout,
+            max_response_bytes: options.max_response_bytes,
+            clock: Arc::default(),
         })
+    }
+
+    /// How far the API's clock is ahead of ours (negative: behind), once an answer has said,
+    /// and only when it is beyond [`CLOCK_SKEW_TOLERANCE`]; `Some(ZERO)` when it was within.
+    pub fn clock_skew(&self) -> Option<time::Duration> {
+        let check = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        check.skew.map(|skew| {
+            if skew.abs() > CLOCK_SKEW_TOLERANCE {
+                skew
+            } else {
+                time::Duration::ZERO
+            }
+        })
+    }
+
+    /// Now on the API's clock as far as we know it: ours, corrected by a skew beyond the
+    /// tolerance.
+    pub fn server_now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + self.clock_skew().unwrap_or(time::Duration::ZERO)
+    }
+
+    /// Notes the `Date` of an answer; warns once when our clock is off by more than the
+    /// tolerance, and says when it is right again.
+    fn check_clock(&self, headers: &http::HeaderMap) {
+        let Some(date) = headers
+            .get(http::header::DATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| httpdate::parse_http_date(value).ok())
+        else {
+            return;
+        };
+        let server = OffsetDateTime::from(date);
+        let local = OffsetDateTime::now_utc();
+        // Date has whole seconds: a difference under one is no difference.
+        let skew = server - local;
+        let mut check = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        check.skew = Some(skew);
+        let off = skew.abs() > CLOCK_SKEW_TOLERANCE;
+        if off && !check.warned {
+            check.warned = true;
+            tracing::warn!(
+                api = %self.base_url,
+                local_time = %rfc3339(local),
+                api_time = %rfc3339(server),
+                skew_secs = skew.whole_seconds(),
+                "the local clock differs from the API's by more than {} minutes; relative start \
+                 and end times are resolved against the API's clock; fix the clock (NTP)",
+                CLOCK_SKEW_TOLERANCE.whole_minutes()
+            );
+        } else if !off && check.warned {
+            check.warned = false;
+            tracing::info!(api = %self.base_url, "the local clock agrees with the API's again");
+        }
+    }
+
+    /// The largest body accepted for a request of up to `items` events.
+    fn body_limit(&self, items: u16) -> u64 {
+        self.max_response_bytes.unwrap_or(
+            u64::from(items.max(1)) * RESPONSE_BYTES_PER_EVENT + RESPONSE_OVERHEAD_BYTES,
+        )
     }
 
     pub fn base_url(&self) -> &str {
@@ -247,12 +334,15 @@ impl Client {
         changed
     }
 
-    /// Fetches one page of a cursor stream from the v1 or v2 endpoint.
+    /// Fetches one page of a cursor stream from the v1 or v2 endpoint. A page with more than
+    /// `max_items` events (what was asked for), or with an item that is not an event object,
+    /// is an error: nothing of it is kept, the same request is sent again later.
     pub async fn fetch(
         &self,
         version: ApiVersion,
         stream: Stream,
         request: &PageRequest,
+        max_items: u16,
     ) -> Result<Page, ApiError> {
         let url = format!(
             "{}/api/{}/{}",
@@ -260,16 +350,26 @@ impl Client {
             version.as_str(),
             stream.as_str()
         );
-        let (headers, body) = self
-            .send(http::Method::POST, &url, Some(request.body()))
-            .await?;
-        let mut page = parse_page(&body).map_err(|detail| ApiError::InvalidResponse {
-            url,
-            detail,
-            body: self.excerpt(&body),
-        })?;
-        page.exhausted_for = rate_limit_exhausted(&headers);
-        Ok(page)
+        let result = async {
+            let (headers, body) = self
+                .send(
+                    http::Method::POST,
+                    &url,
+                    Some(request.body()),
+                    self.body_limit(max_items),
+                )
+                .await?;
+            let mut page =
+                parse_page(&body, max_items).map_err(|detail| ApiError::InvalidResponse {
+                    url: url.clone(),
+                    detail,
+                    body: self.excerpt(&body),
+                })?;
+            page.exhausted_for = rate_limit_exhausted(&headers);
+            Ok(page)
+        }
+        .await;
+        result.map_err(|err| self.redact(err))
     }
 
     /// Fetches one page of the beta `GET /api/v3/auditevents`.
@@ -277,38 +377,78 @@ impl Client {
         &self,
         params: &crate::config::V3Params,
         request: &v3::V3Request,
+        max_items: u16,
     ) -> Result<v3::V3Page, ApiError> {
         let url = format!(
             "{}/api/v3/auditevents?{}",
             self.base_url,
             request.query(params)
         );
-        let (_, body) = self.send(http::Method::GET, &url, None).await?;
-        v3::parse_v3_page(&body).map_err(|detail| ApiError::InvalidResponse {
-            url,
-            detail,
-            body: self.excerpt(&body),
-        })
+        let result = async {
+            let (_, body) = self
+                .send(http::Method::GET, &url, None, self.body_limit(max_items))
+                .await?;
+            v3::parse_v3_page(&body, max_items).map_err(|detail| ApiError::InvalidResponse {
+                url: url.clone(),
+                detail,
+                body: self.excerpt(&body),
+            })
+        }
+        .await;
+        result.map_err(|err| self.redact(err))
     }
 
-    /// Asks the API what the token is (`GET /api/v2/auth/introspect`).
+    /// Asks the API what the token is (`GET /api/v2/auth/introspect`). Every text in the
+    /// answer is redacted, like every error.
     pub async fn introspect(&self) -> Result<Introspection, ApiError> {
         let url = format!("{}/api/v2/auth/introspect", self.base_url);
-        let (_, body) = self.send(http::Method::GET, &url, None).await?;
-        serde_json::from_slice(&body).map_err(|err| ApiError::InvalidResponse {
-            url,
-            detail: err.to_string(),
-            body: self.excerpt(&body),
-        })
+        let result = async {
+            let (_, body) = self
+                .send(http::Method::GET, &url, None, RESPONSE_OVERHEAD_BYTES)
+                .await?;
+            serde_json::from_slice::<Introspection>(&body).map_err(|err| {
+                ApiError::InvalidResponse {
+                    url: url.clone(),
+                    detail: err.to_string(),
+                    body: self.excerpt(&body),
+                }
+            })
+        }
+        .await;
+        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
+        let secret = token.expose_secret();
+        match result {
+            Ok(answer) => Ok(Introspection {
+                uuid: answer.uuid.map(|text| redact(&text, secret)),
+                issued_at: answer.issued_at.map(|text| redact(&text, secret)),
+                features: answer
+                    .features
+                    .into_iter()
+                    .map(|text| redact(&text, secret))
+                    .collect(),
+                account_uuid: answer.account_uuid.map(|text| redact(&text, secret)),
+            }),
+            Err(err) => Err(err.redact(secret)),
+        }
+    }
+
+    /// `err` with the token taken out of every text.
+    fn redact(&self, err: ApiError) -> ApiError {
+        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
+        err.redact(token.expose_secret())
     }
 
     /// Sends a request and returns the headers and body of a 200 response; every other
     /// outcome is an [`ApiError`]. The whole exchange is bounded by the request timeout.
+    ///
+    /// The body, as sent and as decoded, may be at most `max_body` bytes: a larger one is an
+    /// error as soon as the limit is passed, so memory never follows what a server sends.
     async fn send(
         &self,
         method: http::Method,
         url: &str,
         json: Option<String>,
+        max_body: u64,
     ) -> Result<(http::HeaderMap, Bytes), ApiError> {
         let authorization = format!(
             "Bearer {}",
@@ -338,11 +478,21 @@ impl Client {
                 .await
                 .map_err(|err| transport(url, &err))?;
             let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|err| transport(url, &err))?
-                .to_bytes();
+            let too_large = || ApiError::InvalidResponse {
+                url: url.to_owned(),
+                detail: format!(
+                    "the response body is larger than {max_body} bytes, more than {} events \
+                     can take (max_response_bytes)",
+                    max_body.saturating_sub(RESPONSE_OVERHEAD_BYTES) / RESPONSE_BYTES_PER_EVENT
+                ),
+                body: String::new(),
+            };
+            let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+            let body = match http_body_util::Limited::new(body, limit).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+                Err(err) => return Err(transport(url, &*err)),
+            };
             Ok::<_, ApiError>((parts, body))
         };
         let (parts, body) = tokio::time::timeout(self.timeout, exchange)
@@ -351,12 +501,14 @@ impl Client {
                 url: url.to_owned(),
                 after: self.timeout,
             })??;
-        let body =
-            decode_body(&parts.headers, body).map_err(|detail| ApiError::InvalidResponse {
+        self.check_clock(&parts.headers);
+        let body = decode_body(&parts.headers, body, max_body).map_err(|detail| {
+            ApiError::InvalidResponse {
                 url: url.to_owned(),
                 detail,
                 body: String::new(),
-            })?;
+            }
+        })?;
         if parts.status == http::StatusCode::OK {
             return Ok((parts.headers, body));
         }
@@ -414,12 +566,9 @@ fn transport(url: &str, err: &(dyn std::error::Error + 'static)) -> ApiError {
     }
 }
 
-/// The most a gzip-encoded response may expand to: far above a page of 1,000 events, far
-/// below what would strain memory.
-const MAX_DECODED_BYTES: u64 = 64 * 1024 * 1024;
-
-/// The body as sent, decoded according to `Content-Encoding` (`gzip` or none).
-fn decode_body(headers: &http::HeaderMap, body: Bytes) -> Result<Bytes, String> {
+/// The body as sent, decoded according to `Content-Encoding` (`gzip` or none), at most
+/// `max_decoded` bytes once decoded.
+fn decode_body(headers: &http::HeaderMap, body: Bytes, max_decoded: u64) -> Result<Bytes, String> {
     let mut codings: Vec<String> = Vec::new();
     for value in headers.get_all(http::header::CONTENT_ENCODING) {
         let value = value
@@ -436,15 +585,15 @@ fn decode_body(headers: &http::HeaderMap, body: Bytes) -> Result<Bytes, String> 
         [] => Ok(body),
         [gzip] if gzip == "gzip" || gzip == "x-gzip" => {
             use std::io::Read as _;
-            let mut decoded = Vec::with_capacity(body.len() * 4);
+            let capacity = (body.len() as u64 * 4).min(max_decoded);
+            let mut decoded = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
             flate2::read::MultiGzDecoder::new(&body[..])
-                .take(MAX_DECODED_BYTES + 1)
+                .take(max_decoded + 1)
                 .read_to_end(&mut decoded)
                 .map_err(|err| format!("cannot decode the gzip body: {err}"))?;
-            if decoded.len() as u64 > MAX_DECODED_BYTES {
+            if decoded.len() as u64 > max_decoded {
                 return Err(format!(
-                    "the gzip body expands beyond {} MiB",
-                    MAX_DECODED_BYTES / 1024 / 1024
+                    "the gzip body expands beyond {max_decoded} bytes (max_response_bytes)"
                 ));
             }
             Ok(Bytes::from(decoded))
@@ -456,8 +605,10 @@ fn decode_body(headers: &http::HeaderMap, body: Bytes) -> Result<Bytes, String> 
     }
 }
 
-/// Parses the `{cursor, has_more, items}` envelope, keeping the items as raw JSON.
-fn parse_page(body: &[u8]) -> Result<Page, String> {
+/// Parses the `{cursor, has_more, items}` envelope, keeping the items as raw JSON. Refuses a
+/// page of more than `max_items` items, or with an item that is not an event (a JSON object
+/// with a string `uuid`), naming the item.
+fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         cursor: Option<String>,
@@ -482,6 +633,7 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
     };
     let events: Vec<&RawValue> = serde_json::from_str(items.get())
         .map_err(|err| format!("\"items\" is not an array: {err}"))?;
+    check_items(&events, max_items, "items", true)?;
     Ok(Page {
         cursor,
         has_more,
@@ -489,6 +641,49 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
         n_events: events.len() as u64,
         exhausted_for: None,
     })
+}
+
+/// Checks the events of a page: at most `max_items` of them, each a JSON object, and (where
+/// the schema promises one) with a string `uuid`.
+pub(crate) fn check_items(
+    events: &[&RawValue],
+    max_items: u16,
+    key: &str,
+    need_uuid: bool,
+) -> Result<(), String> {
+    if events.len() > usize::from(max_items) {
+        return Err(format!(
+            "\"{key}\" holds {} events, more than the {max_items} asked for",
+            events.len()
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        uuid: Option<&'a RawValue>,
+    }
+    for (idx, event) in events.iter().enumerate() {
+        let text = event.get();
+        let refused = |why: &str| {
+            format!(
+                "{key}[{idx}] is not an event ({why}): {}",
+                excerpt(text.as_bytes(), 60, "")
+            )
+        };
+        if !text.starts_with('{') {
+            return Err(refused("not a JSON object"));
+        }
+        if need_uuid {
+            let probe: Probe<'_> =
+                serde_json::from_str(text).map_err(|err| refused(&err.to_string()))?;
+            match probe.uuid {
+                Some(uuid) if uuid.get().starts_with('"') => {}
+                Some(_) => return Err(refused("its \"uuid\" is not a string")),
+                None => return Err(refused("it has no \"uuid\"")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How long to wait after an error response: `Retry-After` (seconds or an HTTP date), else,
@@ -525,21 +720,16 @@ pub fn rate_limit_exhausted(headers: &http::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(reset))
 }
 
-/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+/// `Retry-After` as seconds or an HTTP date (any of the three forms HTTP allows), relative
+/// to `now`.
 pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = time::PrimitiveDateTime::parse(value, HTTP_DATE)
-        .ok()?
-        .assume_utc();
+    let at = OffsetDateTime::from(httpdate::parse_http_date(value).ok()?);
     Some((at - now).try_into().unwrap_or(Duration::ZERO))
 }
-
-const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-);
 
 /// RFC 3339 in UTC, as the API's examples write it.
 pub fn rfc3339(at: OffsetDateTime) -> String {
@@ -553,12 +743,44 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    const MIB64: u64 = 64 * 1024 * 1024;
+
+    #[test]
+    fn pages_of_anything_but_events_are_refused_naming_the_item() {
+        let page = |items: &str| {
+            parse_page(
+                format!(r#"{{"cursor":"c","has_more":true,"items":{items}}}"#).as_bytes(),
+                3,
+            )
+        };
+        assert!(page(r#"[{"uuid":"A"},{"uuid":"B","x":[1]}]"#).is_ok());
+        for (items, want) in [
+            (r#"[{"uuid":"A"},1]"#, "items[1] is not an event (not a JSON object): 1"),
+            (r#"["a string"]"#, r#"items[0] is not an event (not a JSON object): "a string""#),
+            ("[null]", "items[0] is not an event (not a JSON object): null"),
+            ("[[1,2]]", "items[0] is not an event (not a JSON object): [1,2]"),
+            ("[true]", "items[0] is not an event (not a JSON object): true"),
+            (r#"[{"id":"A"}]"#, r#"items[0] is not an event (it has no "uuid"): {"id":"A"}"#),
+            (
+                r#"[{"uuid":7}]"#,
+                r#"items[0] is not an event (its "uuid" is not a string): {"uuid":7}"#,
+            ),
+            (
+                r#"[{"uuid":"A"},{"uuid":"B"},{"uuid":"C"},{"uuid":"D"}]"#,
+                r#""items" holds 4 events, more than the 3 asked for"#,
+            ),
+        ] {
+            assert_eq!(page(items).unwrap_err(), want, "{items}");
+        }
+    }
+
     #[test]
     fn token_changes_are_counted_across_clones() {
         let options = ClientOptions {
             base_url: "http://127.0.0.1:9".into(),
             ca_file: None,
             timeout: Duration::from_secs(1),
+            max_response_bytes: None,
         };
         let client = Client::new(&options, SecretString::from("old")).unwrap();
         let other_stream = client.clone();
@@ -588,7 +810,7 @@ mod tests {
     #[test]
     fn pages_keep_event_bytes() {
         let body = br#"{"cursor":"abc","has_more":true,"items":[{"uuid":"A","n":1.50,"x":"\u00e9"}, {"uuid":"B"}]}"#;
-        let page = parse_page(body).unwrap();
+        let page = parse_page(body, 1000).unwrap();
         assert_eq!(page.cursor, "abc");
         assert!(page.has_more);
         assert_eq!(page.n_events, 2);
@@ -605,7 +827,7 @@ mod tests {
             br#"{"cursor":"c","has_more":false,"items":null}"#,
             br#"{"cursor":"c","has_more":false}"#,
         ] {
-            let page = parse_page(body).unwrap();
+            let page = parse_page(body, 1000).unwrap();
             assert_eq!((page.n_events, page.items.get()), (0, "[]"));
         }
     }
@@ -613,15 +835,15 @@ mod tests {
     #[test]
     fn broken_envelopes_are_errors() {
         assert_eq!(
-            parse_page(br#"{"has_more":false,"items":[]}"#).unwrap_err(),
+            parse_page(br#"{"has_more":false,"items":[]}"#, 1000).unwrap_err(),
             "no \"cursor\" in the response"
         );
         assert!(
-            parse_page(br#"{"cursor":"c","has_more":true,"items":{}}"#)
+            parse_page(br#"{"cursor":"c","has_more":true,"items":{}}"#, 1000)
                 .unwrap_err()
                 .starts_with("\"items\" is not an array")
         );
-        assert!(parse_page(br#"{"cursor":"c","has_more":true,"items":[{"uuid":"#).is_err());
+        assert!(parse_page(br#"{"cursor":"c","has_more":true,"items":[{"uuid":"#, 1000).is_err());
     }
 
     #[test]
@@ -637,24 +859,24 @@ mod tests {
             headers
         };
         assert_eq!(
-            decode_body(&headers("gzip"), gzipped.clone()).unwrap(),
+            decode_body(&headers("gzip"), gzipped.clone(), MIB64).unwrap(),
             &json[..]
         );
         assert_eq!(
-            decode_body(&headers("identity, GZIP"), gzipped.clone()).unwrap(),
+            decode_body(&headers("identity, GZIP"), gzipped.clone(), MIB64).unwrap(),
             &json[..]
         );
         let plain = Bytes::from_static(json);
         assert_eq!(
-            decode_body(&http::HeaderMap::new(), plain.clone()).unwrap(),
+            decode_body(&http::HeaderMap::new(), plain.clone(), MIB64).unwrap(),
             plain
         );
         assert_eq!(
-            decode_body(&headers("br"), plain.clone()).unwrap_err(),
+            decode_body(&headers("br"), plain.clone(), MIB64).unwrap_err(),
             "unsupported Content-Encoding br (only gzip is asked for)"
         );
         assert!(
-            decode_body(&headers("gzip"), plain)
+            decode_body(&headers("gzip"), plain, MIB64)
                 .unwrap_err()
                 .starts_with("cannot decode the gzip body")
         );
@@ -666,8 +888,8 @@ mod tests {
         let bomb = Bytes::from(bomb.finish().unwrap());
         assert!(bomb.len() < 1024 * 1024);
         assert_eq!(
-            decode_body(&headers("gzip"), bomb).unwrap_err(),
-            "the gzip body expands beyond 64 MiB"
+            decode_body(&headers("gzip"), bomb, MIB64).unwrap_err(),
+            "the gzip body expands beyond 67108864 bytes (max_response_bytes)"
         );
     }
 

@@ -86,7 +86,7 @@ pub struct V3Page {
 ///
 /// A description of what is wrong when the body is not JSON, `audit_events` is not an array,
 /// or the paging fields have the wrong types or contradict each other.
-pub fn parse_v3_page(body: &[u8]) -> Result<V3Page, String> {
+pub fn parse_v3_page(body: &[u8], max_items: u16) -> Result<V3Page, String> {
     #[derive(Deserialize)]
     struct Meta {
         next_page_token: Option<String>,
@@ -110,11 +110,15 @@ pub fn parse_v3_page(body: &[u8]) -> Result<V3Page, String> {
             .map_err(|err| format!("\"audit_events\" is not an array: {err}"))?,
         _ => Vec::new(),
     };
+    // The beta's event schema is not published: every event must be an object, its uuid
+    // is read where there is one.
+    let refs: Vec<&RawValue> = events.iter().map(|event| &**event).collect();
+    super::check_items(&refs, max_items, "audit_events", false)?;
     let keys = events
         .iter()
         .map(|event| match serde_json::from_str::<Keys>(event.get()) {
             Ok(keys) => (keys.insert_time, keys.uuid),
-            // An event that is not an object with string keys is still forwarded as is.
+            // An object whose insert_time or uuid is not a string: forwarded as is.
             Err(_) => (None, None),
         })
         .collect();
@@ -288,7 +292,7 @@ mod tests {
     use super::*;
 
     fn page(body: &str) -> V3Page {
-        parse_v3_page(body.as_bytes()).unwrap()
+        parse_v3_page(body.as_bytes(), 1000).unwrap()
     }
 
     #[test]
@@ -342,11 +346,11 @@ mod tests {
         let empty_token = page(r#"{"audit_events":null,"next_page_token":""}"#);
         assert_eq!(empty_token.next_page_token, None);
         assert_eq!(
-            parse_v3_page(br#"{"audit_events":[],"meta":{"has_more":true}}"#).unwrap_err(),
+            parse_v3_page(br#"{"audit_events":[],"meta":{"has_more":true}}"#, 1000).unwrap_err(),
             "\"meta.has_more\" is true but there is no next_page_token"
         );
         assert!(
-            parse_v3_page(br#"{"audit_events":{}}"#)
+            parse_v3_page(br#"{"audit_events":{}}"#, 1000)
                 .unwrap_err()
                 .starts_with("\"audit_events\" is not an array")
         );

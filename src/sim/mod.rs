@@ -99,6 +99,9 @@ pub struct SimConfig {
     pub http2: bool,
     /// Gzip responses for clients that send `Accept-Encoding: gzip`.
     pub gzip: bool,
+    /// The simulator's clock minus the real one: its events, its retention and its `Date`
+    /// headers run on it, as an API would whose clock disagrees with the daemon's.
+    pub clock_offset: time::Duration,
 }
 
 /// The two documented revisions of the beta `GET /api/v3/auditevents`.
@@ -146,6 +149,7 @@ impl SimConfig {
             http2: true,
             gzip: true,
             faults: Faults::default(),
+            clock_offset: time::Duration::ZERO,
         }
     }
 }
@@ -355,7 +359,7 @@ impl Simulator {
             ))),
             None => None,
         };
-        let started_at = OffsetDateTime::now_utc();
+        let started_at = OffsetDateTime::now_utc() + cfg.clock_offset;
         let backfill = time::Duration::try_from(cfg.backfill)
             .ok()
             .filter(|backfill| started_at.checked_sub(*backfill).is_some())
@@ -382,6 +386,7 @@ impl Simulator {
             empty_page_every: cfg.empty_page_every,
             cursor_key: generate::combine(cfg.seed, 0xC0_75_02),
             started_at,
+            clock_offset: cfg.clock_offset,
             logs: Default::default(),
             counters: Default::default(),
             requests: Mutex::new(Vec::new()),
@@ -568,6 +573,8 @@ struct Shared {
     /// Keys the cursors' tags; derived from the seed, so a restarted simulator accepts old cursors.
     cursor_key: u64,
     started_at: OffsetDateTime,
+    /// See [`SimConfig::clock_offset`].
+    clock_offset: time::Duration,
     /// One log per stream (see [`stream_idx`]). A std mutex: it is never held across an await.
     /// Lock order: a stream's log, then the ledger.
     logs: [Mutex<StreamLog>; 3],
@@ -624,7 +631,7 @@ impl Shared {
 
     /// Inserts `n` events into `stream` at the current time; logs and returns nothing on a ledger error.
     fn insert_now(&self, stream: Stream, n: usize) -> Vec<String> {
-        let times = vec![OffsetDateTime::now_utc(); n];
+        let times = vec![self.now(); n];
         match self.append(stream, &times) {
             Ok(uuids) => uuids,
             Err(error) => {
@@ -669,7 +676,7 @@ impl Shared {
         let listed = tokens.len() != before;
         let signed = self
             .signing_key
-            .verify(token, OffsetDateTime::now_utc())
+            .verify(token, self.now())
             .is_some();
         let newly_revoked = lock(&self.revoked).insert(token.to_owned());
         listed || (signed && newly_revoked)
@@ -712,6 +719,11 @@ impl Shared {
             body,
             fault,
         });
+    }
+
+    /// Now on the simulator's clock.
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + self.clock_offset
     }
 
     fn stats(&self) -> SimStats {

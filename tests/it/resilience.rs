@@ -192,6 +192,7 @@ async fn a_second_client_on_the_account_causes_429s_that_are_absorbed() {
             base_url: env.sim.base_url(),
             ca_file: None,
             timeout: Duration::from_secs(5),
+            max_response_bytes: None,
         },
         SecretString::from(TOKEN.to_owned()),
     )
@@ -206,7 +207,7 @@ async fn a_second_client_on_the_account_causes_429s_that_are_absorbed() {
                 end_time: None,
             };
             let _ = other
-                .fetch(ApiVersion::V2, Stream::SignInAttempts, &request)
+                .fetch(ApiVersion::V2, Stream::SignInAttempts, &request, 1)
                 .await;
         }
     });

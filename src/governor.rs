@@ -291,10 +291,7 @@ impl<C: Clock + Clone> AccountGovernor<C> {
                 .try_acquire();
             match decision {
                 Ok(id) => {
-                    return Permit {
-                        governor: self,
-                        id,
-                    };
+                    return Permit { governor: self, id };
                 }
                 Err(wait) => tokio::time::sleep(wait).await,
             }
@@ -535,14 +532,16 @@ mod tests {
                     }
                     Err(wait) => {
                         let next_answer = in_flight.iter().map(|(_, done)| *done).min();
-                        let step = next_answer
-                            .map_or(Nanos::from(wait), |at| at.saturating_sub(clock.now()).min(Nanos::from(wait)));
+                        let step = next_answer.map_or(Nanos::from(wait), |at| {
+                            at.saturating_sub(clock.now()).min(Nanos::from(wait))
+                        });
                         clock.advance(Duration::from(step).max(MIN_WAIT));
                     }
                 }
             } else {
                 let next_answer = in_flight.iter().map(|(_, done)| *done).min().unwrap();
-                clock.advance(Duration::from(next_answer.saturating_sub(clock.now())).max(MIN_WAIT));
+                clock
+                    .advance(Duration::from(next_answer.saturating_sub(clock.now())).max(MIN_WAIT));
             }
         }
         let n = limits.per_minute.get() as usize;
@@ -550,7 +549,9 @@ mod tests {
         for pair in sent.windows(n + 1) {
             let (first, _) = pair[0];
             let (_, at) = pair[n];
-            let Some(first_answered) = answered.get(&first) else { continue };
+            let Some(first_answered) = answered.get(&first) else {
+                continue;
+            };
             assert!(
                 at.saturating_sub(*first_answered) >= Nanos::from(MINUTE),
                 "request sent {:?} after the answer to the {n}th before it",

@@ -206,7 +206,11 @@ impl StreamPoller {
                 clock_checked = true;
                 if skew != time::Duration::ZERO {
                     started += skew;
-                    end_time = self.settings.end_time.as_ref().map(|end| end.resolve(started));
+                    end_time = self
+                        .settings
+                        .end_time
+                        .as_ref()
+                        .map(|end| end.resolve(started));
                     if matches!(request, PageRequest::Reset { .. }) && restart_at.is_none() {
                         reset = None;
                         if fetched.is_ok() {
@@ -222,7 +226,9 @@ impl StreamPoller {
                 }
             }
             let fetched = match fetched {
-                Ok(page) => Ok(self.check_progress(&request, page, &mut stuck, &mut backoff).await),
+                Ok(page) => Ok(self
+                    .check_progress(&request, page, &mut stuck, &mut backoff)
+                    .await),
                 Err(err) => Err(err),
             };
             let pause = match fetched {

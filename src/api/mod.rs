@@ -305,9 +305,8 @@ impl Client {
 
     /// The largest body accepted for a request of up to `items` events.
     fn body_limit(&self, items: u16) -> u64 {
-        self.max_response_bytes.unwrap_or(
-            u64::from(items.max(1)) * RESPONSE_BYTES_PER_EVENT + RESPONSE_OVERHEAD_BYTES,
-        )
+        self.max_response_bytes
+            .unwrap_or(u64::from(items.max(1)) * RESPONSE_BYTES_PER_EVENT + RESPONSE_OVERHEAD_BYTES)
     }
 
     pub fn base_url(&self) -> &str {
@@ -755,12 +754,30 @@ mod tests {
         };
         assert!(page(r#"[{"uuid":"A"},{"uuid":"B","x":[1]}]"#).is_ok());
         for (items, want) in [
-            (r#"[{"uuid":"A"},1]"#, "items[1] is not an event (not a JSON object): 1"),
-            (r#"["a string"]"#, r#"items[0] is not an event (not a JSON object): "a string""#),
-            ("[null]", "items[0] is not an event (not a JSON object): null"),
-            ("[[1,2]]", "items[0] is not an event (not a JSON object): [1,2]"),
-            ("[true]", "items[0] is not an event (not a JSON object): true"),
-            (r#"[{"id":"A"}]"#, r#"items[0] is not an event (it has no "uuid"): {"id":"A"}"#),
+            (
+                r#"[{"uuid":"A"},1]"#,
+                "items[1] is not an event (not a JSON object): 1",
+            ),
+            (
+                r#"["a string"]"#,
+                r#"items[0] is not an event (not a JSON object): "a string""#,
+            ),
+            (
+                "[null]",
+                "items[0] is not an event (not a JSON object): null",
+            ),
+            (
+                "[[1,2]]",
+                "items[0] is not an event (not a JSON object): [1,2]",
+            ),
+            (
+                "[true]",
+                "items[0] is not an event (not a JSON object): true",
+            ),
+            (
+                r#"[{"id":"A"}]"#,
+                r#"items[0] is not an event (it has no "uuid"): {"id":"A"}"#,
+            ),
             (
                 r#"[{"uuid":7}]"#,
                 r#"items[0] is not an event (its "uuid" is not a string): {"uuid":7}"#,

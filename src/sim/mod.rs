@@ -674,10 +674,7 @@ impl Shared {
         let before = tokens.len();
         tokens.retain(|known| known.token != token);
         let listed = tokens.len() != before;
-        let signed = self
-            .signing_key
-            .verify(token, self.now())
-            .is_some();
+        let signed = self.signing_key.verify(token, self.now()).is_some();
         let newly_revoked = lock(&self.revoked).insert(token.to_owned());
         listed || (signed && newly_revoked)
     }

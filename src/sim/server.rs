@@ -794,9 +794,7 @@ fn token(shared: &Shared, headers: &HeaderMap) -> Option<Presented> {
             issued_at: None,
         });
     }
-    let grant = shared
-        .signing_key
-        .verify(token, shared.now())?;
+    let grant = shared.signing_key.verify(token, shared.now())?;
     Some(Presented {
         token: token.to_owned(),
         features: grant.features,
@@ -853,7 +851,9 @@ fn introspect(
     };
     let faults = lock(&shared.faults).clone();
     if let Err(response) = admit(shared, &faults) {
-        shared.introspections_rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .introspections_rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return response;
     }
     // The integration's uuid is a function of the seed and the token, so it is stable across restarts.

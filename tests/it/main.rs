@@ -9,6 +9,7 @@ mod accounts;
 mod apiversions;
 mod binary;
 mod daemon;
+mod hostile;
 mod openapi;
 mod resilience;
 mod syslog;

@@ -342,9 +342,9 @@ async fn events(
     let faults = lock(&shared.faults).clone();
     let rate = match admit(shared, &faults) {
         Ok(rate) => rate,
-        Err(response) => {
+        Err(refused) => {
             shared.record_fault(version, stream, 429, kind, 0, Some(Fault::RateLimited));
-            return Ok(response);
+            return Ok(too_many_requests(&faults, &refused));
         }
     };
     let roll = |rate: f64| rate > 0.0 && lock(&shared.fault_rng).f64() < rate;
@@ -425,26 +425,31 @@ async fn events(
 /// window.
 /// Counts a request against the sliding-window limits, if any are set: every request of the
 /// token counts, introspection included. Returns the decision for the `RateLimit-*` headers
-/// of an admitted request, or the 429 to send.
-fn admit(shared: &Shared, faults: &Faults) -> Result<Option<RateDecision>, Response<Body>> {
+/// of an admitted request, or the refusal.
+fn admit(shared: &Shared, faults: &Faults) -> Result<Option<RateDecision>, RateDecision> {
     if faults.rate_limits.is_empty() {
         return Ok(None);
     }
     let decision = lock(&shared.rate_log).check(&faults.rate_limits, Instant::now());
     if !decision.admitted {
-        let mut response = error(StatusCode::TOO_MANY_REQUESTS);
-        if faults.retry_after {
-            let secs = decision.retry_after.as_secs_f64().ceil() as u64;
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(secs));
-        }
-        if faults.rate_limit_headers {
-            rate_limit_headers(&mut response, &decision);
-        }
-        return Err(response);
+        return Err(decision);
     }
     Ok(faults.rate_limit_headers.then_some(decision))
+}
+
+/// The 429 for a request the limits refused.
+fn too_many_requests(faults: &Faults, decision: &RateDecision) -> Response<Body> {
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS);
+    if faults.retry_after {
+        let secs = decision.retry_after.as_secs_f64().ceil() as u64;
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+    }
+    if faults.rate_limit_headers {
+        rate_limit_headers(&mut response, decision);
+    }
+    response
 }
 
 fn rate_limit_headers(response: &mut Response<Body>, decision: &RateDecision) {

@@ -855,11 +855,11 @@ fn introspect(
         return error(StatusCode::UNAUTHORIZED);
     };
     let faults = lock(&shared.faults).clone();
-    if let Err(response) = admit(shared, &faults) {
+    if let Err(refused) = admit(shared, &faults) {
         shared
             .introspections_rate_limited
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return response;
+        return too_many_requests(&faults, &refused);
     }
     // The integration's uuid is a function of the seed and the token, so it is stable across restarts.
     let uuid = generate::id(

@@ -89,6 +89,9 @@ pub struct Daemon {
     tasks: TaskTracker,
     stats: Arc<Stats>,
     store: Store,
+    /// What a reload reaches: the sinks, and each account's token source and client.
+    sinks: Vec<Arc<Sink>>,
+    tokens: Vec<(String, TokenSource, api::Client)>,
 }
 
 impl Daemon {
@@ -146,19 +149,24 @@ impl Daemon {
             tracing::warn!(sink = %name, "sink no longer configured; its delivery offsets were removed");
         }
 
-        let daemon = Daemon {
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            stats: Arc::new(Stats::default()),
-            store,
-        };
         let sinks: Vec<Arc<Sink>> = config
             .sinks
             .iter()
             .map(|s| Sink::from_config(s).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        let mut daemon = Daemon {
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stats: Arc::new(Stats::default()),
+            store,
+            sinks,
+            tokens: Vec::new(),
+        };
         for (account, resolved, client) in accounts {
-            daemon.start_account(account, &resolved, client, &sinks);
+            daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
+            daemon
+                .tokens
+                .push((account.name.clone(), account.token.clone(), client));
         }
         tracing::info!(
             state = %config.state.path.display(),
@@ -236,6 +244,28 @@ impl Daemon {
             };
             self.tasks.spawn(poller.run(self.shutdown.clone()));
         }
+    }
+
+    /// SIGHUP: closes the file sinks' files, so the next batch opens each path afresh (after
+    /// logrotate), and reads every account's token again. Config changes need a restart.
+    pub fn reload(&self) {
+        for sink in &self.sinks {
+            sink.reopen();
+        }
+        for (account, source, client) in &self.tokens {
+            match token::read(account, source) {
+                Ok(token) => {
+                    let changed = client.replace_token(token);
+                    tracing::info!(%account, changed, "read the token again");
+                }
+                Err(err) => {
+                    tracing::error!(%account, error = %err, "cannot read the token again; keeping the one in use");
+                }
+            }
+        }
+        tracing::info!(
+            "reloaded: files reopened, tokens read again (config changes need a restart)"
+        );
     }
 
     /// What has been fetched and delivered so far.

@@ -186,13 +186,31 @@ async fn async_main(command: Command) -> ExitCode {
                     return fail(signal_error(err));
                 }
             };
+            let mut reloads = match shutdown::reloads() {
+                Ok(reloads) => reloads,
+                Err(err) => return fail(signal_error(err)),
+            };
             let options = op_events_forwarder::StartOptions {
                 forget_removed_accounts,
             };
-            match op_events_forwarder::run_with(config, &options, stop.cancelled_owned()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => fail(err),
+            let daemon = tokio::select! {
+                started = op_events_forwarder::Daemon::start_with(&config, &options) => match started {
+                    Ok(daemon) => daemon,
+                    Err(err) => return fail(err),
+                },
+                () = stop.cancelled() => return ExitCode::SUCCESS,
+            };
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    Some(()) = reloads.recv() => {
+                        tracing::info!(signal = "SIGHUP", "reloading");
+                        daemon.reload();
+                    }
+                }
             }
+            daemon.stop().await;
+            ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(_) => {

@@ -1,4 +1,6 @@
-//! Signals: SIGTERM or SIGINT stops the daemon in order; a second one exits at once.
+//! Signals: SIGTERM or SIGINT stops the daemon in order; a second one exits at once. SIGHUP
+//! (logrotate's `postrotate`, `systemctl reload`) asks for a reload: files reopened, tokens
+//! read again.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -37,4 +39,10 @@ pub fn install() -> std::io::Result<CancellationToken> {
         cancel.cancel();
     });
     Ok(token)
+}
+
+/// Listens for SIGHUP from now on (so it no longer ends the process); each one received is a
+/// request to reload.
+pub fn reloads() -> std::io::Result<tokio::signal::unix::Signal> {
+    signal(SignalKind::hangup())
 }

@@ -47,6 +47,13 @@ impl FileSink {
         &self.inner.name
     }
 
+    /// Closes the open files (SIGHUP); each is opened again, by its path, at its next batch.
+    pub fn reopen(&self) {
+        for path in self.inner.reopen() {
+            tracing::info!(sink = %self.inner.name, path = %path.display(), "reopening the file at its next batch");
+        }
+    }
+
     /// The file a stream of an account is written to.
     pub fn path_for(&self, account: &str, stream: Stream) -> PathBuf {
         self.inner.config.path_for(account, stream)
@@ -94,22 +101,73 @@ impl Inner {
         }
 
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        let file = match files.entry(path.clone()) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(open(&path).map_err(io_err)?)
+        // A batch is acknowledged only if it is in the file the path names once it is
+        // fsynced: a file renamed (rotated) or deleted in between has it written again into
+        // a new one, so nothing acknowledged is ever only in a deleted inode.
+        for _ in 0..MAX_REPLACED_WRITES {
+            let file = match files.entry(path.clone()) {
+                std::collections::hash_map::Entry::Occupied(entry) => {
+                    if is_at(&path, entry.get()).map_err(io_err)? {
+                        entry.into_mut()
+                    } else {
+                        tracing::info!(
+                            sink = %self.name, path = %path.display(),
+                            "the file was renamed or deleted (rotated?); writing to a new one"
+                        );
+                        let file = entry.into_mut();
+                        *file = open(&path).map_err(io_err)?;
+                        file
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(open(&path).map_err(io_err)?)
+                }
+            };
+            let before = file.metadata().map_err(io_err)?.len();
+            let written = file.write_all(&buf).and_then(|()| file.sync_data());
+            if let Err(err) = written {
+                // Take back a partial write so the retry starts on a clean line; drop the
+                // handle so the next try opens the file afresh.
+                let _ = file.set_len(before);
+                files.remove(&path);
+                return Err(io_err(err));
             }
-        };
-        let before = file.metadata().map_err(io_err)?.len();
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
-        if let Err(err) = written {
-            // Take back a partial write so the retry starts on a clean line; drop the handle
-            // so the next try opens the file afresh.
-            let _ = file.set_len(before);
-            files.remove(&path);
-            return Err(io_err(err));
+            if is_at(&path, file).map_err(io_err)? {
+                return Ok(());
+            }
+            tracing::warn!(
+                sink = %self.name, path = %path.display(),
+                "the file was renamed or deleted while a batch was written to it; writing the batch again to a new file"
+            );
         }
-        Ok(())
+        files.remove(&path);
+        Err(io_err(std::io::Error::other(format!(
+            "the file was replaced {MAX_REPLACED_WRITES} times in a row while a batch was written"
+        ))))
+    }
+
+    /// Closes every open file, so the next batch opens its path afresh (after a rotation by
+    /// logrotate, say). Returns the paths closed.
+    fn reopen(&self) -> Vec<PathBuf> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut paths: Vec<PathBuf> = files.drain().map(|(path, _)| path).collect();
+        paths.sort();
+        paths
+    }
+}
+
+/// How many times in a row a batch is written again because its file was replaced meanwhile.
+const MAX_REPLACED_WRITES: usize = 3;
+
+/// Whether `path` still names the open `file` (same device and inode); false if it names
+/// another file or none.
+fn is_at(path: &Path, file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let open = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
@@ -231,6 +289,60 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{b}\n"));
+    }
+
+    #[tokio::test]
+    async fn a_renamed_or_deleted_file_is_replaced_before_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/{{stream}}.ndjson", dir.path().display());
+        let sink = FileSink::new("archive", &FileSinkConfig { path: template });
+        let path = dir.path().join("auditevents.ndjson");
+        let rotated = dir.path().join("auditevents.ndjson.1");
+        let (a, b, c) = (r#"{"uuid":"A"}"#, r#"{"uuid":"B"}"#, r#"{"uuid":"C"}"#);
+        sink.deliver("acme", Stream::AuditEvents, vec![page(1, &[a])])
+            .await
+            .unwrap();
+        // logrotate without copytruncate: the file is renamed, nobody tells the sink.
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.deliver("acme", Stream::AuditEvents, vec![page(2, &[b])])
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), format!("{a}\n"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{b}\n"));
+        // Deleted: the next batch goes into a new file, not into the deleted inode.
+        std::fs::remove_file(&path).unwrap();
+        sink.deliver("acme", Stream::AuditEvents, vec![page(3, &[c])])
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{c}\n"));
+    }
+
+    #[test]
+    fn a_file_replaced_during_the_write_gets_the_batch_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ndjson");
+        let file = open(&path).unwrap();
+        assert!(is_at(&path, &file).unwrap());
+        std::fs::rename(&path, dir.path().join("x.ndjson.1")).unwrap();
+        assert!(!is_at(&path, &file).unwrap());
+        std::fs::write(&path, "").unwrap();
+        assert!(!is_at(&path, &file).unwrap(), "another file at the path");
+    }
+
+    #[tokio::test]
+    async fn reopen_closes_the_files_so_the_next_batch_opens_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/{{stream}}.ndjson", dir.path().display());
+        let sink = FileSink::new("archive", &FileSinkConfig { path: template });
+        sink.deliver(
+            "acme",
+            Stream::AuditEvents,
+            vec![page(1, &[r#"{"uuid":"A"}"#])],
+        )
+        .await
+        .unwrap();
+        assert_eq!(sink.inner.reopen(), [dir.path().join("auditevents.ndjson")]);
+        assert!(sink.inner.reopen().is_empty());
     }
 
     #[tokio::test]

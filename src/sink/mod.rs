@@ -82,6 +82,15 @@ impl Sink {
         }
     }
 
+    /// Closes what a reload should open again by its name: the file sink's files (after a
+    /// rotation). Connections are kept: a receiver's restart is noticed on its own.
+    pub fn reopen(&self) {
+        match self {
+            Sink::File(sink) => sink.reopen(),
+            Sink::Syslog(_) => {}
+        }
+    }
+
     /// Ends what the sink holds open for one stream, politely (for TLS: a close_notify).
     pub async fn close(&self, account: &str, stream: Stream) {
         match self {

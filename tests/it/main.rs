@@ -12,4 +12,5 @@ mod daemon;
 mod hostile;
 mod openapi;
 mod resilience;
+mod rotation;
 mod syslog;

@@ -29,16 +29,21 @@ pub struct StreamStats {
     pub unhealthy: Option<String>,
 }
 
+/// A counter per (sink, account, stream).
+type SinkCounters = Mutex<BTreeMap<(String, String, Stream), u64>>;
+
 /// Everything counted so far.
 #[derive(Debug)]
 pub struct Stats {
     streams: Mutex<BTreeMap<StreamKey, StreamStats>>,
     /// Events delivered per (sink, account, stream).
-    delivered: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    delivered: SinkCounters,
     /// Events a sink refused for good (logged at ERROR), per (sink, account, stream).
-    rejected: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    rejected: SinkCounters,
     /// Failed deliveries (each retried), per (sink, account, stream).
-    failed_deliveries: Mutex<BTreeMap<(String, String, Stream), u64>>,
+    failed_deliveries: SinkCounters,
+    /// Failed attempts to record a delivery in the state (each retried).
+    failed_records: SinkCounters,
     /// Bumped after every change, for readers that wait for progress instead of polling.
     changes: watch::Sender<u64>,
 }
@@ -50,6 +55,7 @@ impl Default for Stats {
             delivered: Mutex::default(),
             rejected: Mutex::default(),
             failed_deliveries: Mutex::default(),
+            failed_records: Mutex::default(),
             changes: watch::channel(0).0,
         }
     }
@@ -73,12 +79,7 @@ impl Stats {
     }
 
     pub fn add_delivered(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
-        let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        *delivered
-            .entry((sink.to_owned(), account.to_owned(), stream))
-            .or_default() += n_events;
-        drop(delivered);
-        self.changed();
+        self.add(&self.delivered, sink, account, stream, n_events);
     }
 
     pub fn stream(&self, account: &str, stream: Stream) -> StreamStats {
@@ -91,52 +92,51 @@ impl Stats {
 
     /// Counts events a sink refused for good (not delivered, not retried).
     pub fn add_rejected(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
-        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        *rejected
-            .entry((sink.to_owned(), account.to_owned(), stream))
-            .or_default() += n_events;
-        drop(rejected);
-        self.changed();
+        self.add(&self.rejected, sink, account, stream, n_events);
     }
 
     /// Counts a failed delivery of a batch (it is retried).
     pub fn add_failed_delivery(&self, sink: &str, account: &str, stream: Stream) {
-        let mut failed = self
-            .failed_deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *failed
-            .entry((sink.to_owned(), account.to_owned(), stream))
-            .or_default() += 1;
-        drop(failed);
-        self.changed();
+        self.add(&self.failed_deliveries, sink, account, stream, 1);
+    }
+
+    /// Counts a failed attempt to record a delivery in the state (it is retried).
+    pub fn add_failed_record(&self, sink: &str, account: &str, stream: Stream) {
+        self.add(&self.failed_records, sink, account, stream, 1);
     }
 
     /// Failed deliveries of a sink since the daemon started.
     pub fn failed_deliveries(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        let failed = self
-            .failed_deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        failed
-            .get(&(sink.to_owned(), account.to_owned(), stream))
-            .copied()
-            .unwrap_or(0)
+        Stats::get(&self.failed_deliveries, sink, account, stream)
+    }
+
+    /// Failed attempts to record a delivery since the daemon started.
+    pub fn failed_records(&self, sink: &str, account: &str, stream: Stream) -> u64 {
+        Stats::get(&self.failed_records, sink, account, stream)
     }
 
     /// Events a sink refused for good since the daemon started.
     pub fn rejected(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        rejected
-            .get(&(sink.to_owned(), account.to_owned(), stream))
-            .copied()
-            .unwrap_or(0)
+        Stats::get(&self.rejected, sink, account, stream)
     }
 
     /// Events delivered by a sink since the daemon started.
     pub fn delivered(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        let delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        delivered
+        Stats::get(&self.delivered, sink, account, stream)
+    }
+
+    fn add(&self, counters: &SinkCounters, sink: &str, account: &str, stream: Stream, n: u64) {
+        let mut counters = counters.lock().unwrap_or_else(|p| p.into_inner());
+        *counters
+            .entry((sink.to_owned(), account.to_owned(), stream))
+            .or_default() += n;
+        drop(counters);
+        self.changed();
+    }
+
+    fn get(counters: &SinkCounters, sink: &str, account: &str, stream: Stream) -> u64 {
+        let counters = counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
             .get(&(sink.to_owned(), account.to_owned(), stream))
             .copied()
             .unwrap_or(0)

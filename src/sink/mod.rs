@@ -22,8 +22,9 @@ use crate::stream::Stream;
 
 /// How many outbox pages one delivery carries at most (each holds up to 1,000 events).
 const BATCH_PAGES: u32 = 8;
-/// The longest wait between retries of a failing delivery.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The longest wait between retries of a failing delivery: well below the API's, so a sink
+/// resumes within half a minute of its receiver's return.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A configured destination.
 pub enum Sink {
@@ -187,43 +188,76 @@ impl SinkWorker {
                     continue;
                 }
             };
-            let (name, account, stream) = (sink_name.clone(), self.account.clone(), self.stream);
+            // Delivered: record it. While the store cannot (a full disk, say), this batch is
+            // out already and the following ones are not sent: the same acknowledgement is
+            // tried again until it is written, instead of the batch being delivered again
+            // and again.
+            if !self.record(&sink_name, last_seq, &shutdown).await {
+                break;
+            }
+            backoff = new_backoff();
+            self.stats.add_delivered(
+                &sink_name,
+                &self.account,
+                self.stream,
+                n_events - delivered.rejected.min(n_events),
+            );
+            if delivered.rejected > 0 {
+                self.stats
+                    .add_rejected(&sink_name, &self.account, self.stream, delivered.rejected);
+            }
+            self.acked.notify_one();
+        }
+        self.sink.close(&self.account, self.stream).await;
+        tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, "sink worker stopped");
+    }
+}
+
+impl SinkWorker {
+    /// Records that the sink has delivered up to `seq`, retrying until the store takes it;
+    /// logs an ERROR once per episode, not per try. Returns false if shutdown came first (the
+    /// batch is then delivered again at the next start: at least once).
+    async fn record(&self, sink_name: &str, seq: u64, shutdown: &CancellationToken) -> bool {
+        let mut backoff = new_backoff();
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        loop {
+            let (name, account, stream) = (sink_name.to_owned(), self.account.clone(), self.stream);
             match self
                 .store
-                .run(move |s| s.ack(&name, &account, stream, last_seq))
+                .run(move |s| s.ack(&name, &account, stream, seq))
                 .await
             {
                 Ok(_) => {
-                    backoff = new_backoff();
-                    self.stats.add_delivered(
-                        &sink_name,
-                        &self.account,
-                        self.stream,
-                        n_events - delivered.rejected.min(n_events),
-                    );
-                    if delivered.rejected > 0 {
-                        self.stats.add_rejected(
-                            &sink_name,
-                            &self.account,
-                            self.stream,
-                            delivered.rejected,
+                    if let Some(since) = failing_since {
+                        tracing::info!(
+                            sink = %sink_name, account = %self.account, stream = %self.stream,
+                            failed_for_secs = since.elapsed().as_secs(),
+                            "recorded the delivery; delivering the next batches again"
                         );
                     }
-                    self.acked.notify_one();
+                    return true;
                 }
                 Err(err) => {
-                    // Delivered but not recorded: the batch will be delivered again, which is
-                    // the at-least-once promise; losing it would not be.
+                    self.stats
+                        .add_failed_record(sink_name, &self.account, self.stream);
                     let delay = backoff.next_delay();
-                    tracing::error!(sink = %sink_name, account = %self.account, stream = %self.stream, error = %err, "cannot record the delivery");
-                    if !sleep_or_shutdown(delay, &shutdown).await {
-                        break;
+                    if failing_since.is_none() {
+                        failing_since = Some(tokio::time::Instant::now());
+                        tracing::error!(
+                            sink = %sink_name, account = %self.account, stream = %self.stream,
+                            error = %err,
+                            "delivered, but cannot record the delivery; no further batch of this \
+                             stream is sent until it is recorded (retrying; is the state's disk full?)"
+                        );
+                    } else {
+                        tracing::debug!(sink = %sink_name, error = %err, retry_in_secs = delay.as_secs_f32(), "still cannot record the delivery");
+                    }
+                    if !sleep_or_shutdown(delay, shutdown).await {
+                        return false;
                     }
                 }
             }
         }
-        self.sink.close(&self.account, self.stream).await;
-        tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, "sink worker stopped");
     }
 }
 

@@ -457,3 +457,38 @@ async fn a_token_rotated_before_the_old_one_is_revoked_is_used_at_once() {
         "the old token was refused first"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_cannot_be_recorded_is_not_sent_again_and_again() {
+    // The state cannot be written for a while (here another process holds its write lock;
+    // a full disk does the same): the batch delivered meanwhile is recorded once the state
+    // takes it, and neither it nor the next ones are delivered again in the meantime.
+    let env = Env::with_sim(400, 91, |cfg| cfg.empty_page_every = 0).await;
+    let stream = Stream::AuditEvents;
+    // A directory where the output file belongs holds every delivery back at first.
+    let blocker = env.output(stream);
+    std::fs::create_dir_all(&blocker).unwrap();
+    let daemon = Daemon::start(&env.config("page_size = 50")).await.unwrap();
+    wait_for(daemon.stats(), "the stream fetched", |s| {
+        s.stream(ACCOUNT, stream).fetched_events >= 400
+            && s.failed_deliveries(SINK, ACCOUNT, stream) >= 1
+    })
+    .await;
+    let holder = rusqlite::Connection::open(env.path("state.db")).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_for(daemon.stats(), "two failed records", |s| {
+        s.failed_records(SINK, ACCOUNT, stream) >= 2
+    })
+    .await;
+    let written_while_stuck = env.lines(stream).len();
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    assert!(written_while_stuck > 0, "a batch went out");
+    assert!(
+        written_while_stuck <= 8 * 50,
+        "only the batch in hand went out"
+    );
+    env.drain_and_check(daemon, "everything once the state takes writes again")
+        .await;
+}

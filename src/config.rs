@@ -466,11 +466,12 @@ impl fmt::Display for ConfigErrorKind {
                 expected,
             } => write!(
                 f,
-                "unknown {what} \"{value}\" (expected one of {})",
+                "unknown {what} {} (expected one of {})",
+                quote(value),
                 expected.join(", ")
             ),
             ConfigErrorKind::Duplicate { what, value, first } => {
-                write!(f, "duplicate {what} \"{value}\" (already at {first})")
+                write!(f, "duplicate {what} {} (already at {first})", quote(value))
             }
             ConfigErrorKind::NoSuchEntry { len } => write!(
                 f,
@@ -1118,7 +1119,7 @@ impl SyslogSinkConfig {
         let severity = level(&at("severity"), &raw.severity, &SYSLOG_SEVERITIES)?;
         let mut stream_severity = Vec::with_capacity(raw.stream_severity.len());
         for (name, value) in &raw.stream_severity {
-            let stream_key = format!("{}.{name}", at("stream_severity"));
+            let stream_key = join(&at("stream_severity"), name);
             let stream: Stream = name.parse().map_err(|_| {
                 Problem::new(
                     Some(stream_key.clone()),
@@ -1401,8 +1402,37 @@ fn syslog_host_valid(host: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
 }
 
+/// The most characters of a value that an error quotes; a longer value is cut.
+const QUOTE_MAX_CHARS: usize = 80;
+
+/// A value as every error quotes it: in double quotes, with control characters escaped (`\0`,
+/// `\n`, `\u{1b}`), so that nothing in a config can reach a terminal or a log raw, and cut with
+/// `…` after [`QUOTE_MAX_CHARS`] characters (escapes counted as written).
 fn quote(text: &str) -> String {
-    format!("{text:?}")
+    let mut budget = QUOTE_MAX_CHARS;
+    let cut = text.char_indices().find_map(|(index, c)| {
+        // As `{:?}` of a string writes it: a single quote is not escaped.
+        let width = if c == '\'' {
+            1
+        } else {
+            c.escape_debug().count()
+        };
+        match budget.checked_sub(width) {
+            Some(left) => {
+                budget = left;
+                None
+            }
+            None => Some(index),
+        }
+    });
+    match cut {
+        None => format!("{text:?}"),
+        Some(index) => {
+            let mut quoted = format!("{:?}", &text[..index]);
+            quoted.insert(quoted.len() - 1, '…');
+            quoted
+        }
+    }
 }
 
 fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
@@ -1785,10 +1815,16 @@ fn describe_unexpected(unexpected: &de::Unexpected<'_>) -> String {
     }
 }
 
-/// `parent.key`, or `key` at the top level.
+/// `parent.key`, or `key` at the top level; a key that is not bare (`A-Za-z0-9_-`) is quoted, as
+/// TOML would write it, escaped and cut like a value.
 fn join(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    let key = if bare { key.to_owned() } else { quote(key) };
     if parent.is_empty() {
-        key.to_owned()
+        key
     } else {
         format!("{parent}.{key}")
     }
@@ -3090,6 +3126,70 @@ max_pending_pages = 100000"#,
         check_err(
             &edit("token_file = \"/run/token\"", "token_file = \"\""),
             "test.toml: accounts[0].token_file: expected a non-empty path, got \"\"",
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_escaped_and_cut() {
+        assert_eq!(quote("plain"), "\"plain\"");
+        assert_eq!(quote("a\0b\u{1b}[31m\n'\""), r#""a\0b\u{1b}[31m\n'\"""#);
+        let eighty = "x".repeat(80);
+        assert_eq!(quote(&eighty), format!("\"{eighty}\""));
+        assert_eq!(quote(&format!("{eighty}y")), format!("\"{eighty}…\""));
+        // Escapes count as written: 40 NULs are 80 characters, a 41st is cut.
+        assert_eq!(quote(&"\0".repeat(40)), format!("\"{}\"", "\\0".repeat(40)));
+        assert_eq!(
+            quote(&"\0".repeat(41)),
+            format!("\"{}…\"", "\\0".repeat(40))
+        );
+        // Never in the middle of a character or an escape.
+        assert_eq!(
+            quote(&format!("{}é\u{1b}", "x".repeat(79))),
+            format!("\"{}é…\"", "x".repeat(79))
+        );
+
+        // A megabyte value is quoted by its first 80 characters.
+        let huge = "r".repeat(1 << 20);
+        let toml = edit(
+            "base_url = \"https://events.1password.com\"",
+            &format!("region = \"{huge}\""),
+        );
+        check_err(
+            &toml,
+            &format!(
+                "test.toml: accounts[0].region: unknown region \"{}…\" (expected one of us, ca, eu, ent)",
+                "r".repeat(80)
+            ),
+        );
+        check_err(
+            &edit("name = \"acme\"", &format!("name = \"{huge}\"")),
+            &format!(
+                "test.toml: accounts[0].name: expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -, got \"{}…\"",
+                "r".repeat(80)
+            ),
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE", &huge)],
+            &format!(
+                "test.toml: accounts[0].page_size (from OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE): expected an \
+                 integer, got \"{}…\"",
+                "r".repeat(80)
+            ),
+        );
+        // Values named in closed sets are escaped too, and so are keys that are not bare.
+        check_err(
+            &edit(
+                "base_url = \"https://events.1password.com\"",
+                "region = \"eu\\u001b[31m\"",
+            ),
+            "test.toml: accounts[0].region: unknown region \"eu\\u{1b}[31m\" (expected one of us, ca, eu, ent)",
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\n\"a\\u001b[2Jb\" = 1"),
+            &format!(
+                "test.toml: accounts[0].\"a\\u{{1b}}[2Jb\": unknown key (expected one of {ACCOUNT_KEYS})"
+            ),
         );
     }
 

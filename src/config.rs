@@ -5,7 +5,8 @@
 //! reads the tree into the raw structs (`deny_unknown_fields`, defaults from named functions).
 //! Our deserializer rather than the `config` crate's, because that one turns `path = 3` into `"3"`
 //! and reports unknown keys without saying which entry of an array they are in.
-//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, templates, duplicates.
+//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, paths, templates,
+//! duplicates.
 //!
 //! Every error names the file, the key path (like `accounts[0].page_size`), the environment
 //! variable when the value came from one, what was expected and what was found.
@@ -760,7 +761,7 @@ impl Config {
     /// Validates a raw config; pure, no IO.
     fn from_raw(raw: RawConfig) -> Result<Config, Problem> {
         let state = StateConfig {
-            path: non_empty_path("state.path", raw.state.path)?,
+            path: state_path("state.path", raw.state.path)?,
         };
 
         if raw.accounts.is_empty() {
@@ -827,7 +828,7 @@ impl AccountConfig {
     fn from_raw(key: &str, raw: RawAccount) -> Result<AccountConfig, Problem> {
         let at = |name: &str| format!("{key}.{name}");
         let token = match (raw.token_file, raw.token_env) {
-            (Some(file), None) => TokenSource::File(non_empty_path(&at("token_file"), file)?),
+            (Some(file), None) => TokenSource::File(file_path(&at("token_file"), file)?),
             (None, Some(var)) => TokenSource::Env(env_var_name(&at("token_env"), var)?),
             (Some(_), Some(_)) => {
                 return Err(Problem::invalid(
@@ -878,7 +879,7 @@ impl AccountConfig {
         }
         let ca_file = raw
             .ca_file
-            .map(|path| non_empty_path(&at("ca_file"), path))
+            .map(|path| file_path(&at("ca_file"), path))
             .transpose()?;
         let streams = raw
             .streams
@@ -1218,7 +1219,7 @@ impl SyslogSinkConfig {
         }
         let ca_file = raw
             .ca_file
-            .map(|path| non_empty_path(&at("ca_file"), path))
+            .map(|path| file_path(&at("ca_file"), path))
             .transpose()?;
         let server_name = raw
             .server_name
@@ -1236,8 +1237,8 @@ impl SyslogSinkConfig {
             .transpose()?;
         let client_auth = match (raw.client_cert, raw.client_key) {
             (Some(cert), Some(key)) => Some((
-                non_empty_path(&at("client_cert"), cert)?,
-                non_empty_path(&at("client_key"), key)?,
+                file_path(&at("client_cert"), cert)?,
+                file_path(&at("client_key"), key)?,
             )),
             (Some(_), None) => {
                 return Err(Problem::new(
@@ -1447,11 +1448,72 @@ fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
     }
 }
 
-fn non_empty_path(key: &str, path: String) -> Result<PathBuf, Problem> {
+/// The path of a file the daemon reads or writes: not empty, no control characters (a NUL
+/// cannot be in a path, and the others are mistakes), and naming a file: not `/`, nor ending in
+/// `/`, `.` or `..`.
+fn file_path(key: &str, path: String) -> Result<PathBuf, Problem> {
     if path.is_empty() {
         return Err(Problem::invalid(key, "a non-empty path", "\"\""));
     }
+    no_control_characters(key, &path)?;
+    names_a_file(key, &path)?;
     Ok(PathBuf::from(path))
+}
+
+fn no_control_characters(key: &str, path: &str) -> Result<(), Problem> {
+    if path.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            key,
+            "a path without control characters",
+            &quote(path),
+        ));
+    }
+    Ok(())
+}
+
+fn names_a_file(key: &str, path: &str) -> Result<(), Problem> {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    if matches!(last, "" | "." | "..") {
+        return Err(Problem::invalid(
+            key,
+            "the path of a file, not of a directory",
+            &quote(path),
+        ));
+    }
+    Ok(())
+}
+
+/// `state.path`: a file on disk. SQLite would take `:memory:`, an empty name (a temporary
+/// database) or a `file:` URI with `mode=memory`, and every restart would then begin without
+/// cursors.
+fn state_path(key: &str, path: String) -> Result<PathBuf, Problem> {
+    if path.is_empty() || is_sqlite_memory(&path) {
+        return Err(Problem::invalid(
+            key,
+            "the path of a file on disk, so that cursors survive restarts (not an in-memory or temporary \
+             SQLite database)",
+            &quote(&path),
+        ));
+    }
+    file_path(key, path)
+}
+
+/// Whether SQLite (which rusqlite opens with URI names allowed) would keep this database in memory
+/// or in a temporary file.
+fn is_sqlite_memory(path: &str) -> bool {
+    if path == ":memory:" {
+        return true;
+    }
+    let Some(uri) = path.strip_prefix("file:") else {
+        return false;
+    };
+    let uri = uri.split_once('#').map_or(uri, |(uri, _fragment)| uri);
+    let (name, query) = uri.split_once('?').unwrap_or((uri, ""));
+    name.is_empty()
+        || name == ":memory:"
+        || query
+            .split('&')
+            .any(|param| param == "mode=memory" || param == "vfs=memdb")
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), Problem> {
@@ -1654,11 +1716,13 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Checks that the only placeholders of a sink path template are `{stream}` and `{account}`.
+/// Checks a sink path template: no control characters, `{stream}` and `{account}` its only
+/// placeholders, and a file at its end.
 fn path_template(key: &str, template: String) -> Result<String, Problem> {
     if template.is_empty() {
         return Err(Problem::invalid(key, "a non-empty path", "\"\""));
     }
+    no_control_characters(key, &template)?;
     let malformed = || {
         Problem::invalid(
             key,
@@ -1688,6 +1752,7 @@ fn path_template(key: &str, template: String) -> Result<String, Problem> {
         }
         rest = &rest[close + 1..];
     }
+    names_a_file(key, &template)?;
     Ok(template)
 }
 
@@ -3127,6 +3192,129 @@ max_pending_pages = 100000"#,
             &edit("token_file = \"/run/token\"", "token_file = \"\""),
             "test.toml: accounts[0].token_file: expected a non-empty path, got \"\"",
         );
+    }
+
+    #[test]
+    fn paths_refuse_control_characters_and_show_them_escaped() {
+        // TOML writes a NUL as \u0000; the error shows it as \0, never raw.
+        for (from, to, key) in [
+            ("/run/token", "/run/to\\u0000ken", "accounts[0].token_file"),
+            (
+                "/var/lib/op-events-forwarder/state.db",
+                "/var/lib/\\u0000state.db",
+                "state.path",
+            ),
+            (
+                "/var/log/op-events/{stream}.ndjson",
+                "/var/log/\\u001b[31m{stream}.ndjson",
+                "sinks[0].path",
+            ),
+            ("/run/token", "/run/tok\\ten", "accounts[0].token_file"),
+        ] {
+            let shown = to.replace("\\u0000", "\\0").replace("\\u001b", "\\u{1b}");
+            check_err(
+                &edit(from, to),
+                &format!(
+                    "test.toml: {key}: expected a path without control characters, got \"{shown}\""
+                ),
+            );
+        }
+        check_err(
+            &edit(
+                "base_url = \"https://events.1password.com\"",
+                "base_url = \"https://events.1password.com\"\nca_file = \"/etc/\\u0000ca.pem\"",
+            ),
+            "test.toml: accounts[0].ca_file: expected a path without control characters, got \"/etc/\\0ca.pem\"",
+        );
+        check_err(
+            &with_syslog(
+                "address = \"h:6514\"\ntransport = \"tls\"\nclient_cert = \"/c.pem\"\nclient_key = \"/c\\u0000.key\"",
+            ),
+            "test.toml: sinks[0].client_key: expected a path without control characters, got \"/c\\0.key\"",
+        );
+        // From an environment override too.
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__STATE__PATH", "/tmp/a\u{7f}.db")],
+            "test.toml: state.path (from OP_EVENTS_FORWARDER__STATE__PATH): expected a path without control \
+             characters, got \"/tmp/a\\u{7f}.db\"",
+        );
+    }
+
+    #[test]
+    fn paths_must_name_a_file() {
+        let directory = |toml: &str, key: &str, path: &str| {
+            check_err(
+                toml,
+                &format!(
+                    "test.toml: {key}: expected the path of a file, not of a directory, got \"{path}\""
+                ),
+            );
+        };
+        for path in [
+            "/",
+            "/var/log/",
+            "/var/log/{stream}/",
+            "/var/log/.",
+            "/var/log/{account}/..",
+        ] {
+            directory(
+                &edit("/var/log/op-events/{stream}.ndjson", path),
+                "sinks[0].path",
+                path,
+            );
+        }
+        directory(
+            &edit("/var/lib/op-events-forwarder/state.db", "/var/lib/"),
+            "state.path",
+            "/var/lib/",
+        );
+        directory(
+            &edit("/run/token", "/run/"),
+            "accounts[0].token_file",
+            "/run/",
+        );
+        directory(
+            &with_syslog("address = \"h:6514\"\ntransport = \"tls\"\nca_file = \"/etc/ssl/\""),
+            "sinks[0].ca_file",
+            "/etc/ssl/",
+        );
+        // A dot inside a name is fine.
+        parse(&edit(
+            "/var/log/op-events/{stream}.ndjson",
+            "./out/.{stream}",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn state_must_be_a_file_on_disk() {
+        for path in [
+            ":memory:",
+            "",
+            "file::memory:",
+            "file::memory:?cache=shared",
+            "file:state.db?mode=memory&cache=shared",
+            "file:/tmp/x.db?vfs=memdb",
+            "file:",
+            "file:?mode=rwc",
+        ] {
+            check_err(
+                &edit("/var/lib/op-events-forwarder/state.db", path),
+                &format!(
+                    "test.toml: state.path: expected the path of a file on disk, so that cursors survive restarts \
+                     (not an in-memory or temporary SQLite database), got \"{path}\""
+                ),
+            );
+        }
+        for path in [
+            "./memory.db",
+            "file:/var/lib/state.db?mode=rwc",
+            "/tmp/:memory:",
+        ] {
+            let config = parse(&edit("/var/lib/op-events-forwarder/state.db", path)).unwrap();
+            assert_eq!(config.state.path, PathBuf::from(path));
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! and reports unknown keys without saying which entry of an array they are in.
 //! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, paths, templates,
 //! duplicates.
+//! Phase three, in [`load`] only, looks at the files the config names: CA files, a client
+//! certificate and key are read as the daemon reads them, and the state file and the file sinks'
+//! files must not be directories, so that `check-config` refuses what `run` would.
 //!
 //! Every error names the file, the key path (like `accounts[0].page_size`), the environment
 //! variable when the value came from one, what was expected and what was found.
@@ -434,6 +437,14 @@ pub enum ConfigErrorKind {
         /// How many entries the array has.
         len: usize,
     },
+    /// A file the config names cannot serve: missing, unreadable, a directory, or without what
+    /// the key needs (only [`load`] looks at files).
+    File {
+        /// The file, as configured (a file sink's with its placeholders filled in).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Any other deserialization problem.
     Other(String),
 }
@@ -483,6 +494,9 @@ impl fmt::Display for ConfigErrorKind {
                     format!("are {len}")
                 }
             ),
+            ConfigErrorKind::File { path, problem } => {
+                write!(f, "{}: {problem}", quote(&path.to_string_lossy()))
+            }
             ConfigErrorKind::Other(message) => write!(f, "{message}"),
         }
     }
@@ -491,12 +505,14 @@ impl fmt::Display for ConfigErrorKind {
 /// The prefix of environment overrides; `__` separates the levels below it.
 pub const ENV_PREFIX: &str = "OP_EVENTS_FORWARDER__";
 
-/// Reads the config file at `path`, applies the environment's overrides and validates the result.
+/// Reads the config file at `path`, applies the environment's overrides, validates the result and
+/// checks the files it names, as far as that is possible before the start: CA, client certificate
+/// and key files are read, and the state file and file sinks' files must not be directories.
 ///
 /// # Errors
 ///
 /// Returns a [`ConfigError`] naming the file, the key path and the problem when the file cannot be
-/// read, is not valid TOML, or does not describe a valid config.
+/// read, is not valid TOML, does not describe a valid config, or names a file that cannot serve.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| {
@@ -522,7 +538,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         };
         env.push((name.to_owned(), value.to_owned()));
     }
-    from_toml_str(&origin, &text, &env)
+    let (config, overrides) = parse_and_validate(&origin, &text, &env)?;
+    check_files(&config).map_err(|problem| problem.into_error(&origin, &overrides))?;
+    Ok(config)
 }
 
 /// Parses `toml`, applies the overrides found in `env` and validates the result; pure.
@@ -541,12 +559,22 @@ pub fn from_toml_str(
     toml: &str,
     env: &[(String, String)],
 ) -> Result<Config, ConfigError> {
+    parse_and_validate(origin, toml, env).map(|(config, _)| config)
+}
+
+/// [`from_toml_str`], also returning the overrides applied (to name them in later errors).
+fn parse_and_validate(
+    origin: &str,
+    toml: &str,
+    env: &[(String, String)],
+) -> Result<(Config, Vec<Override>), ConfigError> {
     let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
     let mut tree = parse_toml(toml).map_err(|kind| error(Problem::new(None, kind), &[]))?;
     let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
     let raw = RawConfig::deserialize(ValueDe::new(&tree, String::new()))
         .map_err(|problem| error(problem, &overrides))?;
-    Config::from_raw(raw).map_err(|problem| error(problem, &overrides))
+    let config = Config::from_raw(raw).map_err(|problem| error(problem, &overrides))?;
+    Ok((config, overrides))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1754,6 +1782,108 @@ fn path_template(key: &str, template: String) -> Result<String, Problem> {
     }
     names_a_file(key, &template)?;
     Ok(template)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase three: the files the config names.
+
+/// Checks the files a valid config names, so that what `run` would refuse at start, or retry
+/// forever at the first delivery, is a config error for `check-config` too.
+///
+/// CA files must hold a certificate rustls can trust, a client certificate and key must load and
+/// belong together (all read with the loaders the daemon uses, [`crate::pem`]), and neither the
+/// state file nor a file sink's files (for every account and stream it may write) may be a
+/// directory or lie below a file. Token files are not read: they may exist only where the
+/// daemon runs (a systemd credential), and are read at start and after every 401.
+///
+/// Fails with the first file that cannot serve, at the key that names it.
+fn check_files(config: &Config) -> Result<(), Problem> {
+    file_location("state.path", &config.state.path)?;
+    for (index, account) in config.accounts.iter().enumerate() {
+        if let Some(path) = &account.ca_file {
+            pem_file(
+                &format!("accounts[{index}].ca_file"),
+                path,
+                crate::pem::read_roots,
+            )?;
+        }
+    }
+    for (index, sink) in config.sinks.iter().enumerate() {
+        let at = |name: &str| format!("sinks[{index}].{name}");
+        match &sink.kind {
+            SinkKind::File(file) => {
+                for account in &config.accounts {
+                    // Streams left to the token are at most the cursor streams.
+                    let streams = account.streams.as_deref().unwrap_or(&Stream::ALL);
+                    for &stream in streams {
+                        file_location(&at("path"), &file.path_for(&account.name, stream))?;
+                    }
+                }
+            }
+            SinkKind::Syslog(syslog) => {
+                if let Some(path) = &syslog.tls.ca_file {
+                    pem_file(&at("ca_file"), path, crate::pem::read_roots)?;
+                }
+                if let Some((cert_path, key_path)) = &syslog.tls.client_auth {
+                    let certs = pem_file(&at("client_cert"), cert_path, crate::pem::read_certs)?;
+                    let key = pem_file(&at("client_key"), key_path, crate::pem::read_private_key)?;
+                    crate::pem::check_key_pair(&certs, &key).map_err(|error| {
+                        file_problem(&at("client_key"), key_path, error.to_string())
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a PEM file with `read`, the problem placed at `key`.
+fn pem_file<T>(
+    key: &str,
+    path: &Path,
+    read: impl FnOnce(&Path) -> Result<T, crate::pem::PemError>,
+) -> Result<T, Problem> {
+    read(path).map_err(|error| file_problem(key, path, error.to_string()))
+}
+
+/// Checks that a file can be created or opened at `path`: it is not a directory, and the nearest
+/// of its ancestors that exists is one (missing ones are created at start).
+fn file_location(key: &str, path: &Path) -> Result<(), Problem> {
+    if std::fs::metadata(path).is_ok_and(|meta| meta.is_dir()) {
+        return Err(file_problem(
+            key,
+            path,
+            "is a directory, not a file".to_owned(),
+        ));
+    }
+    for ancestor in path.ancestors().skip(1) {
+        if ancestor.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                let ancestor = quote(&ancestor.to_string_lossy());
+                return Err(file_problem(
+                    key,
+                    path,
+                    format!("{ancestor} is a file, not a directory"),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn file_problem(key: &str, path: &Path, problem: String) -> Problem {
+    Problem::new(
+        Some(key.to_owned()),
+        ConfigErrorKind::File {
+            path: path.to_owned(),
+            problem,
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3938,6 +4068,172 @@ client_key = "/etc/client.key"
                 "{}: accounts[0].page_size: expected an integer from 1 to 1000, got 5000",
                 path.display()
             )
+        );
+    }
+
+    /// A directory for [`load`], with a self-signed certificate and its key, and another key.
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            let dir = tempfile::tempdir().unwrap();
+            let certified =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let other = rcgen::KeyPair::generate().unwrap();
+            for (name, contents) in [
+                ("ca.pem", certified.cert.pem()),
+                ("key.pem", certified.signing_key.serialize_pem()),
+                ("other-key.pem", other.serialize_pem()),
+                ("not-pem.pem", "hello\n".to_owned()),
+                ("plain-file", String::new()),
+            ] {
+                std::fs::write(dir.path().join(name), contents).unwrap();
+            }
+            std::fs::create_dir(dir.path().join("a-dir")).unwrap();
+            Files { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// Loads `toml`, with `@` standing for the directory.
+        fn load(&self, toml: &str) -> Result<Config, ConfigError> {
+            let path = self.dir.path().join("forwarder.toml");
+            std::fs::write(&path, toml.replace('@', &self.path(""))).unwrap();
+            load(&path)
+        }
+
+        #[track_caller]
+        fn check_err(&self, toml: &str, expected: &str) {
+            match self.load(toml) {
+                Ok(config) => panic!("expected the error {expected:?}, loaded {config:#?}"),
+                Err(error) => assert_eq!(
+                    error.to_string(),
+                    format!(
+                        "{}forwarder.toml: {}",
+                        self.path(""),
+                        expected.replace('@', &self.path(""))
+                    )
+                ),
+            }
+        }
+    }
+
+    /// `VALID` with its state and output in `@`, and `extra` added to the account.
+    fn valid_in_dir(extra: &str) -> String {
+        edit("/var/lib/op-events-forwarder/state.db", "@state/state.db")
+            .replace("/var/log/op-events/", "@out/")
+            .replace(
+                "base_url = \"https://events.1password.com\"",
+                &format!("base_url = \"https://events.1password.com\"\n{extra}"),
+            )
+    }
+
+    #[test]
+    fn load_reads_the_ca_files_as_the_daemon_does() {
+        let files = Files::new();
+        let account = files.load(&valid_in_dir("ca_file = \"@ca.pem\"")).unwrap();
+        assert_eq!(
+            account.accounts[0].ca_file,
+            Some(PathBuf::from(files.path("ca.pem")))
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@missing.pem\""),
+            "accounts[0].ca_file: \"@missing.pem\": cannot read the file: No such file or directory (os error 2)",
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@not-pem.pem\""),
+            "accounts[0].ca_file: \"@not-pem.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@key.pem\""),
+            "accounts[0].ca_file: \"@key.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@a-dir\""),
+            "accounts[0].ca_file: \"@a-dir\": cannot read the file: Is a directory (os error 21)",
+        );
+        // Parsing alone does not look at files.
+        parse(&valid_in_dir("ca_file = \"/nonexistent/ca.pem\"")).unwrap();
+    }
+
+    #[test]
+    fn load_reads_the_syslog_tls_files_as_the_daemon_does() {
+        let files = Files::new();
+        let syslog = |lines: &str| {
+            let head = valid_in_dir("")
+                .split("[[sinks]]")
+                .next()
+                .unwrap()
+                .to_owned();
+            format!(
+                "{head}[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"h:6514\"\ntransport = \"tls\"\n{lines}\n"
+            )
+        };
+        files
+            .load(&syslog(
+                "ca_file = \"@ca.pem\"\nclient_cert = \"@ca.pem\"\nclient_key = \"@key.pem\"",
+            ))
+            .unwrap();
+        files.check_err(
+            &syslog("ca_file = \"@not-pem.pem\""),
+            "sinks[0].ca_file: \"@not-pem.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@missing.pem\"\nclient_key = \"@key.pem\""),
+            "sinks[0].client_cert: \"@missing.pem\": cannot read the file: No such file or directory (os error 2)",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@key.pem\"\nclient_key = \"@key.pem\""),
+            "sinks[0].client_cert: \"@key.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@ca.pem\"\nclient_key = \"@ca.pem\""),
+            "sinks[0].client_key: \"@ca.pem\": no PEM private key in the file",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@ca.pem\"\nclient_key = \"@other-key.pem\""),
+            "sinks[0].client_key: \"@other-key.pem\": the private key does not belong to the certificate (the \
+             first of client_cert)",
+        );
+    }
+
+    #[test]
+    fn load_refuses_directories_where_files_go() {
+        let files = Files::new();
+        std::fs::create_dir_all(files.dir.path().join("out/itemusages")).unwrap();
+        let sink_path = |toml: String, path: &str| toml.replace("@out/{stream}.ndjson", path);
+        // Every stream the account may read: those of the token when it names none.
+        files.check_err(
+            &sink_path(valid_in_dir(""), "@out/{stream}"),
+            "sinks[0].path: \"@out/itemusages\": is a directory, not a file",
+        );
+        files
+            .load(&sink_path(
+                valid_in_dir("streams = [\"signinattempts\", \"audit_v3\"]"),
+                "@out/{stream}",
+            ))
+            .unwrap();
+        files.check_err(
+            &sink_path(valid_in_dir(""), "@plain-file/{account}/{stream}.ndjson"),
+            "sinks[0].path: \"@plain-file/acme/auditevents.ndjson\": \"@plain-file\" is a file, not a directory",
+        );
+        files.check_err(
+            &valid_in_dir("").replace("@state/state.db", "@a-dir"),
+            "state.path: \"@a-dir\": is a directory, not a file",
+        );
+        files.check_err(
+            &valid_in_dir("").replace("@state/state.db", "@plain-file/state.db"),
+            "state.path: \"@plain-file/state.db\": \"@plain-file\" is a file, not a directory",
+        );
+        // Missing directories are fine: the daemon creates them.
+        files.load(&valid_in_dir("")).unwrap();
+        assert!(
+            !files.dir.path().join("state").exists(),
+            "load creates nothing"
         );
     }
 

@@ -1,8 +1,9 @@
 //! The config file: TOML plus `OP_EVENTS_FORWARDER__…` environment overrides, read in two phases.
 //!
-//! Phase one turns text into a `RawConfig`: the `config` crate parses the TOML into a value tree,
-//! the environment overrides are patched into that tree, and a strict serde deserializer of our own
-//! reads the tree into the raw structs (`deny_unknown_fields`, defaults from named functions).
+//! Phase one turns text into a `RawConfig`: the `toml` crate parses the text (keeping positions
+//! for errors) into the `config` crate's value tree, the environment overrides are patched into
+//! that tree, and a strict serde deserializer of our own reads the tree into the raw structs
+//! (`deny_unknown_fields`, defaults from named functions).
 //! Our deserializer rather than the `config` crate's, because that one turns `path = 3` into `"3"`
 //! and reports unknown keys without saying which entry of an array they are in.
 //! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, paths, templates,
@@ -569,7 +570,7 @@ fn parse_and_validate(
     env: &[(String, String)],
 ) -> Result<(Config, Vec<Override>), ConfigError> {
     let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
-    let mut tree = parse_toml(toml).map_err(|kind| error(Problem::new(None, kind), &[]))?;
+    let mut tree = parse_toml(toml).map_err(|problem| error(problem, &[]))?;
     let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
     let raw = RawConfig::deserialize(ValueDe::new(&tree, String::new()))
         .map_err(|problem| error(problem, &overrides))?;
@@ -2034,47 +2035,120 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Text to tree, and environment overrides.
 
-fn parse_toml(text: &str) -> Result<Value, ConfigErrorKind> {
-    let built = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build();
-    match built {
-        Ok(config) => Ok(config.cache),
-        Err(config::ConfigError::FileParse { cause, .. }) => Err(syntax_error(&cause.to_string())),
-        Err(other) => Err(ConfigErrorKind::Syntax {
-            position: None,
-            message: other.to_string(),
-        }),
-    }
-}
-
-/// Condenses the toml crate's multi-line report (header, source excerpt, caret, message).
-fn syntax_error(report: &str) -> ConfigErrorKind {
-    let mut lines = report.lines();
-    let position = lines
-        .next()
-        .and_then(|header| header.strip_prefix("TOML parse error at line "))
-        .and_then(|rest| rest.split_once(", column "))
-        .and_then(|(line, column)| Some((line.trim().parse().ok()?, column.trim().parse().ok()?)));
-    let message = match position {
-        Some(_) => lines
-            // The excerpt lines look like `  |`, `4 | name = = "a"` and `  |        ^`.
-            .filter(|line| {
-                let before_bar = line.split_once('|').map(|(before, _)| before.trim());
-                !before_bar.is_some_and(|before| before.bytes().all(|byte| byte.is_ascii_digit()))
-            })
+/// Parses TOML into the tree that [`ValueDe`] reads; values from the file have no origin.
+///
+/// The toml crate parses, keeping the position of every value, so that errors give the line and
+/// column: its own, and a number TOML allows but no 64-bit type holds (which the `config`
+/// crate's TOML reader reported without a position, let alone a key).
+fn parse_toml(text: &str) -> Result<Value, Problem> {
+    let table = toml::de::DeTable::parse(text).map_err(|error| {
+        let message = error
+            .message()
+            .lines()
             .map(str::trim)
             .filter(|line| !line.is_empty())
             .collect::<Vec<_>>()
-            .join("; "),
-        None => report
-            .trim()
-            .lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("; "),
+            .join("; ");
+        Problem::new(
+            None,
+            ConfigErrorKind::Syntax {
+                position: error.span().map(|span| line_column(text, span.start)),
+                message,
+            },
+        )
+    })?;
+    let tree = table_tree(text, "", table.into_inner())?;
+    Ok(Value::new(None, ValueKind::Table(tree)))
+}
+
+fn table_tree(
+    text: &str,
+    path: &str,
+    table: toml::de::DeTable<'_>,
+) -> Result<Map<String, Value>, Problem> {
+    let mut tree = Map::new();
+    for (key, value) in table {
+        let key = key.into_inner().into_owned();
+        let value = value_tree(text, join(path, &key), value)?;
+        tree.insert(key, value);
+    }
+    Ok(tree)
+}
+
+fn value_tree(
+    text: &str,
+    path: String,
+    value: toml::Spanned<toml::de::DeValue<'_>>,
+) -> Result<Value, Problem> {
+    use toml::de::DeValue;
+    let span = value.span();
+    let out_of_range = |message: String| {
+        Problem::new(
+            Some(path.clone()),
+            ConfigErrorKind::Syntax {
+                position: Some(line_column(text, span.start)),
+                message,
+            },
+        )
     };
-    ConfigErrorKind::Syntax { position, message }
+    let kind = match value.into_inner() {
+        DeValue::String(string) => ValueKind::String(string.into_owned()),
+        DeValue::Integer(integer) => match i64::from_str_radix(integer.as_str(), integer.radix()) {
+            Ok(integer) => ValueKind::I64(integer),
+            Err(error) => {
+                let message = match error.kind() {
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                        format!(
+                            "the integer does not fit in 64 bits (TOML integers are from {} to {})",
+                            i64::MIN,
+                            i64::MAX
+                        )
+                    }
+                    _ => format!("invalid integer: {error}"),
+                };
+                return Err(out_of_range(message));
+            }
+        },
+        DeValue::Float(float) => {
+            let number = float
+                .as_str()
+                .parse::<f64>()
+                .map_err(|error| out_of_range(format!("invalid float: {error}")))?;
+            if number.is_infinite() && !float.as_str().contains("inf") {
+                return Err(out_of_range(
+                    "the number does not fit in a 64-bit float".to_owned(),
+                ));
+            }
+            ValueKind::Float(number)
+        }
+        DeValue::Boolean(boolean) => ValueKind::Boolean(boolean),
+        // As the `config` crate read them: `start_time = 2026-11-01T00:00:00Z` is a string.
+        DeValue::Datetime(datetime) => ValueKind::String(datetime.to_string()),
+        DeValue::Array(items) => ValueKind::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| value_tree(text, format!("{path}[{index}]"), item))
+                .collect::<Result<_, _>>()?,
+        ),
+        DeValue::Table(table) => ValueKind::Table(table_tree(text, &path, table)?),
+    };
+    Ok(Value::new(None, kind))
+}
+
+/// The 1-based line and column (in characters, as the toml crate counts) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    let line_start = before
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
 }
 
 /// An environment override that was applied: which variable set which key path.
@@ -2943,6 +3017,65 @@ max_pending_pages = 100000"#,
         check_err(
             &format!("{VALID}name = \"again\"\n"),
             "test.toml: invalid TOML at line 14, column 1: duplicate key",
+        );
+        // Columns count characters, not bytes.
+        check_err(
+            &edit("name = \"acme\"", "name = \"日本\" = 1"),
+            "test.toml: invalid TOML at line 6, column 13: unexpected key or value, expected newline, `#`",
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_64_bits_give_the_key_and_the_position() {
+        let integer = "the integer does not fit in 64 bits (TOML integers are from -9223372036854775808 to \
+                       9223372036854775807)";
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = 99999999999999999999",
+            ),
+            &format!(
+                "test.toml: accounts[0].page_size: invalid TOML at line 7, column 13: {integer}"
+            ),
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = -9223372036854775809",
+            ),
+            &format!(
+                "test.toml: accounts[0].page_size: invalid TOML at line 7, column 13: {integer}"
+            ),
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = 0x1_0000_0000_0000_0000",
+            ),
+            &format!(
+                "test.toml: accounts[0].page_size: invalid TOML at line 7, column 13: {integer}"
+            ),
+        );
+        check_err(
+            &with_syslog(
+                "address = \"h:514\"\ntransport = \"tcp\"\nstream_severity = { itemusages = 1, \"sign in\" = 99999999999999999999 }",
+            ),
+            &format!(
+                "test.toml: sinks[0].stream_severity.\"sign in\": invalid TOML at line 15, column 49: {integer}"
+            ),
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\nstreams = [1, 1e999]"),
+            "test.toml: accounts[0].streams[1]: invalid TOML at line 7, column 15: the number does not fit in a \
+             64-bit float",
+        );
+        // The largest integer is read, and judged by the key's range.
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = 9223372036854775807",
+            ),
+            "test.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 9223372036854775807",
         );
     }
 

@@ -185,6 +185,27 @@ fn check_config_and_run_refuse_the_files_run_could_not_use() {
     }
 }
 
+#[test]
+fn an_integer_beyond_64_bits_exits_78_naming_the_key_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(
+        dir.path(),
+        "@state.db",
+        "page_size = 99999999999999999999",
+        None,
+    );
+    let out = check_config(&config);
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}: accounts[0].page_size: invalid TOML at line 8, column 13: the integer does not fit in \
+             64 bits (TOML integers are from -9223372036854775808 to 9223372036854775807)\n",
+            config.display()
+        )
+    );
+}
+
 /// A running daemon process.
 struct Daemon(Child);
 

@@ -206,6 +206,33 @@ fn an_integer_beyond_64_bits_exits_78_naming_the_key_line_and_column() {
     );
 }
 
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Valid, so `run` starts logging, then fails: the token's variable is not set.
+    let config = config_in(dir.path(), "@state.db", "streams = [\"auditevents\"]", None);
+    for no_color in [None, Some("")] {
+        let mut command = Command::new(BIN);
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("SOME_TOKEN")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let out = command.output().expect("the binary runs");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ERROR") && stderr.contains("SOME_TOKEN"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("\x1b["), "{stderr:?}");
+    }
+}
+
 /// A running daemon process.
 struct Daemon(Child);
 

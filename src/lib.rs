@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, parsed then validated into [`config::Config`] (no IO).
+//! - [`config`]: the TOML file, parsed then validated into [`config::Config`] (no IO), then
+//!   the files it names checked (`config::load` only).
 //! - [`account`]: an account's config completed from its token's claims; the token watch.
 //! - [`api`]: the Events API client; the only code that speaks HTTP to 1Password.
 //! - [`governor`]: one request limiter per account, shared by its streams.

@@ -1513,36 +1513,18 @@ fn names_a_file(key: &str, path: &str) -> Result<(), Problem> {
 }
 
 /// `state.path`: a file on disk. SQLite would take `:memory:`, an empty name (a temporary
-/// database) or a `file:` URI with `mode=memory`, and every restart would then begin without
-/// cursors.
+/// database) or a `file:` URI (which may say `mode=memory`), and every restart would then begin
+/// without cursors; the store refuses them all, so a URI naming a file on disk is refused too.
 fn state_path(key: &str, path: String) -> Result<PathBuf, Problem> {
-    if path.is_empty() || is_sqlite_memory(&path) {
+    if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
         return Err(Problem::invalid(
             key,
             "the path of a file on disk, so that cursors survive restarts (not an in-memory or temporary \
-             SQLite database)",
+             SQLite database, nor an SQLite file: URI)",
             &quote(&path),
         ));
     }
     file_path(key, path)
-}
-
-/// Whether SQLite (which rusqlite opens with URI names allowed) would keep this database in memory
-/// or in a temporary file.
-fn is_sqlite_memory(path: &str) -> bool {
-    if path == ":memory:" {
-        return true;
-    }
-    let Some(uri) = path.strip_prefix("file:") else {
-        return false;
-    };
-    let uri = uri.split_once('#').map_or(uri, |(uri, _fragment)| uri);
-    let (name, query) = uri.split_once('?').unwrap_or((uri, ""));
-    name.is_empty()
-        || name == ":memory:"
-        || query
-            .split('&')
-            .any(|param| param == "mode=memory" || param == "vfs=memdb")
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), Problem> {
@@ -3561,20 +3543,17 @@ max_pending_pages = 100000"#,
             "file:/tmp/x.db?vfs=memdb",
             "file:",
             "file:?mode=rwc",
+            "file:/var/lib/state.db?mode=rwc",
         ] {
             check_err(
                 &edit("/var/lib/op-events-forwarder/state.db", path),
                 &format!(
                     "test.toml: state.path: expected the path of a file on disk, so that cursors survive restarts \
-                     (not an in-memory or temporary SQLite database), got \"{path}\""
+                     (not an in-memory or temporary SQLite database, nor an SQLite file: URI), got \"{path}\""
                 ),
             );
         }
-        for path in [
-            "./memory.db",
-            "file:/var/lib/state.db?mode=rwc",
-            "/tmp/:memory:",
-        ] {
+        for path in ["./memory.db", "./file:state.db", "/tmp/:memory:"] {
             let config = parse(&edit("/var/lib/op-events-forwarder/state.db", path)).unwrap();
             assert_eq!(config.state.path, PathBuf::from(path));
         }

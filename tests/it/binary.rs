@@ -164,7 +164,7 @@ fn check_config_and_run_refuse_the_files_run_could_not_use() {
             "",
             None,
             "state.path: expected the path of a file on disk, so that cursors survive restarts (not an \
-             in-memory or temporary SQLite database), got \":memory:\"",
+             in-memory or temporary SQLite database, nor an SQLite file: URI), got \":memory:\"",
         ),
         (
             "@state.db",

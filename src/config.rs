@@ -1,11 +1,16 @@
 //! The config file: TOML plus `OP_EVENTS_FORWARDER__…` environment overrides, read in two phases.
 //!
-//! Phase one turns text into a `RawConfig`: the `config` crate parses the TOML into a value tree,
-//! the environment overrides are patched into that tree, and a strict serde deserializer of our own
-//! reads the tree into the raw structs (`deny_unknown_fields`, defaults from named functions).
+//! Phase one turns text into a `RawConfig`: the `toml` crate parses the text (keeping positions
+//! for errors) into the `config` crate's value tree, the environment overrides are patched into
+//! that tree, and a strict serde deserializer of our own reads the tree into the raw structs
+//! (`deny_unknown_fields`, defaults from named functions).
 //! Our deserializer rather than the `config` crate's, because that one turns `path = 3` into `"3"`
 //! and reports unknown keys without saying which entry of an array they are in.
-//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, templates, duplicates.
+//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, paths, templates,
+//! duplicates.
+//! Phase three, in [`load`] only, looks at the files the config names: CA files, a client
+//! certificate and key are read as the daemon reads them, and the state file and the file sinks'
+//! files must not be directories, so that `check-config` refuses what `run` would.
 //!
 //! Every error names the file, the key path (like `accounts[0].page_size`), the environment
 //! variable when the value came from one, what was expected and what was found.
@@ -433,6 +438,14 @@ pub enum ConfigErrorKind {
         /// How many entries the array has.
         len: usize,
     },
+    /// A file the config names cannot serve: missing, unreadable, a directory, or without what
+    /// the key needs (only [`load`] looks at files).
+    File {
+        /// The file, as configured (a file sink's with its placeholders filled in).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Any other deserialization problem.
     Other(String),
 }
@@ -466,11 +479,12 @@ impl fmt::Display for ConfigErrorKind {
                 expected,
             } => write!(
                 f,
-                "unknown {what} \"{value}\" (expected one of {})",
+                "unknown {what} {} (expected one of {})",
+                quote(value),
                 expected.join(", ")
             ),
             ConfigErrorKind::Duplicate { what, value, first } => {
-                write!(f, "duplicate {what} \"{value}\" (already at {first})")
+                write!(f, "duplicate {what} {} (already at {first})", quote(value))
             }
             ConfigErrorKind::NoSuchEntry { len } => write!(
                 f,
@@ -481,6 +495,9 @@ impl fmt::Display for ConfigErrorKind {
                     format!("are {len}")
                 }
             ),
+            ConfigErrorKind::File { path, problem } => {
+                write!(f, "{}: {problem}", quote(&path.to_string_lossy()))
+            }
             ConfigErrorKind::Other(message) => write!(f, "{message}"),
         }
     }
@@ -489,12 +506,14 @@ impl fmt::Display for ConfigErrorKind {
 /// The prefix of environment overrides; `__` separates the levels below it.
 pub const ENV_PREFIX: &str = "OP_EVENTS_FORWARDER__";
 
-/// Reads the config file at `path`, applies the environment's overrides and validates the result.
+/// Reads the config file at `path`, applies the environment's overrides, validates the result and
+/// checks the files it names, as far as that is possible before the start: CA, client certificate
+/// and key files are read, and the state file and file sinks' files must not be directories.
 ///
 /// # Errors
 ///
 /// Returns a [`ConfigError`] naming the file, the key path and the problem when the file cannot be
-/// read, is not valid TOML, or does not describe a valid config.
+/// read, is not valid TOML, does not describe a valid config, or names a file that cannot serve.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| {
@@ -520,7 +539,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         };
         env.push((name.to_owned(), value.to_owned()));
     }
-    from_toml_str(&origin, &text, &env)
+    let (config, overrides) = parse_and_validate(&origin, &text, &env)?;
+    check_files(&config).map_err(|problem| problem.into_error(&origin, &overrides))?;
+    Ok(config)
 }
 
 /// Parses `toml`, applies the overrides found in `env` and validates the result; pure.
@@ -539,12 +560,22 @@ pub fn from_toml_str(
     toml: &str,
     env: &[(String, String)],
 ) -> Result<Config, ConfigError> {
+    parse_and_validate(origin, toml, env).map(|(config, _)| config)
+}
+
+/// [`from_toml_str`], also returning the overrides applied (to name them in later errors).
+fn parse_and_validate(
+    origin: &str,
+    toml: &str,
+    env: &[(String, String)],
+) -> Result<(Config, Vec<Override>), ConfigError> {
     let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
-    let mut tree = parse_toml(toml).map_err(|kind| error(Problem::new(None, kind), &[]))?;
+    let mut tree = parse_toml(toml).map_err(|problem| error(problem, &[]))?;
     let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
     let raw = RawConfig::deserialize(ValueDe::new(&tree, String::new()))
         .map_err(|problem| error(problem, &overrides))?;
-    Config::from_raw(raw).map_err(|problem| error(problem, &overrides))
+    let config = Config::from_raw(raw).map_err(|problem| error(problem, &overrides))?;
+    Ok((config, overrides))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,7 +790,7 @@ impl Config {
     /// Validates a raw config; pure, no IO.
     fn from_raw(raw: RawConfig) -> Result<Config, Problem> {
         let state = StateConfig {
-            path: non_empty_path("state.path", raw.state.path)?,
+            path: state_path("state.path", raw.state.path)?,
         };
 
         if raw.accounts.is_empty() {
@@ -826,7 +857,7 @@ impl AccountConfig {
     fn from_raw(key: &str, raw: RawAccount) -> Result<AccountConfig, Problem> {
         let at = |name: &str| format!("{key}.{name}");
         let token = match (raw.token_file, raw.token_env) {
-            (Some(file), None) => TokenSource::File(non_empty_path(&at("token_file"), file)?),
+            (Some(file), None) => TokenSource::File(file_path(&at("token_file"), file)?),
             (None, Some(var)) => TokenSource::Env(env_var_name(&at("token_env"), var)?),
             (Some(_), Some(_)) => {
                 return Err(Problem::invalid(
@@ -877,7 +908,7 @@ impl AccountConfig {
         }
         let ca_file = raw
             .ca_file
-            .map(|path| non_empty_path(&at("ca_file"), path))
+            .map(|path| file_path(&at("ca_file"), path))
             .transpose()?;
         let streams = raw
             .streams
@@ -1118,7 +1149,7 @@ impl SyslogSinkConfig {
         let severity = level(&at("severity"), &raw.severity, &SYSLOG_SEVERITIES)?;
         let mut stream_severity = Vec::with_capacity(raw.stream_severity.len());
         for (name, value) in &raw.stream_severity {
-            let stream_key = format!("{}.{name}", at("stream_severity"));
+            let stream_key = join(&at("stream_severity"), name);
             let stream: Stream = name.parse().map_err(|_| {
                 Problem::new(
                     Some(stream_key.clone()),
@@ -1217,7 +1248,7 @@ impl SyslogSinkConfig {
         }
         let ca_file = raw
             .ca_file
-            .map(|path| non_empty_path(&at("ca_file"), path))
+            .map(|path| file_path(&at("ca_file"), path))
             .transpose()?;
         let server_name = raw
             .server_name
@@ -1235,8 +1266,8 @@ impl SyslogSinkConfig {
             .transpose()?;
         let client_auth = match (raw.client_cert, raw.client_key) {
             (Some(cert), Some(key)) => Some((
-                non_empty_path(&at("client_cert"), cert)?,
-                non_empty_path(&at("client_key"), key)?,
+                file_path(&at("client_cert"), cert)?,
+                file_path(&at("client_key"), key)?,
             )),
             (Some(_), None) => {
                 return Err(Problem::new(
@@ -1401,8 +1432,37 @@ fn syslog_host_valid(host: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
 }
 
+/// The most characters of a value that an error quotes; a longer value is cut.
+const QUOTE_MAX_CHARS: usize = 80;
+
+/// A value as every error quotes it: in double quotes, with control characters escaped (`\0`,
+/// `\n`, `\u{1b}`), so that nothing in a config can reach a terminal or a log raw, and cut with
+/// `…` after [`QUOTE_MAX_CHARS`] characters (escapes counted as written).
 fn quote(text: &str) -> String {
-    format!("{text:?}")
+    let mut budget = QUOTE_MAX_CHARS;
+    let cut = text.char_indices().find_map(|(index, c)| {
+        // As `{:?}` of a string writes it: a single quote is not escaped.
+        let width = if c == '\'' {
+            1
+        } else {
+            c.escape_debug().count()
+        };
+        match budget.checked_sub(width) {
+            Some(left) => {
+                budget = left;
+                None
+            }
+            None => Some(index),
+        }
+    });
+    match cut {
+        None => format!("{text:?}"),
+        Some(index) => {
+            let mut quoted = format!("{:?}", &text[..index]);
+            quoted.insert(quoted.len() - 1, '…');
+            quoted
+        }
+    }
 }
 
 fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
@@ -1417,11 +1477,54 @@ fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
     }
 }
 
-fn non_empty_path(key: &str, path: String) -> Result<PathBuf, Problem> {
+/// The path of a file the daemon reads or writes: not empty, no control characters (a NUL
+/// cannot be in a path, and the others are mistakes), and naming a file: not `/`, nor ending in
+/// `/`, `.` or `..`.
+fn file_path(key: &str, path: String) -> Result<PathBuf, Problem> {
     if path.is_empty() {
         return Err(Problem::invalid(key, "a non-empty path", "\"\""));
     }
+    no_control_characters(key, &path)?;
+    names_a_file(key, &path)?;
     Ok(PathBuf::from(path))
+}
+
+fn no_control_characters(key: &str, path: &str) -> Result<(), Problem> {
+    if path.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            key,
+            "a path without control characters",
+            &quote(path),
+        ));
+    }
+    Ok(())
+}
+
+fn names_a_file(key: &str, path: &str) -> Result<(), Problem> {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    if matches!(last, "" | "." | "..") {
+        return Err(Problem::invalid(
+            key,
+            "the path of a file, not of a directory",
+            &quote(path),
+        ));
+    }
+    Ok(())
+}
+
+/// `state.path`: a file on disk. SQLite would take `:memory:`, an empty name (a temporary
+/// database) or a `file:` URI (which may say `mode=memory`), and every restart would then begin
+/// without cursors; the store refuses them all, so a URI naming a file on disk is refused too.
+fn state_path(key: &str, path: String) -> Result<PathBuf, Problem> {
+    if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
+        return Err(Problem::invalid(
+            key,
+            "the path of a file on disk, so that cursors survive restarts (not an in-memory or temporary \
+             SQLite database, nor an SQLite file: URI)",
+            &quote(&path),
+        ));
+    }
+    file_path(key, path)
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), Problem> {
@@ -1624,11 +1727,13 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Checks that the only placeholders of a sink path template are `{stream}` and `{account}`.
+/// Checks a sink path template: no control characters, `{stream}` and `{account}` its only
+/// placeholders, and a file at its end.
 fn path_template(key: &str, template: String) -> Result<String, Problem> {
     if template.is_empty() {
         return Err(Problem::invalid(key, "a non-empty path", "\"\""));
     }
+    no_control_characters(key, &template)?;
     let malformed = || {
         Problem::invalid(
             key,
@@ -1658,7 +1763,110 @@ fn path_template(key: &str, template: String) -> Result<String, Problem> {
         }
         rest = &rest[close + 1..];
     }
+    names_a_file(key, &template)?;
     Ok(template)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase three: the files the config names.
+
+/// Checks the files a valid config names, so that what `run` would refuse at start, or retry
+/// forever at the first delivery, is a config error for `check-config` too.
+///
+/// CA files must hold a certificate rustls can trust, a client certificate and key must load and
+/// belong together (all read with the loaders the daemon uses, [`crate::pem`]), and neither the
+/// state file nor a file sink's files (for every account and stream it may write) may be a
+/// directory or lie below a file. Token files are not read: they may exist only where the
+/// daemon runs (a systemd credential), and are read at start and after every 401.
+///
+/// Fails with the first file that cannot serve, at the key that names it.
+fn check_files(config: &Config) -> Result<(), Problem> {
+    file_location("state.path", &config.state.path)?;
+    for (index, account) in config.accounts.iter().enumerate() {
+        if let Some(path) = &account.ca_file {
+            pem_file(
+                &format!("accounts[{index}].ca_file"),
+                path,
+                crate::pem::read_roots,
+            )?;
+        }
+    }
+    for (index, sink) in config.sinks.iter().enumerate() {
+        let at = |name: &str| format!("sinks[{index}].{name}");
+        match &sink.kind {
+            SinkKind::File(file) => {
+                for account in &config.accounts {
+                    // Streams left to the token are at most the cursor streams.
+                    let streams = account.streams.as_deref().unwrap_or(&Stream::ALL);
+                    for &stream in streams {
+                        file_location(&at("path"), &file.path_for(&account.name, stream))?;
+                    }
+                }
+            }
+            SinkKind::Syslog(syslog) => {
+                if let Some(path) = &syslog.tls.ca_file {
+                    pem_file(&at("ca_file"), path, crate::pem::read_roots)?;
+                }
+                if let Some((cert_path, key_path)) = &syslog.tls.client_auth {
+                    let certs = pem_file(&at("client_cert"), cert_path, crate::pem::read_certs)?;
+                    let key = pem_file(&at("client_key"), key_path, crate::pem::read_private_key)?;
+                    crate::pem::check_key_pair(&certs, &key).map_err(|error| {
+                        file_problem(&at("client_key"), key_path, error.to_string())
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a PEM file with `read`, the problem placed at `key`.
+fn pem_file<T>(
+    key: &str,
+    path: &Path,
+    read: impl FnOnce(&Path) -> Result<T, crate::pem::PemError>,
+) -> Result<T, Problem> {
+    read(path).map_err(|error| file_problem(key, path, error.to_string()))
+}
+
+/// Checks that a file can be created or opened at `path`: it is not a directory, and the nearest
+/// of its ancestors that exists is one (missing ones are created at start).
+fn file_location(key: &str, path: &Path) -> Result<(), Problem> {
+    if std::fs::metadata(path).is_ok_and(|meta| meta.is_dir()) {
+        return Err(file_problem(
+            key,
+            path,
+            "is a directory, not a file".to_owned(),
+        ));
+    }
+    for ancestor in path.ancestors().skip(1) {
+        if ancestor.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                let ancestor = quote(&ancestor.to_string_lossy());
+                return Err(file_problem(
+                    key,
+                    path,
+                    format!("{ancestor} is a file, not a directory"),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn file_problem(key: &str, path: &Path, problem: String) -> Problem {
+    Problem::new(
+        Some(key.to_owned()),
+        ConfigErrorKind::File {
+            path: path.to_owned(),
+            problem,
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1785,10 +1993,16 @@ fn describe_unexpected(unexpected: &de::Unexpected<'_>) -> String {
     }
 }
 
-/// `parent.key`, or `key` at the top level.
+/// `parent.key`, or `key` at the top level; a key that is not bare (`A-Za-z0-9_-`) is quoted, as
+/// TOML would write it, escaped and cut like a value.
 fn join(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    let key = if bare { key.to_owned() } else { quote(key) };
     if parent.is_empty() {
-        key.to_owned()
+        key
     } else {
         format!("{parent}.{key}")
     }
@@ -1803,47 +2017,120 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Text to tree, and environment overrides.
 
-fn parse_toml(text: &str) -> Result<Value, ConfigErrorKind> {
-    let built = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build();
-    match built {
-        Ok(config) => Ok(config.cache),
-        Err(config::ConfigError::FileParse { cause, .. }) => Err(syntax_error(&cause.to_string())),
-        Err(other) => Err(ConfigErrorKind::Syntax {
-            position: None,
-            message: other.to_string(),
-        }),
-    }
-}
-
-/// Condenses the toml crate's multi-line report (header, source excerpt, caret, message).
-fn syntax_error(report: &str) -> ConfigErrorKind {
-    let mut lines = report.lines();
-    let position = lines
-        .next()
-        .and_then(|header| header.strip_prefix("TOML parse error at line "))
-        .and_then(|rest| rest.split_once(", column "))
-        .and_then(|(line, column)| Some((line.trim().parse().ok()?, column.trim().parse().ok()?)));
-    let message = match position {
-        Some(_) => lines
-            // The excerpt lines look like `  |`, `4 | name = = "a"` and `  |        ^`.
-            .filter(|line| {
-                let before_bar = line.split_once('|').map(|(before, _)| before.trim());
-                !before_bar.is_some_and(|before| before.bytes().all(|byte| byte.is_ascii_digit()))
-            })
+/// Parses TOML into the tree that [`ValueDe`] reads; values from the file have no origin.
+///
+/// The toml crate parses, keeping the position of every value, so that errors give the line and
+/// column: its own, and a number TOML allows but no 64-bit type holds (which the `config`
+/// crate's TOML reader reported without a position, let alone a key).
+fn parse_toml(text: &str) -> Result<Value, Problem> {
+    let table = toml::de::DeTable::parse(text).map_err(|error| {
+        let message = error
+            .message()
+            .lines()
             .map(str::trim)
             .filter(|line| !line.is_empty())
             .collect::<Vec<_>>()
-            .join("; "),
-        None => report
-            .trim()
-            .lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("; "),
+            .join("; ");
+        Problem::new(
+            None,
+            ConfigErrorKind::Syntax {
+                position: error.span().map(|span| line_column(text, span.start)),
+                message,
+            },
+        )
+    })?;
+    let tree = table_tree(text, "", table.into_inner())?;
+    Ok(Value::new(None, ValueKind::Table(tree)))
+}
+
+fn table_tree(
+    text: &str,
+    path: &str,
+    table: toml::de::DeTable<'_>,
+) -> Result<Map<String, Value>, Problem> {
+    let mut tree = Map::new();
+    for (key, value) in table {
+        let key = key.into_inner().into_owned();
+        let value = value_tree(text, join(path, &key), value)?;
+        tree.insert(key, value);
+    }
+    Ok(tree)
+}
+
+fn value_tree(
+    text: &str,
+    path: String,
+    value: toml::Spanned<toml::de::DeValue<'_>>,
+) -> Result<Value, Problem> {
+    use toml::de::DeValue;
+    let span = value.span();
+    let out_of_range = |message: String| {
+        Problem::new(
+            Some(path.clone()),
+            ConfigErrorKind::Syntax {
+                position: Some(line_column(text, span.start)),
+                message,
+            },
+        )
     };
-    ConfigErrorKind::Syntax { position, message }
+    let kind = match value.into_inner() {
+        DeValue::String(string) => ValueKind::String(string.into_owned()),
+        DeValue::Integer(integer) => match i64::from_str_radix(integer.as_str(), integer.radix()) {
+            Ok(integer) => ValueKind::I64(integer),
+            Err(error) => {
+                let message = match error.kind() {
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                        format!(
+                            "the integer does not fit in 64 bits (TOML integers are from {} to {})",
+                            i64::MIN,
+                            i64::MAX
+                        )
+                    }
+                    _ => format!("invalid integer: {error}"),
+                };
+                return Err(out_of_range(message));
+            }
+        },
+        DeValue::Float(float) => {
+            let number = float
+                .as_str()
+                .parse::<f64>()
+                .map_err(|error| out_of_range(format!("invalid float: {error}")))?;
+            if number.is_infinite() && !float.as_str().contains("inf") {
+                return Err(out_of_range(
+                    "the number does not fit in a 64-bit float".to_owned(),
+                ));
+            }
+            ValueKind::Float(number)
+        }
+        DeValue::Boolean(boolean) => ValueKind::Boolean(boolean),
+        // As the `config` crate read them: `start_time = 2026-11-01T00:00:00Z` is a string.
+        DeValue::Datetime(datetime) => ValueKind::String(datetime.to_string()),
+        DeValue::Array(items) => ValueKind::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| value_tree(text, format!("{path}[{index}]"), item))
+                .collect::<Result<_, _>>()?,
+        ),
+        DeValue::Table(table) => ValueKind::Table(table_tree(text, &path, table)?),
+    };
+    Ok(Value::new(None, kind))
+}
+
+/// The 1-based line and column (in characters, as the toml crate counts) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    let line_start = before
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
 }
 
 /// An environment override that was applied: which variable set which key path.
@@ -2713,6 +3000,65 @@ max_pending_pages = 100000"#,
             &format!("{VALID}name = \"again\"\n"),
             "test.toml: invalid TOML at line 14, column 1: duplicate key",
         );
+        // Columns count characters, not bytes.
+        check_err(
+            &edit("name = \"acme\"", "name = \"日本\" = 1"),
+            "test.toml: invalid TOML at line 6, column 13: unexpected key or value, expected newline, `#`",
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_64_bits_give_the_key_and_the_position() {
+        let integer = "the integer does not fit in 64 bits (TOML integers are from -9223372036854775808 to \
+                       9223372036854775807)";
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = 99999999999999999999",
+            ),
+            &format!(
+                "test.toml: accounts[0].page_size: invalid TOML at line 7, column 13: {integer}"
+            ),
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = -9223372036854775809",
+            ),
+            &format!(
+                "test.toml: accounts[0].page_size: invalid TOML at line 7, column 13: {integer}"
+            ),
+        );
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = 0x1_0000_0000_0000_0000",
+            ),
+            &format!(
+                "test.toml: accounts[0].page_size: invalid TOML at line 7, column 13: {integer}"
+            ),
+        );
+        check_err(
+            &with_syslog(
+                "address = \"h:514\"\ntransport = \"tcp\"\nstream_severity = { itemusages = 1, \"sign in\" = 99999999999999999999 }",
+            ),
+            &format!(
+                "test.toml: sinks[0].stream_severity.\"sign in\": invalid TOML at line 15, column 49: {integer}"
+            ),
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\nstreams = [1, 1e999]"),
+            "test.toml: accounts[0].streams[1]: invalid TOML at line 7, column 15: the number does not fit in a \
+             64-bit float",
+        );
+        // The largest integer is read, and judged by the key's range.
+        check_err(
+            &edit(
+                "name = \"acme\"",
+                "name = \"acme\"\npage_size = 9223372036854775807",
+            ),
+            "test.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 9223372036854775807",
+        );
     }
 
     #[test]
@@ -3090,6 +3436,190 @@ max_pending_pages = 100000"#,
         check_err(
             &edit("token_file = \"/run/token\"", "token_file = \"\""),
             "test.toml: accounts[0].token_file: expected a non-empty path, got \"\"",
+        );
+    }
+
+    #[test]
+    fn paths_refuse_control_characters_and_show_them_escaped() {
+        // TOML writes a NUL as \u0000; the error shows it as \0, never raw.
+        for (from, to, key) in [
+            ("/run/token", "/run/to\\u0000ken", "accounts[0].token_file"),
+            (
+                "/var/lib/op-events-forwarder/state.db",
+                "/var/lib/\\u0000state.db",
+                "state.path",
+            ),
+            (
+                "/var/log/op-events/{stream}.ndjson",
+                "/var/log/\\u001b[31m{stream}.ndjson",
+                "sinks[0].path",
+            ),
+            ("/run/token", "/run/tok\\ten", "accounts[0].token_file"),
+        ] {
+            let shown = to.replace("\\u0000", "\\0").replace("\\u001b", "\\u{1b}");
+            check_err(
+                &edit(from, to),
+                &format!(
+                    "test.toml: {key}: expected a path without control characters, got \"{shown}\""
+                ),
+            );
+        }
+        check_err(
+            &edit(
+                "base_url = \"https://events.1password.com\"",
+                "base_url = \"https://events.1password.com\"\nca_file = \"/etc/\\u0000ca.pem\"",
+            ),
+            "test.toml: accounts[0].ca_file: expected a path without control characters, got \"/etc/\\0ca.pem\"",
+        );
+        check_err(
+            &with_syslog(
+                "address = \"h:6514\"\ntransport = \"tls\"\nclient_cert = \"/c.pem\"\nclient_key = \"/c\\u0000.key\"",
+            ),
+            "test.toml: sinks[0].client_key: expected a path without control characters, got \"/c\\0.key\"",
+        );
+        // From an environment override too.
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__STATE__PATH", "/tmp/a\u{7f}.db")],
+            "test.toml: state.path (from OP_EVENTS_FORWARDER__STATE__PATH): expected a path without control \
+             characters, got \"/tmp/a\\u{7f}.db\"",
+        );
+    }
+
+    #[test]
+    fn paths_must_name_a_file() {
+        let directory = |toml: &str, key: &str, path: &str| {
+            check_err(
+                toml,
+                &format!(
+                    "test.toml: {key}: expected the path of a file, not of a directory, got \"{path}\""
+                ),
+            );
+        };
+        for path in [
+            "/",
+            "/var/log/",
+            "/var/log/{stream}/",
+            "/var/log/.",
+            "/var/log/{account}/..",
+        ] {
+            directory(
+                &edit("/var/log/op-events/{stream}.ndjson", path),
+                "sinks[0].path",
+                path,
+            );
+        }
+        directory(
+            &edit("/var/lib/op-events-forwarder/state.db", "/var/lib/"),
+            "state.path",
+            "/var/lib/",
+        );
+        directory(
+            &edit("/run/token", "/run/"),
+            "accounts[0].token_file",
+            "/run/",
+        );
+        directory(
+            &with_syslog("address = \"h:6514\"\ntransport = \"tls\"\nca_file = \"/etc/ssl/\""),
+            "sinks[0].ca_file",
+            "/etc/ssl/",
+        );
+        // A dot inside a name is fine.
+        parse(&edit(
+            "/var/log/op-events/{stream}.ndjson",
+            "./out/.{stream}",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn state_must_be_a_file_on_disk() {
+        for path in [
+            ":memory:",
+            "",
+            "file::memory:",
+            "file::memory:?cache=shared",
+            "file:state.db?mode=memory&cache=shared",
+            "file:/tmp/x.db?vfs=memdb",
+            "file:",
+            "file:?mode=rwc",
+            "file:/var/lib/state.db?mode=rwc",
+        ] {
+            check_err(
+                &edit("/var/lib/op-events-forwarder/state.db", path),
+                &format!(
+                    "test.toml: state.path: expected the path of a file on disk, so that cursors survive restarts \
+                     (not an in-memory or temporary SQLite database, nor an SQLite file: URI), got \"{path}\""
+                ),
+            );
+        }
+        for path in ["./memory.db", "./file:state.db", "/tmp/:memory:"] {
+            let config = parse(&edit("/var/lib/op-events-forwarder/state.db", path)).unwrap();
+            assert_eq!(config.state.path, PathBuf::from(path));
+        }
+    }
+
+    #[test]
+    fn quoted_values_are_escaped_and_cut() {
+        assert_eq!(quote("plain"), "\"plain\"");
+        assert_eq!(quote("a\0b\u{1b}[31m\n'\""), r#""a\0b\u{1b}[31m\n'\"""#);
+        let eighty = "x".repeat(80);
+        assert_eq!(quote(&eighty), format!("\"{eighty}\""));
+        assert_eq!(quote(&format!("{eighty}y")), format!("\"{eighty}…\""));
+        // Escapes count as written: 40 NULs are 80 characters, a 41st is cut.
+        assert_eq!(quote(&"\0".repeat(40)), format!("\"{}\"", "\\0".repeat(40)));
+        assert_eq!(
+            quote(&"\0".repeat(41)),
+            format!("\"{}…\"", "\\0".repeat(40))
+        );
+        // Never in the middle of a character or an escape.
+        assert_eq!(
+            quote(&format!("{}é\u{1b}", "x".repeat(79))),
+            format!("\"{}é…\"", "x".repeat(79))
+        );
+
+        // A megabyte value is quoted by its first 80 characters.
+        let huge = "r".repeat(1 << 20);
+        let toml = edit(
+            "base_url = \"https://events.1password.com\"",
+            &format!("region = \"{huge}\""),
+        );
+        check_err(
+            &toml,
+            &format!(
+                "test.toml: accounts[0].region: unknown region \"{}…\" (expected one of us, ca, eu, ent)",
+                "r".repeat(80)
+            ),
+        );
+        check_err(
+            &edit("name = \"acme\"", &format!("name = \"{huge}\"")),
+            &format!(
+                "test.toml: accounts[0].name: expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -, got \"{}…\"",
+                "r".repeat(80)
+            ),
+        );
+        check_env_err(
+            VALID,
+            &[("OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE", &huge)],
+            &format!(
+                "test.toml: accounts[0].page_size (from OP_EVENTS_FORWARDER__ACCOUNTS__0__PAGE_SIZE): expected an \
+                 integer, got \"{}…\"",
+                "r".repeat(80)
+            ),
+        );
+        // Values named in closed sets are escaped too, and so are keys that are not bare.
+        check_err(
+            &edit(
+                "base_url = \"https://events.1password.com\"",
+                "region = \"eu\\u001b[31m\"",
+            ),
+            "test.toml: accounts[0].region: unknown region \"eu\\u{1b}[31m\" (expected one of us, ca, eu, ent)",
+        );
+        check_err(
+            &edit("name = \"acme\"", "name = \"acme\"\n\"a\\u001b[2Jb\" = 1"),
+            &format!(
+                "test.toml: accounts[0].\"a\\u{{1b}}[2Jb\": unknown key (expected one of {ACCOUNT_KEYS})"
+            ),
         );
     }
 
@@ -3650,6 +4180,172 @@ client_key = "/etc/client.key"
                 "{}: accounts[0].page_size: expected an integer from 1 to 1000, got 5000",
                 path.display()
             )
+        );
+    }
+
+    /// A directory for [`load`], with a self-signed certificate and its key, and another key.
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            let dir = tempfile::tempdir().unwrap();
+            let certified =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let other = rcgen::KeyPair::generate().unwrap();
+            for (name, contents) in [
+                ("ca.pem", certified.cert.pem()),
+                ("key.pem", certified.signing_key.serialize_pem()),
+                ("other-key.pem", other.serialize_pem()),
+                ("not-pem.pem", "hello\n".to_owned()),
+                ("plain-file", String::new()),
+            ] {
+                std::fs::write(dir.path().join(name), contents).unwrap();
+            }
+            std::fs::create_dir(dir.path().join("a-dir")).unwrap();
+            Files { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// Loads `toml`, with `@` standing for the directory.
+        fn load(&self, toml: &str) -> Result<Config, ConfigError> {
+            let path = self.dir.path().join("forwarder.toml");
+            std::fs::write(&path, toml.replace('@', &self.path(""))).unwrap();
+            load(&path)
+        }
+
+        #[track_caller]
+        fn check_err(&self, toml: &str, expected: &str) {
+            match self.load(toml) {
+                Ok(config) => panic!("expected the error {expected:?}, loaded {config:#?}"),
+                Err(error) => assert_eq!(
+                    error.to_string(),
+                    format!(
+                        "{}forwarder.toml: {}",
+                        self.path(""),
+                        expected.replace('@', &self.path(""))
+                    )
+                ),
+            }
+        }
+    }
+
+    /// `VALID` with its state and output in `@`, and `extra` added to the account.
+    fn valid_in_dir(extra: &str) -> String {
+        edit("/var/lib/op-events-forwarder/state.db", "@state/state.db")
+            .replace("/var/log/op-events/", "@out/")
+            .replace(
+                "base_url = \"https://events.1password.com\"",
+                &format!("base_url = \"https://events.1password.com\"\n{extra}"),
+            )
+    }
+
+    #[test]
+    fn load_reads_the_ca_files_as_the_daemon_does() {
+        let files = Files::new();
+        let account = files.load(&valid_in_dir("ca_file = \"@ca.pem\"")).unwrap();
+        assert_eq!(
+            account.accounts[0].ca_file,
+            Some(PathBuf::from(files.path("ca.pem")))
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@missing.pem\""),
+            "accounts[0].ca_file: \"@missing.pem\": cannot read the file: No such file or directory (os error 2)",
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@not-pem.pem\""),
+            "accounts[0].ca_file: \"@not-pem.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@key.pem\""),
+            "accounts[0].ca_file: \"@key.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &valid_in_dir("ca_file = \"@a-dir\""),
+            "accounts[0].ca_file: \"@a-dir\": cannot read the file: Is a directory (os error 21)",
+        );
+        // Parsing alone does not look at files.
+        parse(&valid_in_dir("ca_file = \"/nonexistent/ca.pem\"")).unwrap();
+    }
+
+    #[test]
+    fn load_reads_the_syslog_tls_files_as_the_daemon_does() {
+        let files = Files::new();
+        let syslog = |lines: &str| {
+            let head = valid_in_dir("")
+                .split("[[sinks]]")
+                .next()
+                .unwrap()
+                .to_owned();
+            format!(
+                "{head}[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"h:6514\"\ntransport = \"tls\"\n{lines}\n"
+            )
+        };
+        files
+            .load(&syslog(
+                "ca_file = \"@ca.pem\"\nclient_cert = \"@ca.pem\"\nclient_key = \"@key.pem\"",
+            ))
+            .unwrap();
+        files.check_err(
+            &syslog("ca_file = \"@not-pem.pem\""),
+            "sinks[0].ca_file: \"@not-pem.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@missing.pem\"\nclient_key = \"@key.pem\""),
+            "sinks[0].client_cert: \"@missing.pem\": cannot read the file: No such file or directory (os error 2)",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@key.pem\"\nclient_key = \"@key.pem\""),
+            "sinks[0].client_cert: \"@key.pem\": no PEM certificate in the file",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@ca.pem\"\nclient_key = \"@ca.pem\""),
+            "sinks[0].client_key: \"@ca.pem\": no PEM private key in the file",
+        );
+        files.check_err(
+            &syslog("client_cert = \"@ca.pem\"\nclient_key = \"@other-key.pem\""),
+            "sinks[0].client_key: \"@other-key.pem\": the private key does not belong to the certificate (the \
+             first of client_cert)",
+        );
+    }
+
+    #[test]
+    fn load_refuses_directories_where_files_go() {
+        let files = Files::new();
+        std::fs::create_dir_all(files.dir.path().join("out/itemusages")).unwrap();
+        let sink_path = |toml: String, path: &str| toml.replace("@out/{stream}.ndjson", path);
+        // Every stream the account may read: those of the token when it names none.
+        files.check_err(
+            &sink_path(valid_in_dir(""), "@out/{stream}"),
+            "sinks[0].path: \"@out/itemusages\": is a directory, not a file",
+        );
+        files
+            .load(&sink_path(
+                valid_in_dir("streams = [\"signinattempts\", \"audit_v3\"]"),
+                "@out/{stream}",
+            ))
+            .unwrap();
+        files.check_err(
+            &sink_path(valid_in_dir(""), "@plain-file/{account}/{stream}.ndjson"),
+            "sinks[0].path: \"@plain-file/acme/auditevents.ndjson\": \"@plain-file\" is a file, not a directory",
+        );
+        files.check_err(
+            &valid_in_dir("").replace("@state/state.db", "@a-dir"),
+            "state.path: \"@a-dir\": is a directory, not a file",
+        );
+        files.check_err(
+            &valid_in_dir("").replace("@state/state.db", "@plain-file/state.db"),
+            "state.path: \"@plain-file/state.db\": \"@plain-file\" is a file, not a directory",
+        );
+        // Missing directories are fine: the daemon creates them.
+        files.load(&valid_in_dir("")).unwrap();
+        assert!(
+            !files.dir.path().join("state").exists(),
+            "load creates nothing"
         );
     }
 

@@ -4,10 +4,12 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, parsed then validated into [`config::Config`] (no IO).
+//! - [`config`]: the TOML file, parsed then validated into [`config::Config`] (no IO), then
+//!   the files it names checked (`config::load` only).
 //! - [`account`]: an account's config completed from its token's claims; the token watch.
 //! - [`api`]: the Events API client; the only code that speaks HTTP to 1Password.
 //! - [`governor`]: one request limiter per account, shared by its streams.
+//! - [`pem`]: the PEM files the config names (CA certificates, client certificates and keys).
 //! - [`poller`]: one task per (account, stream): fetch a page, store it with its cursor.
 //! - [`store`]: SQLite: cursors, the outbox of fetched pages, per-sink offsets.
 //! - [`sink`]: one worker per (sink, account, stream): deliver from the outbox, then ack.
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod governor;
+pub mod pem;
 pub mod poller;
 pub mod retry;
 pub mod shutdown;

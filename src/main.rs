@@ -1,5 +1,6 @@
 //! The `op-events-forwarder` command: parse arguments, set up logging, hand over to the library.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -422,8 +423,13 @@ fn fail(err: anyhow::Error) -> ExitCode {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // Colours are for a person at a terminal: a file or the journal would keep the escape codes
+    // as text. NO_COLOR (no-color.org) turns them off there too.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -84,6 +84,155 @@ fn the_shipped_configs_pass_check_config() {
     }
 }
 
+/// A config in `dir` for `check-config` and `run`: `@` stands for the directory, `account` is
+/// added to the account and `sink` replaces the file sink.
+fn config_in(dir: &Path, state: &str, account: &str, sink: Option<&str>) -> std::path::PathBuf {
+    let file_sink =
+        "[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"@out/{stream}.ndjson\"";
+    let toml = format!(
+        "[state]\npath = \"{state}\"\n\n[[accounts]]\nname = \"acme\"\ntoken_env = \"SOME_TOKEN\"\n\
+         base_url = \"https://events.1password.com\"\n{account}\n\n{}\n",
+        sink.unwrap_or(file_sink)
+    );
+    let path = dir.join("forwarder.toml");
+    std::fs::write(&path, toml.replace('@', &format!("{}/", dir.display()))).unwrap();
+    path
+}
+
+fn check_config(path: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn check_config_and_run_refuse_the_files_run_could_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |text: &str| text.replace('@', &format!("{}/", dir.path().display()));
+    std::fs::write(dir.path().join("not-pem.pem"), "hello\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("out/itemusages")).unwrap();
+    let tls_sink = |lines: &str| {
+        format!(
+            "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\n\
+             transport = \"tls\"\n{lines}"
+        )
+    };
+    let with_client_key = tls_sink("client_cert = \"@not-pem.pem\"\nclient_key = \"@missing.key\"");
+    let with_ca = tls_sink("ca_file = \"@not-pem.pem\"");
+    let cases: [(&str, &str, Option<&str>, &str); 8] = [
+        (
+            "@state.db",
+            "ca_file = \"@missing.pem\"",
+            None,
+            "accounts[0].ca_file: \"@missing.pem\": cannot read the file: No such file or directory (os error 2)",
+        ),
+        (
+            "@state.db",
+            "ca_file = \"@not-pem.pem\"",
+            None,
+            "accounts[0].ca_file: \"@not-pem.pem\": no PEM certificate in the file",
+        ),
+        (
+            "@state.db",
+            "",
+            Some(&with_ca),
+            "sinks[0].ca_file: \"@not-pem.pem\": no PEM certificate in the file",
+        ),
+        (
+            "@state.db",
+            "",
+            Some(&with_client_key),
+            "sinks[0].client_cert: \"@not-pem.pem\": no PEM certificate in the file",
+        ),
+        (
+            "@state.db",
+            "",
+            Some("[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"@out/{stream}\""),
+            "sinks[0].path: \"@out/itemusages\": is a directory, not a file",
+        ),
+        (
+            "@state.db",
+            "",
+            Some("[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"/\""),
+            "sinks[0].path: expected the path of a file, not of a directory, got \"/\"",
+        ),
+        (
+            ":memory:",
+            "",
+            None,
+            "state.path: expected the path of a file on disk, so that cursors survive restarts (not an \
+             in-memory or temporary SQLite database, nor an SQLite file: URI), got \":memory:\"",
+        ),
+        (
+            "@state.db",
+            "ca_file = \"@ca\\u0000.pem\"",
+            None,
+            "accounts[0].ca_file: expected a path without control characters, got \"@ca\\0.pem\"",
+        ),
+    ];
+    for (state, account, sink, expected) in cases {
+        let config = config_in(dir.path(), state, account, sink);
+        let expected = format!("error: {}: {}\n", config.display(), at(expected));
+        for out in [check_config(&config), run_with_config(&config)] {
+            assert_eq!(out.status.code(), Some(78), "{expected}");
+            assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+            assert!(!out.stderr.contains(&0), "no raw NUL in {expected}");
+        }
+        assert!(!dir.path().join("state.db").exists(), "nothing was started");
+    }
+}
+
+#[test]
+fn an_integer_beyond_64_bits_exits_78_naming_the_key_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(
+        dir.path(),
+        "@state.db",
+        "page_size = 99999999999999999999",
+        None,
+    );
+    let out = check_config(&config);
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}: accounts[0].page_size: invalid TOML at line 8, column 13: the integer does not fit in \
+             64 bits (TOML integers are from -9223372036854775808 to 9223372036854775807)\n",
+            config.display()
+        )
+    );
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Valid, so `run` starts logging, then fails: the token's variable is not set.
+    let config = config_in(dir.path(), "@state.db", "streams = [\"auditevents\"]", None);
+    for no_color in [None, Some("")] {
+        let mut command = Command::new(BIN);
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("SOME_TOKEN")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let out = command.output().expect("the binary runs");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ERROR") && stderr.contains("SOME_TOKEN"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("\x1b["), "{stderr:?}");
+    }
+}
+
 /// A running daemon process.
 struct Daemon(Child);
 

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::{SyslogSinkConfig, SyslogTlsConfig};
@@ -28,24 +27,22 @@ pub fn client_config(config: &SyslogTlsConfig) -> Result<rustls::ClientConfig, S
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.ca_file {
-            Some(path) => {
-                for cert in read_certs("ca_file", path)? {
-                    roots.add(cert).map_err(|err| {
-                        format!("ca_file {}: unusable certificate: {err}", path.display())
-                    })?;
-                }
+        let roots = match &config.ca_file {
+            Some(path) => crate::pem::read_roots(path)
+                .map_err(|err| format!("ca_file {}: {err}", path.display()))?,
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                roots
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+        };
         builder.with_root_certificates(roots)
     };
     let mut client = match &config.client_auth {
         None => builder.with_no_client_auth(),
         Some((cert_path, key_path)) => {
             let certs = read_certs("client_cert", cert_path)?;
-            let key = PrivateKeyDer::from_pem_file(key_path)
+            let key = crate::pem::read_private_key(key_path)
                 .map_err(|err| format!("client_key {}: {err}", key_path.display()))?;
             builder
                 .with_client_auth_cert(certs, key)
@@ -126,17 +123,7 @@ pub fn server_name(config: &SyslogSinkConfig) -> Result<ServerName<'static>, Str
 }
 
 fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| format!("{key} {}: {err}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("{key} {}: {err}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{key} {}: no PEM certificate in the file",
-            path.display()
-        ));
-    }
-    Ok(certs)
+    crate::pem::read_certs(path).map_err(|err| format!("{key} {}: {err}", path.display()))
 }
 
 /// `tls_insecure_skip_verify`: any certificate, any name.

@@ -395,7 +395,7 @@ mod tests {
             page_size: 1000,
             poll_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            max_pending_pages: 100,
+            max_response_bytes: None,
             limits: crate::governor::Limits::DOCUMENTED,
             retry_max: Duration::from_secs(300),
             unauthorized_retry: Duration::from_secs(300),

@@ -49,6 +49,10 @@ pub struct Config {
 pub struct StateConfig {
     /// The SQLite database file (`state.path`).
     pub path: PathBuf,
+    /// Backpressure: every poller stops fetching while the state database uses this many
+    /// bytes on disk (`state.max_outbox_bytes`), so a sink down for hours holds back nobody
+    /// else until then.
+    pub max_outbox_bytes: u64,
 }
 
 /// One `[[accounts]]` entry: a bearer token and what to read with it.
@@ -82,8 +86,9 @@ pub struct AccountConfig {
     pub poll_interval: Duration,
     /// The timeout of one API request (`request_timeout_secs`).
     pub request_timeout: Duration,
-    /// Backpressure: the poller stops fetching while a stream's outbox holds this many pages.
-    pub max_pending_pages: u32,
+    /// The largest API response accepted (`max_response_bytes`); `None`: derived from the
+    /// page size asked for.
+    pub max_response_bytes: Option<u64>,
     /// The account's request budget (`requests_per_minute`, `requests_per_hour`), lower than
     /// the documented one when other integrations share the account.
     pub limits: Limits,
@@ -596,6 +601,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawState {
     path: String,
+    max_outbox_bytes: Option<i64>,
 }
 
 /// Integers are read as `i64` so that `from_raw` can say which range was expected.
@@ -620,8 +626,9 @@ struct RawAccount {
     poll_interval_secs: i64,
     #[serde(default = "default_request_timeout_secs")]
     request_timeout_secs: i64,
-    #[serde(default = "default_max_pending_pages")]
-    max_pending_pages: i64,
+    /// No longer used: refused with a message saying what replaced it.
+    max_pending_pages: Option<i64>,
+    max_response_bytes: Option<i64>,
     #[serde(default = "default_requests_per_minute")]
     requests_per_minute: i64,
     #[serde(default = "default_requests_per_hour")]
@@ -746,10 +753,6 @@ fn default_request_timeout_secs() -> i64 {
     30
 }
 
-fn default_max_pending_pages() -> i64 {
-    100
-}
-
 fn default_requests_per_minute() -> i64 {
     i64::from(Limits::DOCUMENTED.per_minute.get())
 }
@@ -778,8 +781,13 @@ const PAGE_SIZE_MAX: i64 = 1000;
 const POLL_INTERVAL_SECS_MAX: i64 = 86_400;
 /// An hour: a request that takes longer is stuck.
 const REQUEST_TIMEOUT_SECS_MAX: i64 = 3_600;
-/// At most 1,000 events a page, so this bounds a stream's outbox to 100 million events.
-const MAX_PENDING_PAGES_MAX: i64 = 100_000;
+/// The outbox bound's range: a mebibyte to a tebibyte; a gibibyte unless configured.
+const MAX_OUTBOX_BYTES_MIN: i64 = 1 << 20;
+const MAX_OUTBOX_BYTES_MAX: i64 = 1 << 40;
+pub const MAX_OUTBOX_BYTES_DEFAULT: u64 = 1 << 30;
+/// A response bound's range: 64 KiB (an introspection answer) to 1 GiB.
+const MAX_RESPONSE_BYTES_MIN: i64 = 64 << 10;
+const MAX_RESPONSE_BYTES_MAX: i64 = 1 << 30;
 /// The governor logs the time of every request in the longer window; this bounds that log.
 const REQUESTS_PER_MINUTE_MAX: i64 = 10_000;
 const REQUESTS_PER_HOUR_MAX: i64 = 100_000;
@@ -791,6 +799,16 @@ impl Config {
     fn from_raw(raw: RawConfig) -> Result<Config, Problem> {
         let state = StateConfig {
             path: state_path("state.path", raw.state.path)?,
+            max_outbox_bytes: match raw.state.max_outbox_bytes {
+                None => MAX_OUTBOX_BYTES_DEFAULT,
+                Some(bytes) => int_in(
+                    "state.max_outbox_bytes",
+                    bytes,
+                    MAX_OUTBOX_BYTES_MIN,
+                    MAX_OUTBOX_BYTES_MAX,
+                )?
+                .unsigned_abs(),
+            },
         };
 
         if raw.accounts.is_empty() {
@@ -983,12 +1001,28 @@ impl AccountConfig {
             1,
             REQUEST_TIMEOUT_SECS_MAX,
         )?;
-        let max_pending_pages = int_in(
-            &at("max_pending_pages"),
-            raw.max_pending_pages,
-            1,
-            MAX_PENDING_PAGES_MAX,
-        )?;
+        if raw.max_pending_pages.is_some() {
+            return Err(Problem::new(
+                Some(at("max_pending_pages")),
+                ConfigErrorKind::Other(
+                    "no longer used: the outbox is bounded by its bytes on disk, \
+                     state.max_outbox_bytes (default 1 GiB); remove this key"
+                        .to_owned(),
+                ),
+            ));
+        }
+        let max_response_bytes = raw
+            .max_response_bytes
+            .map(|bytes| {
+                int_in(
+                    &at("max_response_bytes"),
+                    bytes,
+                    MAX_RESPONSE_BYTES_MIN,
+                    MAX_RESPONSE_BYTES_MAX,
+                )
+            })
+            .transpose()?
+            .map(i64::unsigned_abs);
         let requests_per_minute = int_in(
             &at("requests_per_minute"),
             raw.requests_per_minute,
@@ -1036,8 +1070,7 @@ impl AccountConfig {
             page_size: u16::try_from(page_size).expect("page_size was checked to be at most 1000"),
             poll_interval: Duration::from_secs(poll_interval_secs.unsigned_abs()),
             request_timeout: Duration::from_secs(request_timeout_secs.unsigned_abs()),
-            max_pending_pages: u32::try_from(max_pending_pages)
-                .expect("max_pending_pages was checked to fit in a u32"),
+            max_response_bytes,
             limits: Limits {
                 per_minute: count(requests_per_minute),
                 per_hour: count(requests_per_hour),
@@ -2693,7 +2726,7 @@ mod tests {
     use super::*;
 
     /// The keys of an `[[accounts]]` table, in the order errors list them.
-    const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages, requests_per_minute, requests_per_hour, retry_max_secs, unauthorized_retry_secs, on_invalid_cursor";
+    const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages, max_response_bytes, requests_per_minute, requests_per_hour, retry_max_secs, unauthorized_retry_secs, on_invalid_cursor";
 
     const VALID: &str = r#"
 [state]
@@ -2855,7 +2888,7 @@ path = "/var/log/op-events/{stream}.ndjson"
                 page_size: 1000,
                 poll_interval: Duration::from_secs(10),
                 request_timeout: Duration::from_secs(30),
-                max_pending_pages: 100,
+                max_response_bytes: None,
                 limits: Limits::DOCUMENTED,
                 retry_max: Duration::from_secs(300),
                 unauthorized_retry: Duration::from_secs(300),
@@ -2880,7 +2913,7 @@ v3_page_token_param = "next_page_token"
 page_size = 1
 poll_interval_secs = 86400
 request_timeout_secs = 3600
-max_pending_pages = 100000"#,
+max_response_bytes = 100000"#,
         );
         let account = parse(&toml).unwrap().accounts.remove(0);
         assert_eq!(account.token, TokenSource::Env("OP_TOKEN".to_owned()));
@@ -2912,7 +2945,7 @@ max_pending_pages = 100000"#,
         assert_eq!(account.page_size, 1);
         assert_eq!(account.poll_interval, Duration::from_secs(86_400));
         assert_eq!(account.request_timeout, Duration::from_secs(3_600));
-        assert_eq!(account.max_pending_pages, 100_000);
+        assert_eq!(account.max_response_bytes, Some(100_000));
     }
 
     #[test]
@@ -3069,7 +3102,7 @@ max_pending_pages = 100000"#,
         );
         check_err(
             &edit("[state]\n", "[state]\ndir = \"/var/lib\"\n"),
-            "test.toml: state.dir: unknown key (expected one of path)",
+            "test.toml: state.dir: unknown key (expected one of path, max_outbox_bytes)",
         );
         check_err(
             &edit("name = \"acme\"", "name = \"acme\"\npage_sise = 10"),
@@ -3238,8 +3271,13 @@ max_pending_pages = 100000"#,
             "test.toml: accounts[0].request_timeout_secs: expected an integer from 1 to 3600, got -5",
         );
         check_err(
-            &with("max_pending_pages = 0"),
-            "test.toml: accounts[0].max_pending_pages: expected an integer from 1 to 100000, got 0",
+            &with("max_pending_pages = 100"),
+            "test.toml: accounts[0].max_pending_pages: no longer used: the outbox is bounded by its \
+             bytes on disk, state.max_outbox_bytes (default 1 GiB); remove this key",
+        );
+        check_err(
+            &with("max_response_bytes = 1000"),
+            "test.toml: accounts[0].max_response_bytes: expected an integer from 65536 to 1073741824, got 1000",
         );
     }
 

@@ -95,6 +95,8 @@ pub struct Daemon {
     /// What a reload reaches: the sinks, and each account's token source and client.
     sinks: Vec<Arc<Sink>>,
     tokens: Vec<(String, TokenSource, api::Client)>,
+    /// `state.max_outbox_bytes`, for the pollers.
+    max_outbox_bytes: u64,
 }
 
 impl Daemon {
@@ -122,7 +124,7 @@ impl Daemon {
                 base_url: resolved.base_url.clone(),
                 ca_file: account.ca_file.clone(),
                 timeout: account.request_timeout,
-                max_response_bytes: None,
+                max_response_bytes: account.max_response_bytes,
             };
             let client = api::Client::new(&client_options, token)
                 .with_context(|| format!("account \"{}\"", account.name))?;
@@ -164,6 +166,7 @@ impl Daemon {
             store,
             sinks,
             tokens: Vec::new(),
+            max_outbox_bytes: config.state.max_outbox_bytes,
         };
         for (account, resolved, client) in accounts {
             daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
@@ -235,7 +238,7 @@ impl Daemon {
                     end_time: account.end_time.clone(),
                     api_version: account.api_version,
                     v3_params: account.v3_params.clone(),
-                    max_pending_pages: account.max_pending_pages,
+                    max_outbox_bytes: self.max_outbox_bytes,
                     retry_max: account.retry_max,
                     unauthorized_retry: account.unauthorized_retry,
                     on_invalid_cursor: account.on_invalid_cursor,

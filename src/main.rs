@@ -17,6 +17,12 @@ use tracing_subscriber::EnvFilter;
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 const EXIT_CONFIG: u8 = 78;
+/// EX_DATAERR: the state file cannot be used as it is (another program's file, empty, of a
+/// newer schema, not on disk, or in use by another daemon); restarting will not help.
+const EXIT_STATE: u8 = 65;
+/// EX_NOINPUT: a file the config names (a token, a certificate, a key) cannot be read or
+/// used; restarting will not help until someone fixes it.
+const EXIT_NO_INPUT: u8 = 66;
 
 /// Forwards 1Password Events API activity to syslog, HTTP collectors and files.
 #[derive(Parser)]
@@ -415,9 +421,56 @@ fn config_error(err: &config::ConfigError) -> ExitCode {
 }
 
 fn fail(err: anyhow::Error) -> ExitCode {
-    tracing::error!("{err:#}");
-    eprintln!("error: {err:#}");
-    ExitCode::FAILURE
+    let text = causes(&err);
+    tracing::error!("{text}");
+    eprintln!("error: {text}");
+    ExitCode::from(exit_code(&err))
+}
+
+/// The exit status of a failed start: a documented one for the faults a restart cannot cure
+/// (the systemd unit lists them in `RestartPreventExitStatus`), 1 for the rest.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    use op_events_forwarder::store::StoreError;
+    for cause in err.chain() {
+        if cause
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_permanent)
+        {
+            return EXIT_STATE;
+        }
+        if cause.is::<op_events_forwarder::token::TokenError>()
+            || cause.is::<op_events_forwarder::sink::SinkError>()
+            || matches!(
+                cause.downcast_ref::<op_events_forwarder::api::ApiError>(),
+                Some(op_events_forwarder::api::ApiError::Setup(_))
+            )
+        {
+            return EXIT_NO_INPUT;
+        }
+    }
+    1
+}
+
+/// An error and its causes on one line, each cause said once: many errors (SQLite's among
+/// them) repeat their source in their own message, or give it again with a code in front.
+fn causes(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let said = cause.to_string();
+        let plain = said
+            .strip_prefix("Error code ")
+            .and_then(|rest| rest.split_once(": "))
+            .filter(|(code, _)| code.chars().all(|c| c.is_ascii_digit()))
+            .map_or(said.as_str(), |(_, rest)| rest);
+        if text.contains(plain) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -434,5 +487,28 @@ fn init_logging(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(26),
+            Some("file is not a database".to_owned()),
+        );
+        let err = anyhow::Error::from(op_events_forwarder::store::StoreError::Sqlite {
+            path: "/var/lib/x/state.db".into(),
+            source: sqlite,
+        });
+        assert_eq!(
+            causes(&err),
+            "state database /var/lib/x/state.db: file is not a database"
+        );
+        let err = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(causes(&err), "outer: middle: inner");
     }
 }

@@ -51,7 +51,8 @@ pub struct PollSettings {
     pub api_version: ApiVersion,
     /// The query parameter names of the v3 endpoint.
     pub v3_params: V3Params,
-    pub max_pending_pages: u32,
+    /// Backpressure: no fetch while the state database uses this many bytes on disk.
+    pub max_outbox_bytes: u64,
     /// The cap of the retry backoff.
     pub retry_max: Duration,
     /// The wait between tries while the API refuses the token or rejects the cursor.
@@ -490,23 +491,27 @@ impl StreamPoller {
         })
     }
 
-    /// Waits while the stream's outbox is full. Returns false on shutdown.
+    /// Waits while the outbox is full: the state database uses `max_outbox_bytes` on disk.
+    /// Logged once per episode. Returns false on shutdown.
     async fn wait_for_room(&self, shutdown: &CancellationToken) -> bool {
         let mut warned = false;
         loop {
-            let (account, stream) = (self.account.clone(), self.stream);
-            let pending = self
-                .store
-                .run(move |s| s.pending_pages(&account, stream))
-                .await
-                .unwrap_or(u64::MAX);
-            if pending < u64::from(self.settings.max_pending_pages) {
+            let used = self.store.run(|s| s.used_bytes()).await.unwrap_or(u64::MAX);
+            if used < self.settings.max_outbox_bytes {
+                if warned {
+                    tracing::info!(
+                        account = %self.account, stream = %self.stream, used_bytes = used,
+                        "the outbox has room again; fetching"
+                    );
+                }
                 return true;
             }
             if !warned {
-                tracing::info!(
-                    account = %self.account, stream = %self.stream, pending_pages = pending,
-                    "outbox full; waiting for the sinks before fetching more"
+                tracing::warn!(
+                    account = %self.account, stream = %self.stream, used_bytes = used,
+                    max_outbox_bytes = self.settings.max_outbox_bytes,
+                    "outbox full (state.max_outbox_bytes): a sink is behind; waiting for the \
+                     sinks before fetching more (the API keeps events for 120 days)"
                 );
                 warned = true;
             }

@@ -106,6 +106,21 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether restarting cannot help: the file is not ours, empty, of a newer schema, not
+    /// on disk, or held by another daemon (which a restart would only race with).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Foreign { .. }
+                | StoreError::Empty { .. }
+                | StoreError::NotAFile { .. }
+                | StoreError::TooNew { .. }
+                | StoreError::Locked { .. }
+        )
+    }
+}
+
 /// A page waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxPage {

@@ -223,7 +223,8 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
             command.env("NO_COLOR", value);
         }
         let out = command.output().expect("the binary runs");
-        assert_eq!(out.status.code(), Some(1));
+        // 66: a token that cannot be read is not cured by restarting.
+        assert_eq!(out.status.code(), Some(66));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("ERROR") && stderr.contains("SOME_TOKEN"),
@@ -296,11 +297,7 @@ async fn wait_for_lines(env: &Env, n: usize) {
 async fn sigkill_at_any_moment_loses_nothing_and_sigterm_exits_cleanly() {
     let env = Env::new(5_000, 21).await;
     let config = env.path("config.toml");
-    std::fs::write(
-        &config,
-        env.config_toml("page_size = 250\nmax_pending_pages = 4"),
-    )
-    .unwrap();
+    std::fs::write(&config, env.config_toml("page_size = 250")).unwrap();
     let total: usize = Stream::ALL.iter().map(|s| env.sim.generated(*s)).sum();
 
     // Kill the daemon three times while it works, each time further along.
@@ -428,4 +425,143 @@ async fn removed_accounts_stop_the_start_until_forgotten() {
     );
     let store = op_events_forwarder::store::Store::open(&state).unwrap();
     assert_eq!(store.accounts().unwrap(), ["it"]);
+}
+
+/// Runs `run --config` to its end with a deadline, returning its output.
+fn run_to_end(config: &Path) -> std::process::Output {
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Waits until the daemon's lock file names a process, and returns that pid.
+fn locked_by(state: &Path) -> u32 {
+    let lock = op_events_forwarder::store::lock_path(state);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no daemon took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_is_refused_naming_the_first() {
+    let env = Env::new(200, 31).await;
+    let config = env.path("config.toml");
+    std::fs::write(&config, env.config_toml("")).unwrap();
+    let state = env.path("state.db");
+    let first = Daemon::start(&config);
+    let pid = locked_by(&state);
+    assert_eq!(pid, first.0.id());
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || run_to_end(&config)
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "in use by another op-events-forwarder (pid {pid}) (lock file {}.lock)",
+            state.display()
+        )),
+        "{stderr}"
+    );
+    assert!(first.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_started_together_on_a_new_state_one_runs_one_is_refused() {
+    for round in 0..5 {
+        let env = Env::new(100, 40 + round).await;
+        let config = env.path("config.toml");
+        std::fs::write(&config, env.config_toml("")).unwrap();
+        let a = Daemon::start(&config);
+        let b = Daemon::start(&config);
+        let winner = locked_by(&env.path("state.db"));
+        let (winner, loser) = if winner == a.0.id() { (a, b) } else { (b, a) };
+        let lost = tokio::task::spawn_blocking(move || loser.0.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(lost.status.code(), Some(65), "round {round}");
+        // The winner made a whole state and delivers from it.
+        let want: usize = Stream::ALL.iter().map(|s| env.sim.generated(*s)).sum();
+        let deadline = Instant::now() + PATIENCE;
+        while Stream::ALL
+            .iter()
+            .map(|s| env.lines(*s).len())
+            .sum::<usize>()
+            < want
+        {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the winner delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(winner.terminate().success());
+        for stream in Stream::ALL {
+            env.assert_exactly_once(stream);
+        }
+    }
+}
+
+#[test]
+fn an_unusable_state_file_exits_65_and_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("config.toml");
+    std::fs::write(dir.path().join("token"), "tok\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[state]
+path = "{state}"
+
+[[accounts]]
+name = "acme"
+token_file = "{dir}/token"
+base_url = "http://127.0.0.1:9"
+streams = ["auditevents"]
+
+[[sinks]]
+name = "archive"
+type = "file"
+path = "{dir}/out/{{stream}}.ndjson"
+"#,
+            state = state.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    for (contents, says) in [
+        (&b""[..], "the file exists but is empty (0 bytes)"),
+        (
+            b"PK\x03\x04 a zip file, not a database",
+            "it is not a SQLite database",
+        ),
+    ] {
+        std::fs::write(&state, contents).unwrap();
+        let out = run_to_end(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(std::fs::read(&state).unwrap(), contents, "untouched");
+        assert!(!dir.path().join("state.db-wal").exists());
+    }
 }

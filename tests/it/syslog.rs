@@ -662,3 +662,63 @@ async fn unusable_certificate_files_stop_the_start_naming_them() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_long_holds_back_nobody_and_is_caught_up_soon_after_it_returns() {
+    // 300 pages a stream: three times what a count-bounded outbox would have held for the
+    // dead sink before it stopped the file sink too.
+    let env = Env::new(3_000, 24).await;
+    let rsyslog_dir = env.path("rsyslog");
+    let mut rsyslog = Rsyslog::start(&rsyslog_dir, 0, None);
+    let (tcp_port, udp_port, relp_port) = (rsyslog.tcp_port, rsyslog.udp_port, rsyslog.relp_port);
+    let siem = sink_toml("siem", &rsyslog, Input::Tcp, "");
+    rsyslog.stop();
+    let files = env.config_toml("");
+    let files = &files[files.find("[[sinks]]").unwrap()..];
+    let config = config_with_sinks(&env, "page_size = 10", &format!("{files}{siem}"));
+    let want = generated(&env.sim);
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "the file sink current, rsyslog down", |s| {
+        crate::support::delivered_all(s, &want)
+    })
+    .await;
+    // Down long enough for the sink's backoff to reach its cap (about a minute of retries).
+    wait_for(daemon.stats(), "the syslog sink's retries", |s| {
+        Stream::ALL
+            .iter()
+            .all(|stream| s.failed_deliveries("siem", ACCOUNT, *stream) >= 12)
+    })
+    .await;
+    assert!(
+        Stream::ALL
+            .iter()
+            .all(|stream| daemon.stats().delivered("siem", ACCOUNT, *stream) == 0)
+    );
+    let returned = std::time::Instant::now();
+    let rsyslog = Rsyslog::start(&rsyslog_dir, tcp_port, Some((udp_port, relp_port)));
+    wait_for(daemon.stats(), "the syslog sink caught up", |s| {
+        want.iter()
+            .all(|(stream, n)| s.delivered("siem", ACCOUNT, *stream) >= *n as u64)
+    })
+    .await;
+    let caught_up = returned.elapsed();
+    daemon.stop().await;
+    eprintln!("syslog sink caught up {caught_up:?} after its receiver returned");
+    // The sink's backoff is capped at 30 s; a little more for 9,000 events to go through.
+    assert!(
+        caught_up <= op_events_forwarder::sink::MAX_BACKOFF + std::time::Duration::from_secs(10),
+        "caught up only after {caught_up:?}"
+    );
+    let records = rsyslog
+        .wait_for(Input::Tcp, "every event", |records| {
+            records.len() >= want.values().sum::<usize>()
+        })
+        .await;
+    let uuids: std::collections::HashSet<String> =
+        records.iter().map(|r| uuid_of(&r.msg)).collect();
+    for stream in Stream::ALL {
+        for event in env.sim.events(stream) {
+            assert!(uuids.contains(&event.uuid), "{stream}: {} lost", event.uuid);
+        }
+    }
+}

@@ -14,3 +14,4 @@ mod openapi;
 mod resilience;
 mod rotation;
 mod syslog;
+mod torture;

@@ -492,3 +492,60 @@ async fn a_delivery_that_cannot_be_recorded_is_not_sent_again_and_again() {
     env.drain_and_check(daemon, "everything once the state takes writes again")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_holds_fetching_back_until_the_sinks_catch_up() {
+    let env = Env::with_sim(3_000, 92, |cfg| cfg.empty_page_every = 0).await;
+    // A file where the output directory belongs: every delivery fails, the outbox fills.
+    let blocker = env.path("out");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let toml = env
+        .config_toml("page_size = 1000")
+        .replace("[state]\n", "[state]\nmax_outbox_bytes = 1048576\n");
+    let config = op_events_forwarder::config::from_toml_str("it.toml", &toml, &[]).unwrap();
+    let daemon = Daemon::start(&config).await.unwrap();
+    let fetched = |s: &op_events_forwarder::stats::Stats| -> u64 {
+        Stream::ALL
+            .iter()
+            .map(|stream| s.stream(ACCOUNT, *stream).fetched_events)
+            .sum()
+    };
+    let used = || -> u64 {
+        let conn = rusqlite::Connection::open_with_flags(
+            env.path("state.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM \
+             pragma_freelist_count()), (SELECT page_size FROM pragma_page_size())",
+            [],
+            |row| Ok(row.get::<_, u64>(0)? * row.get::<_, u64>(1)?),
+        )
+        .unwrap()
+    };
+    wait_for(daemon.stats(), "the outbox at its bound", |_| {
+        used() >= 1 << 20
+    })
+    .await;
+    let at_bound = fetched(daemon.stats());
+    // Time passes (the blocked sink retries a few times more); at most the fetches that were
+    // under way when the bound was reached complete, one page per stream.
+    let failed = |s: &op_events_forwarder::stats::Stats| -> u64 {
+        Stream::ALL
+            .iter()
+            .map(|stream| s.failed_deliveries(SINK, ACCOUNT, *stream))
+            .sum()
+    };
+    let failed_at_bound = failed(daemon.stats());
+    wait_for(daemon.stats(), "more failed deliveries", |s| {
+        failed(s) >= failed_at_bound + 9
+    })
+    .await;
+    let later = fetched(daemon.stats());
+    assert!(later <= at_bound + 3 * 1000, "{at_bound} then {later}");
+    assert!(later < 9_000, "fetching stopped before the end: {later}");
+    std::fs::remove_file(&blocker).unwrap();
+    env.drain_and_check(daemon, "everything once the sink works")
+        .await;
+}

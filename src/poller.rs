@@ -369,16 +369,7 @@ impl StreamPoller {
                 state
             }
             None => {
-                let (account, stream) = (self.account.clone(), self.stream);
-                let saved = self
-                    .store
-                    .run(move |s| s.stream_state(&account, stream))
-                    .await
-                    .ok()
-                    .flatten();
-                let cursor_age_secs = saved
-                    .map(|state| (OffsetDateTime::now_utc() - state.saved_at).whole_seconds())
-                    .unwrap_or(0);
+                let (_, cursor_age_secs) = self.saved_state().await;
                 tracing::warn!(
                     account = %self.account, stream = %self.stream, cursor_age_secs,
                     events = page.n_events,
@@ -612,18 +603,7 @@ impl StreamPoller {
     /// A 400 in answer to a saved cursor: logs its age and the body, then keeps it (stop) or
     /// restarts from the newest event fetched (reset).
     async fn invalid_cursor(&self, err: &ApiError) -> Next {
-        let (account, stream) = (self.account.clone(), self.stream);
-        let saved = self
-            .store
-            .run(move |s| s.stream_state(&account, stream))
-            .await
-            .ok()
-            .flatten();
-        let now = OffsetDateTime::now_utc();
-        let cursor_age_secs = saved
-            .as_ref()
-            .map(|state| (now - state.saved_at).whole_seconds())
-            .unwrap_or(0);
+        let (saved, cursor_age_secs) = self.saved_state().await;
         let newest = saved.and_then(|state| state.last_event_time);
         let (account, stream) = (&self.account, self.stream);
         match self.settings.on_invalid_cursor {
@@ -648,6 +628,22 @@ impl StreamPoller {
                 Next::Restart(newest)
             }
         }
+    }
+
+    /// The stream's saved state, and how old its cursor is in seconds (0 if unknown).
+    async fn saved_state(&self) -> (Option<crate::store::StreamState>, i64) {
+        let (account, stream) = (self.account.clone(), self.stream);
+        let saved = self
+            .store
+            .run(move |s| s.stream_state(&account, stream))
+            .await
+            .ok()
+            .flatten();
+        let age = saved
+            .as_ref()
+            .map(|state| (OffsetDateTime::now_utc() - state.saved_at).whole_seconds())
+            .unwrap_or(0);
+        (saved, age)
     }
 
     fn set_unhealthy(&self, reason: String) {

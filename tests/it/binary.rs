@@ -9,7 +9,7 @@ use op_events_forwarder::stream::Stream;
 
 use crate::support::{Env, PATIENCE, uuid_of};
 
-const BIN: &str = env!("CARGO_BIN_EXE_op-events-forwarder");
+use crate::support::BIN;
 
 fn run_with_config(path: &Path) -> std::process::Output {
     Command::new(BIN)
@@ -256,17 +256,8 @@ impl Daemon {
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id() as i32;
-        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-        let rc = unsafe { libc_kill(pid, 15) };
-        assert_eq!(rc, 0);
-        self.0.wait().unwrap()
+        crate::support::terminate(&mut self.0)
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 fn output_lines(env: &Env) -> HashMap<Stream, Vec<String>> {
@@ -411,8 +402,7 @@ async fn removed_accounts_stop_the_start_until_forgotten() {
     let daemon = Daemon(child);
     wait_for_lines(&env, 150).await;
     let child = daemon.0;
-    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-    assert_eq!(unsafe { libc_kill(child.id() as i32, 15) }, 0);
+    crate::support::sigterm(&child);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -5,14 +5,12 @@
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use op_events_forwarder::stream::Stream;
 
-use crate::support::{Env, PATIENCE, uuid_of};
-
-const BIN: &str = env!("CARGO_BIN_EXE_op-events-forwarder");
+use crate::support::{Env, PATIENCE, spawn_daemon, terminate, uuid_of};
 
 fn logrotate() -> &'static str {
     ["/usr/sbin/logrotate", "/sbin/logrotate"]
@@ -51,17 +49,6 @@ fn count(lines: &[String]) -> HashMap<String, usize> {
         *seen.entry(uuid_of(line)).or_default() += 1;
     }
     seen
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-    let rc = unsafe { kill(child.id() as i32, 15) };
-    assert_eq!(rc, 0);
-    child.wait().unwrap()
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 /// What a run under rotation left: every event the simulator served (by uuid, with its
@@ -106,14 +93,7 @@ async fn under_rotation(
     )
     .unwrap();
     let stderr = env.path("stderr");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = spawn_daemon(&config, &stderr, "info");
     let out = env.path("out");
     let delivered = |gone: &HashMap<String, usize>| {
         let seen = count(&all_lines(&out));
@@ -145,15 +125,7 @@ async fn under_rotation(
     let logs = std::fs::read_to_string(&stderr).unwrap();
     assert!(status.success(), "exit {status:?}:\n{logs}");
     Outcome {
-        served: Stream::ALL
-            .into_iter()
-            .flat_map(|stream| {
-                env.sim
-                    .events(stream)
-                    .into_iter()
-                    .map(move |event| (stream, event.uuid))
-            })
-            .collect(),
+        served: env.served(),
         seen: count(&all_lines(&out)),
     }
 }

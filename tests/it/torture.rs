@@ -6,35 +6,16 @@
 //! `OPEF_TORTURE_SEED` repeats a run.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use op_events_forwarder::stream::Stream;
 
 use crate::support::rsyslog::{Input, Rsyslog};
-use crate::support::{Env, PATIENCE, uuid_of};
+use crate::support::{Env, PATIENCE, spawn_daemon, terminate, uuid_of};
 
-const BIN: &str = env!("CARGO_BIN_EXE_op-events-forwarder");
 const PAGE_SIZE: usize = 100;
 /// Pages a sink worker delivers at once (`sink::BATCH_PAGES`).
 const BATCH_PAGES: usize = 8;
-
-fn start(config: &std::path::Path, stderr: &std::path::Path) -> Child {
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(stderr)
-                .unwrap(),
-        ))
-        .spawn()
-        .unwrap()
-}
 
 fn count(uuids: impl Iterator<Item = String>) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
@@ -77,7 +58,7 @@ async fn sigkill_at_random_moments_under_load_loses_nothing_in_any_sink() {
         for stream in Stream::ALL {
             env.sim.insert(stream, rng.usize(0..300));
         }
-        let mut child = start(&config, &stderr);
+        let mut child = spawn_daemon(&config, &stderr, "warn");
         // Random moments: during start-up, mid-batch, while idle.
         let alive = match kill % 4 {
             0 => rng.u64(0..50),
@@ -90,16 +71,8 @@ async fn sigkill_at_random_moments_under_load_loses_nothing_in_any_sink() {
     let tortured = started.elapsed();
 
     // A last run delivers the rest; then it is stopped the way systemd does.
-    let mut child = start(&config, &stderr);
-    let served: Vec<(Stream, String)> = Stream::ALL
-        .into_iter()
-        .flat_map(|stream| {
-            env.sim
-                .events(stream)
-                .into_iter()
-                .map(move |event| (stream, event.uuid))
-        })
-        .collect();
+    let mut child = spawn_daemon(&config, &stderr, "warn");
+    let served: Vec<(Stream, String)> = env.served();
     let total = served.len();
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -128,10 +101,8 @@ async fn sigkill_at_random_moments_under_load_loses_nothing_in_any_sink() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-    assert_eq!(unsafe { kill(child.id() as i32, 15) }, 0);
     assert!(
-        child.wait().unwrap().success(),
+        terminate(&mut child).success(),
         "SIGTERM ends the run with 0"
     );
 
@@ -171,8 +142,4 @@ async fn sigkill_at_random_moments_under_load_loses_nothing_in_any_sink() {
     }
     let logs = std::fs::read_to_string(&stderr).unwrap();
     assert!(!logs.contains("panicked"), "{logs}");
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }

@@ -20,6 +20,49 @@ pub const TOKEN: &str = "it-token";
 pub const ACCOUNT: &str = "it";
 pub const SINK: &str = "files";
 
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_op-events-forwarder");
+
+/// Starts `run --config config` at log level `rust_log`, its stdout and stderr appended to
+/// `stderr` (so the runs of one test add up in one file, and a test can read all it said).
+pub fn spawn_daemon(
+    config: &std::path::Path,
+    stderr: &std::path::Path,
+    rust_log: &str,
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .unwrap();
+    std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// Sends SIGTERM, as systemd does to stop a service.
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+    let rc = unsafe { kill(child.id() as i32, 15) };
+    assert_eq!(rc, 0, "kill -TERM {}", child.id());
+}
+
+/// Sends SIGTERM and waits for the process to exit.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    sigterm(child);
+    child.wait().unwrap()
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
 /// How long any wait for progress may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -93,6 +136,19 @@ path = "{dir}/out/{{stream}}.ndjson"
     pub fn config(&self, account_extra: &str) -> Config {
         config::from_toml_str("it.toml", &self.config_toml(account_extra), &[])
             .expect("the test config is valid")
+    }
+
+    /// Every event the simulator has served so far, by stream and uuid.
+    pub fn served(&self) -> Vec<(Stream, String)> {
+        Stream::ALL
+            .into_iter()
+            .flat_map(|stream| {
+                self.sim
+                    .events(stream)
+                    .into_iter()
+                    .map(move |event| (stream, event.uuid))
+            })
+            .collect()
     }
 
     /// Every line of a stream's output file.

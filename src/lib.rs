@@ -14,6 +14,7 @@
 //! - [`store`]: SQLite: cursors, the outbox of fetched pages, per-sink offsets.
 //! - [`sink`]: one worker per (sink, account, stream): deliver from the outbox, then ack.
 //! - [`sim`]: the Events API simulator behind `simulate`, `demo` and the tests.
+//! - [`event`]: the few fields sinks read from raw event bytes (uuid, timestamp, category).
 //! - [`demo`]: the simulator and the daemon together, with a summary.
 //! - [`bench`]: benchmarks that print numbers (`bench governor`).
 //! - [`shutdown`]: signal handling.
@@ -27,6 +28,7 @@ pub mod base64;
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod event;
 pub mod governor;
 pub mod pem;
 pub mod poller;

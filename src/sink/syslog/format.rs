@@ -13,11 +13,10 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 
-use serde::Deserialize;
-use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::config::{SyslogFormat, SyslogFraming, SyslogSinkConfig};
+pub use crate::event::{EventFields, parse_timestamp};
 use crate::stream::Stream;
 
 /// The UTF-8 byte order mark RFC 5424 §6.4 allows before MSG.
@@ -148,65 +147,6 @@ impl MessageSettings {
         }
         out.extend_from_slice(event.as_bytes());
     }
-}
-
-/// The fields of an event the header needs, borrowed from the raw JSON where possible.
-#[derive(Debug, Default, Deserialize)]
-pub struct EventFields<'a> {
-    #[serde(borrow, default)]
-    pub uuid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub category: Option<Cow<'a, str>>,
-}
-
-impl<'a> EventFields<'a> {
-    /// Reads the fields; an event that is not a JSON object, or whose fields are not strings,
-    /// has none (its message then uses the receive time and carries no uuid).
-    pub fn parse(event: &'a str) -> EventFields<'a> {
-        #[derive(Deserialize)]
-        struct Loose<'a> {
-            #[serde(borrow, default, deserialize_with = "string_or_none")]
-            uuid: Option<Cow<'a, str>>,
-            #[serde(borrow, default, deserialize_with = "string_or_none")]
-            timestamp: Option<Cow<'a, str>>,
-            #[serde(borrow, default, deserialize_with = "string_or_none")]
-            category: Option<Cow<'a, str>>,
-        }
-        match serde_json::from_str::<Loose<'a>>(event) {
-            Ok(loose) => EventFields {
-                uuid: loose.uuid,
-                timestamp: loose.timestamp,
-                category: loose.category,
-            },
-            Err(_) => EventFields::default(),
-        }
-    }
-}
-
-/// A string field, or `None` for any other JSON value.
-fn string_or_none<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Cow<'de, str>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Maybe<'a> {
-        Text(#[serde(borrow)] Cow<'a, str>),
-        Other(serde::de::IgnoredAny),
-    }
-    Ok(match Maybe::deserialize(deserializer)? {
-        Maybe::Text(text) => Some(text),
-        Maybe::Other(_) => None,
-    })
-}
-
-/// An RFC 3339 time (any offset, any number of fractional digits) in UTC; `None` if it does
-/// not parse or lies outside the years 0 to 9999.
-pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    let time = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    let utc = time.checked_to_offset(UtcOffset::UTC)?;
-    (0..=9999).contains(&utc.year()).then_some(utc)
 }
 
 /// `YYYY-MM-DDThh:mm:ss[.ffffff]Z`: UTC, the fraction truncated (never rounded) to

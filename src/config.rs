@@ -1660,24 +1660,38 @@ fn streams(key: &str, names: &[String]) -> Result<Vec<Stream>, Problem> {
 
 /// Parses `2026-11-01T00:00:00Z` (RFC 3339) or `-7d`, `-24h`, `-30m`, `-90s` (a time ago).
 fn start_time(text: &str) -> Option<StartTime> {
-    let Some(ago) = text.strip_prefix('-') else {
-        return OffsetDateTime::parse(text, &Rfc3339)
+    match text.strip_prefix('-') {
+        Some(ago) => parse_span(ago).map(StartTime::Ago),
+        None => OffsetDateTime::parse(text, &Rfc3339)
             .ok()
-            .map(StartTime::At);
-    };
-    let unit_secs: u64 = match ago.bytes().last()? {
+            .map(StartTime::At),
+    }
+}
+
+impl StartTime {
+    /// `2026-11-01T00:00:00Z` (RFC 3339) or `-7d`, `-24h`, `-30m`, `-90s` (a time ago), as
+    /// `start_time` takes it; `None` for anything else.
+    pub fn parse(text: &str) -> Option<StartTime> {
+        start_time(text)
+    }
+}
+
+/// The one parser of spans of time: `7d`, `24h`, `30m`, `90s` (digits, then one unit); `None`
+/// for anything else, whatever its characters.
+pub fn parse_span(text: &str) -> Option<Duration> {
+    let unit_secs: u64 = match text.bytes().last()? {
         b'd' => 86_400,
         b'h' => 3_600,
         b'm' => 60,
         b's' => 1,
         _ => return None,
     };
-    let amount = &ago[..ago.len() - 1];
+    let amount = &text[..text.len() - 1];
     if amount.is_empty() || !amount.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
     let secs = amount.parse::<u64>().ok()?.checked_mul(unit_secs)?;
-    Some(StartTime::Ago(Duration::from_secs(secs)))
+    Some(Duration::from_secs(secs))
 }
 
 /// Checks and normalizes a base URL as `base_url` does (for one derived from a token); the
@@ -2716,6 +2730,36 @@ impl<'de> de::VariantAccess<'de> for TaggedTable<'_> {
         visitor: V,
     ) -> Result<V::Value, Problem> {
         de::Deserializer::deserialize_map(self.de, visitor)
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    #[test]
+    fn spans_of_time() {
+        assert_eq!(parse_span("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_span("90s"), Some(Duration::from_secs(90)));
+        for bad in [
+            "",
+            "d",
+            "5",
+            "5é",
+            "é",
+            "-5d",
+            "5 d",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_span(bad), None, "{bad:?}");
+        }
+        assert!(matches!(StartTime::parse("-7d"), Some(StartTime::Ago(_))));
+        assert!(matches!(
+            StartTime::parse("2026-11-01T00:00:00Z"),
+            Some(StartTime::At(_))
+        ));
+        assert_eq!(StartTime::parse("yesterday"), None);
     }
 }
 

@@ -42,6 +42,29 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum DeadLettersAction {
+    /// One line per dead letter: id, sink, account/stream, uuid, when first refused, reason.
+    List {
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Queue a sink's dead letters for delivery again; the running daemon sends them within
+    /// seconds (or the next one at its start), and those delivered leave the list.
+    Replay {
+        #[arg(long)]
+        sink: String,
+    },
+    /// Delete a sink's dead letters first refused before a time (RFC 3339, or -7d, -24h...).
+    Purge {
+        #[arg(long)]
+        sink: String,
+        #[arg(long)]
+        before: String,
+    },
+}
+
+#[derive(Subcommand)]
 // Parsed once at start; the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Command {
@@ -59,6 +82,14 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
         config: PathBuf,
+    },
+    /// Events a sink refused for good: list them, deliver them again, or delete them. Safe
+    /// beside the running daemon.
+    DeadLetters {
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DeadLettersAction,
     },
     /// Serve a simulated Events API (for trying the daemon out, and for tests).
     Simulate {
@@ -219,6 +250,16 @@ async fn async_main(command: Command) -> ExitCode {
             daemon.stop().await;
             ExitCode::SUCCESS
         }
+        Command::DeadLetters { config, action } => {
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(err) => return config_error(&err),
+            };
+            match dead_letters(&config, action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(err),
+            }
+        }
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -377,7 +418,7 @@ fn mint(
     let expires_at = match expires_in {
         None => None,
         Some(text) => Some(
-            issued_at + parse_duration(text).ok_or_else(|| {
+            issued_at + config::parse_span(text).and_then(|span| time::Duration::try_from(span).ok()).ok_or_else(|| {
                 anyhow::anyhow!(
                     "--expires-in: expected a duration like 30d, 12h, 90m or 45s, got \"{text}\""
                 )
@@ -392,23 +433,83 @@ fn mint(
     }))
 }
 
-/// `30d`, `12h`, `90m`, `45s`.
-fn parse_duration(text: &str) -> Option<time::Duration> {
-    let (amount, unit) = text.split_at(text.len().checked_sub(1)?);
-    let amount: i64 = amount.parse().ok().filter(|n| *n >= 0)?;
-    let secs = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
-        _ => return None,
-    };
-    Some(time::Duration::seconds(amount.checked_mul(secs)?))
-}
-
 /// `--faults`: the simulator's faults as JSON.
 fn parse_faults(text: &str) -> Result<Faults, String> {
     serde_json::from_str(text).map_err(|err| format!("invalid faults JSON: {err}"))
+}
+
+/// `dead-letters list|replay|purge` on the state the config names.
+fn dead_letters(config: &config::Config, action: DeadLettersAction) -> anyhow::Result<()> {
+    use op_events_forwarder::store::Store;
+    let store = Store::open_existing(&config.state.path)?;
+    let known = |sink: &str| -> anyhow::Result<()> {
+        if config.sinks.iter().any(|s| s.name == sink) {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "no sink \"{sink}\" in the config (sinks: {})",
+                config
+                    .sinks
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
+    match action {
+        DeadLettersAction::List { sink } => {
+            let letters = store.dead_letters(sink.as_deref())?;
+            println!(
+                "{:>6}  {:<16} {:<28} {:<38} {:<20} reason",
+                "id", "sink", "account/stream", "uuid", "first refused"
+            );
+            for letter in &letters {
+                let first_seen = time::OffsetDateTime::from_unix_timestamp(letter.first_seen)
+                    .map(op_events_forwarder::api::rfc3339)
+                    .unwrap_or_default();
+                println!(
+                    "{:>6}  {:<16} {:<28} {:<38} {:<20} {}{}",
+                    letter.id,
+                    letter.sink,
+                    format!("{}/{}", letter.account, letter.stream),
+                    letter.uuid.as_deref().unwrap_or("-"),
+                    first_seen,
+                    if letter.queued {
+                        "[queued for replay] "
+                    } else {
+                        ""
+                    },
+                    letter.reason
+                );
+            }
+            println!("{} dead letters", letters.len());
+        }
+        DeadLettersAction::Replay { sink } => {
+            known(&sink)?;
+            let queued = store.queue_dead_letters(&sink)?;
+            println!(
+                "{queued} dead letters of sink {sink} queued for delivery again; the daemon \
+                 sends them within seconds, or at its next start"
+            );
+        }
+        DeadLettersAction::Purge { sink, before } => {
+            known(&sink)?;
+            let at = config::StartTime::parse(&before)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--before {before:?}: expected an RFC 3339 time or a time ago like -7d, -24h, -30m, -90s"
+                    )
+                })?
+                .resolve(time::OffsetDateTime::now_utc());
+            let purged = store.purge_dead_letters(&sink, at.unix_timestamp())?;
+            println!(
+                "{purged} dead letters of sink {sink} first refused before {} deleted",
+                op_events_forwarder::api::rfc3339(at)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn signal_error(err: std::io::Error) -> anyhow::Error {

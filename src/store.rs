@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_last_event_time.sql",
         include_str!("../migrations/0002_last_event_time.sql"),
     ),
+    (
+        "0003_dead_letters.sql",
+        include_str!("../migrations/0003_dead_letters.sql"),
+    ),
 ];
 
 /// Where a stream stands, as saved.
@@ -95,6 +99,15 @@ pub enum StoreError {
     )]
     NotAFile { path: PathBuf },
     #[error(
+        "state database {path}: schema version {found}, this program's is {known}; run the \
+         daemon of this version once (it migrates the file), then try again"
+    )]
+    OtherVersion {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error(
         "state database {path}: outbox page {seq} of {account}/{stream} is not a JSON array of events: {reason}"
     )]
     CorruptPage {
@@ -138,6 +151,33 @@ impl OutboxPage {
     pub fn events(&self) -> Result<Vec<&serde_json::value::RawValue>, serde_json::Error> {
         serde_json::from_str(&self.events)
     }
+}
+
+/// An event a sink refused for good, to keep in the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The event exactly as the API sent it.
+    pub event: String,
+    pub uuid: Option<String>,
+    /// Why the sink refused it, for the operator.
+    pub reason: String,
+}
+
+/// A dead letter as kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    pub id: i64,
+    pub sink: String,
+    pub account: String,
+    pub stream: String,
+    pub uuid: Option<String>,
+    pub reason: String,
+    /// When it was refused first, in seconds since the Unix epoch.
+    pub first_seen: i64,
+    /// Queued for delivery again (`dead-letters replay`).
+    pub queued: bool,
+    /// The event's bytes, when asked for ([`Store::queued_dead_letters`]).
+    pub event: String,
 }
 
 /// What [`Store::forget_account`] deleted.
@@ -233,6 +273,52 @@ impl Store {
         let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
         configure(&conn).map_err(sqlite)?;
         migrate(&mut conn, path)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                state: Mutex::new(State {
+                    conn,
+                    sinks: Vec::new(),
+                }),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Opens an existing state database beside the daemon that may be running on it, for the
+    /// commands that read it or make a small change in one transaction (`dead-letters`):
+    /// without the daemon's lock, without migrations; refused unless the file is ours and of
+    /// this program's schema.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        std::fs::metadata(path).map_err(io)?;
+        inspect(path)?;
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        let known = MIGRATIONS.len() as u32;
+        let found = user_version(&conn).map_err(sqlite)?;
+        if found != known {
+            return Err(StoreError::OtherVersion {
+                path: path.to_owned(),
+                found,
+                known,
+            });
+        }
+        // The lock file is only opened, not locked: the daemon may hold it.
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .open(lock_path(path))
+            .or_else(|_| std::fs::File::open(path))
+            .map_err(io)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -552,9 +638,23 @@ impl Store {
         stream: Stream,
         seq: u64,
     ) -> Result<u64, StoreError> {
+        self.ack_with(sink, account, stream, seq, &[])
+    }
+
+    /// [`Store::ack`], keeping `dead` (events of the batch the sink refused for good) in the
+    /// dead letters, in the same transaction.
+    pub fn ack_with(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        seq: u64,
+        dead: &[DeadLetter],
+    ) -> Result<u64, StoreError> {
         let mut state = self.lock();
         let sinks = state.sinks.clone();
         let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        insert_dead_letters(&tx, sink, account, stream, dead).map_err(|e| self.err(e))?;
         tx.execute(
             "INSERT INTO sink_offsets (sink, account, stream, acked_seq, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -567,6 +667,96 @@ impl Store {
             delete_delivered(&tx, &sinks, account, stream.as_str()).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(deleted)
+    }
+
+    /// The dead letters, of one sink or of all, oldest first, without their event bytes.
+    pub fn dead_letters(&self, sink: Option<&str>) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let state = self.lock();
+        let mut stmt = state
+            .conn
+            .prepare(
+                "SELECT id, sink, account, stream, uuid, reason, first_seen, queued, '' FROM dead_letters
+                 WHERE ?1 IS NULL OR sink = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([sink], stored_dead_letter)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Queues every dead letter of `sink` for delivery again; returns how many.
+    pub fn queue_dead_letters(&self, sink: &str) -> Result<u64, StoreError> {
+        let state = self.lock();
+        state
+            .conn
+            .execute(
+                "UPDATE dead_letters SET queued = 1 WHERE sink = ?1 AND queued = 0",
+                [sink],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `max` dead letters of a stream queued for delivery again to `sink`, oldest first,
+    /// with their event bytes.
+    pub fn queued_dead_letters(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        max: u32,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let state = self.lock();
+        let mut stmt = state
+            .conn
+            .prepare_cached(
+                "SELECT id, sink, account, stream, uuid, reason, first_seen, queued, event
+                 FROM dead_letters
+                 WHERE sink = ?1 AND account = ?2 AND stream = ?3 AND queued = 1
+                 ORDER BY id LIMIT ?4",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(
+            params![sink, account, stream.as_str(), max],
+            stored_dead_letter,
+        )
+        .map_err(|e| self.err(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.err(e))
+    }
+
+    /// After a replay: deletes the dead letters `delivered`, and keeps `refused` (refused
+    /// again, with their new reason) un-queued, in one transaction.
+    pub fn replayed(&self, delivered: &[i64], refused: &[(i64, String)]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        for id in delivered {
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])
+                .map_err(|e| self.err(e))?;
+        }
+        for (id, reason) in refused {
+            tx.execute(
+                "UPDATE dead_letters SET queued = 0, reason = ?2 WHERE id = ?1",
+                params![id, reason],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Deletes the dead letters of `sink` first seen before `before` (seconds since the Unix
+    /// epoch); returns how many.
+    pub fn purge_dead_letters(&self, sink: &str, before: i64) -> Result<u64, StoreError> {
+        let state = self.lock();
+        state
+            .conn
+            .execute(
+                "DELETE FROM dead_letters WHERE sink = ?1 AND first_seen < ?2",
+                params![sink, before],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// Checks a page read from the outbox and splits it into its events.
@@ -606,6 +796,49 @@ impl Store {
             source,
         }
     }
+}
+
+fn insert_dead_letters(
+    tx: &Transaction<'_>,
+    sink: &str,
+    account: &str,
+    stream: Stream,
+    dead: &[DeadLetter],
+) -> rusqlite::Result<()> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO dead_letters (sink, account, stream, uuid, event, reason, first_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let now = unix_now();
+    for letter in dead {
+        stmt.execute(params![
+            sink,
+            account,
+            stream.as_str(),
+            letter.uuid,
+            letter.event,
+            letter.reason,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+fn stored_dead_letter(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDeadLetter> {
+    Ok(StoredDeadLetter {
+        id: row.get(0)?,
+        sink: row.get(1)?,
+        account: row.get(2)?,
+        stream: row.get(3)?,
+        uuid: row.get(4)?,
+        reason: row.get(5)?,
+        first_seen: row.get(6)?,
+        queued: row.get::<_, i64>(7)? != 0,
+        event: row.get(8)?,
+    })
 }
 
 fn state_sinks(sinks: &[&str]) -> Vec<String> {
@@ -928,7 +1161,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "state database {}: schema version 99 is newer than this program knows (2); \
+                "state database {}: schema version 99 is newer than this program knows (3); \
                  use a newer op-events-forwarder or another state file",
                 path.display()
             )
@@ -1048,6 +1281,95 @@ mod tests {
     }
 
     #[test]
+    fn dead_letters_are_kept_with_the_ack_listed_replayed_and_purged() {
+        let (dir, store) = temp_store();
+        store.register_sinks(&["siem", "file"]).unwrap();
+        let seq = store
+            .append_page(ACME, AUDIT, r#"[{"uuid":"A"},{"uuid":"B"}]"#, 2, "c1")
+            .unwrap()
+            .unwrap();
+        let dead = DeadLetter {
+            event: r#"{"uuid":"B"}"#.into(),
+            uuid: Some("B".into()),
+            reason: "too large".into(),
+        };
+        store.ack_with("siem", ACME, AUDIT, seq, &[dead]).unwrap();
+        let listed = store.dead_letters(None).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (
+                listed[0].sink.as_str(),
+                listed[0].uuid.as_deref(),
+                listed[0].reason.as_str()
+            ),
+            ("siem", Some("B"), "too large")
+        );
+        assert!(!listed[0].queued);
+        assert!(store.dead_letters(Some("file")).unwrap().is_empty());
+        assert!(
+            store
+                .queued_dead_letters("siem", ACME, AUDIT, 10)
+                .unwrap()
+                .is_empty()
+        );
+
+        // Another process (the dead-letters command) queues them while the daemon runs.
+        let tool = Store::open_existing(&dir.path().join("state/state.db")).unwrap();
+        assert_eq!(tool.queue_dead_letters("siem").unwrap(), 1);
+        drop(tool);
+        let queued = store.queued_dead_letters("siem", ACME, AUDIT, 10).unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].event, r#"{"uuid":"B"}"#);
+        // Refused again: kept, with the new reason, no longer queued.
+        store
+            .replayed(&[], &[(queued[0].id, "still too large".into())])
+            .unwrap();
+        let listed = store.dead_letters(Some("siem")).unwrap();
+        assert_eq!(
+            (listed[0].reason.as_str(), listed[0].queued),
+            ("still too large", false)
+        );
+        store.queue_dead_letters("siem").unwrap();
+        store.replayed(&[queued[0].id], &[]).unwrap();
+        assert!(store.dead_letters(None).unwrap().is_empty());
+
+        store
+            .ack_with(
+                "file",
+                ACME,
+                AUDIT,
+                seq,
+                &[DeadLetter {
+                    event: "{}".into(),
+                    uuid: None,
+                    reason: "r".into(),
+                }],
+            )
+            .unwrap();
+        assert_eq!(store.purge_dead_letters("file", 0).unwrap(), 0);
+        assert_eq!(store.purge_dead_letters("file", unix_now() + 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn tools_refuse_a_missing_or_foreign_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        assert!(matches!(
+            Store::open_existing(&path).err().unwrap(),
+            StoreError::Io { .. }
+        ));
+        std::fs::write(&path, "text").unwrap();
+        assert!(matches!(
+            Store::open_existing(&path).err().unwrap(),
+            StoreError::Foreign { .. }
+        ));
+        assert!(
+            !path.with_extension("db.lock").exists(),
+            "no lock file made"
+        );
+    }
+
+    #[test]
     fn a_version_1_database_is_migrated_and_keeps_its_cursors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
@@ -1062,7 +1384,7 @@ mod tests {
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         let application_id: i32 = store
             .lock()
             .conn

@@ -4,9 +4,23 @@
 //! order, delivers them, and only then acknowledges them in the store. A crash at any point
 //! either loses nothing (the pages are still in the outbox) or repeats one batch to one sink.
 //! Invariant: sinks know nothing of the Events API; they get raw event bytes and names.
+//!
+//! # The delivery contract
+//!
+//! [`Sink::deliver`] returns `Ok` only when the batch is durable at the destination (for
+//! files: written and fsynced; for syslog: flushed, or acknowledged over RELP): the worker
+//! then acknowledges it, and it is never sent again. Events of the batch the destination
+//! will never take go in [`Delivered::rejected`]: they become dead letters (the store's
+//! `dead_letters` table, in the transaction of the acknowledgement), logged at ERROR with
+//! their uuid, and `dead-letters replay` sends them again. Anything else is a [`SinkError`]
+//! whose [`SinkError::action`] tells the worker what to do with the whole batch: retry it
+//! with backoff, retry it after the delay the receiver asked for, retry it slowly while an
+//! operator fixes a credential or certificate, or reject it whole (dead letters, every event).
 
 pub mod file;
 pub mod syslog;
+
+pub use crate::store::DeadLetter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +39,16 @@ const BATCH_PAGES: u32 = 8;
 /// The longest wait between retries of a failing delivery: well below the API's, so a sink
 /// resumes within half a minute of its receiver's return.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The wait between tries while an operator has to act (a credential, a certificate).
+pub const SLOW_RETRY: Duration = Duration::from_secs(60);
+/// The longest `Retry-After` honoured; a receiver asking for more is asked again then.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// How often an idle worker looks for dead letters queued for delivery again.
+const REPLAY_RECHECK: Duration = Duration::from_secs(5);
+/// Dead letters delivered again in one batch, at most.
+const REPLAY_BATCH: u32 = 1000;
+/// Dead letters of one batch logged one by one; the rest in one line.
+const LOGGED_DEAD_LETTERS: usize = 10;
 
 /// A configured destination.
 pub enum Sink {
@@ -33,16 +57,17 @@ pub enum Sink {
 }
 
 /// What a delivery did besides delivering.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
-    /// Events the sink refused for good (a syslog message over `max_message_bytes`): logged
-    /// at ERROR and counted, not retried, so they cannot block their stream.
-    pub rejected: u64,
+    /// Events the sink refused for good (a syslog message over `max_message_bytes`): they go
+    /// to the dead letters, so they cannot block their stream and are never lost.
+    pub rejected: Vec<DeadLetter>,
 }
 
-/// Why a delivery failed. The batch stays in the outbox and is tried again.
+/// Why a delivery failed, and through [`SinkError::action`] what the worker does about it.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// A file could not be written: retried with backoff.
     #[error("sink {sink}: {path}: {source}")]
     Io {
         sink: String,
@@ -50,12 +75,73 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A syslog receiver could not be reached or broke the connection: retried with backoff.
     #[error("sink {sink}: {address}: {detail}")]
     Syslog {
         sink: String,
         address: String,
         detail: String,
     },
+    /// The receiver said when to come back (`Retry-After`).
+    #[error("sink {sink}: {target}: {detail} (the receiver asks to wait {}s)", after.as_secs())]
+    RetryAfter {
+        sink: String,
+        target: String,
+        detail: String,
+        after: Duration,
+    },
+    /// An operator has to act (a refused credential, an untrusted certificate): retried every
+    /// [`SLOW_RETRY`], never dropped.
+    #[error("sink {sink}: {target}: {detail}")]
+    Blocked {
+        sink: String,
+        target: String,
+        detail: String,
+    },
+    /// The destination will never take this batch as it is: every event of it goes to the
+    /// dead letters with `reason`.
+    #[error("sink {sink}: {target}: refused for good: {reason}")]
+    Rejected {
+        sink: String,
+        target: String,
+        reason: String,
+    },
+}
+
+/// What the worker does with a batch that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send it again after the worker's backoff.
+    Retry,
+    /// Send it again after this long (or the backoff, if longer).
+    RetryAfter(Duration),
+    /// Send it again every [`SLOW_RETRY`], reporting the sink unhealthy meanwhile.
+    RetrySlowly,
+    /// Never again: its events become dead letters with this reason.
+    Reject(String),
+}
+
+impl SinkError {
+    /// The one place a failure's kind becomes the worker's action.
+    pub fn action(&self) -> Action {
+        match self {
+            SinkError::Io { .. } | SinkError::Syslog { .. } => Action::Retry,
+            SinkError::RetryAfter { after, .. } => Action::RetryAfter(*after),
+            SinkError::Blocked { .. } => Action::RetrySlowly,
+            SinkError::Rejected { reason, .. } => Action::Reject(reason.clone()),
+        }
+    }
+}
+
+/// How long the worker waits before sending a failed batch again; `None` for a batch
+/// rejected for good.
+fn wait_after(action: &Action, backoff: &mut Backoff) -> Option<Duration> {
+    match action {
+        Action::Retry => Some(backoff.next_delay()),
+        Action::RetryAfter(after) => Some(backoff.next_delay().max((*after).min(MAX_RETRY_AFTER))),
+        Action::RetrySlowly => Some(SLOW_RETRY),
+        Action::Reject(_) => None,
+    }
 }
 
 impl Sink {
@@ -100,8 +186,8 @@ impl Sink {
         }
     }
 
-    /// Delivers pages of one stream, in order. Returns only once they are durable at the
-    /// destination (for files: written and fsynced; for syslog: written and flushed, or sent).
+    /// Delivers pages of one stream, in order, keeping the contract in the module's doc:
+    /// `Ok` only once they are durable at the destination, with the events refused for good.
     pub async fn deliver(
         &self,
         account: &str,
@@ -137,7 +223,19 @@ impl SinkWorker {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let sink_name = self.sink.name().to_owned();
         let mut backoff = new_backoff();
+        let mut poller_gone = false;
         while !shutdown.is_cancelled() {
+            // Dead letters an operator queued for delivery again go first, as their own batch.
+            match self.replay(&sink_name, &mut backoff).await {
+                Replay::Nothing => {}
+                Replay::Done => continue,
+                Replay::Failed(delay) => {
+                    if !sleep_or_shutdown(delay, &shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
             // Mark the current version seen before reading, so a page appended after the
             // read wakes the wait below.
             self.appended.borrow_and_update();
@@ -158,76 +256,243 @@ impl SinkWorker {
                 }
             };
             let Some(last_seq) = pages.last().map(|page| page.seq) else {
+                // Idle: woken by the next page, or after a while to look for replays.
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    changed = self.appended.changed() => {
-                        if changed.is_err() {
-                            // The poller is gone and everything it appended is delivered.
-                            shutdown.cancelled().await;
-                            break;
-                        }
+                    changed = self.appended.changed(), if !poller_gone => {
+                        // The poller is gone (a finished backfill) and everything it appended
+                        // is delivered: only replays are left to look for.
+                        poller_gone = changed.is_err();
                     }
+                    _ = tokio::time::sleep(REPLAY_RECHECK) => {}
                 }
                 continue;
             };
             let n_events: u64 = pages.iter().map(|page| page.n_events).sum();
-            let delivered = match self.sink.deliver(&self.account, self.stream, pages).await {
-                Ok(delivered) => delivered,
+            // The events, kept in case the whole batch is refused for good.
+            let events = whole_batch(&pages);
+            let rejected = match self.sink.deliver(&self.account, self.stream, pages).await {
+                Ok(delivered) => delivered.rejected,
                 Err(err) => {
-                    self.stats
-                        .add_failed_delivery(&sink_name, &self.account, self.stream);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        sink = %sink_name, account = %self.account, stream = %self.stream,
-                        error = %err, retry_in_secs = delay.as_secs_f32(),
-                        "delivery failed; retrying the same batch"
-                    );
-                    if !sleep_or_shutdown(delay, &shutdown).await {
-                        break;
+                    let action = err.action();
+                    match wait_after(&action, &mut backoff) {
+                        Some(delay) => {
+                            self.failed(&sink_name, &err, &action, delay);
+                            if !sleep_or_shutdown(delay, &shutdown).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        None => {
+                            let Action::Reject(reason) = action else {
+                                unreachable!("only a rejection has no wait")
+                            };
+                            dead_letters(events, &reason)
+                        }
                     }
-                    continue;
                 }
             };
             // Delivered: record it. While the store cannot (a full disk, say), this batch is
             // out already and the following ones are not sent: the same acknowledgement is
             // tried again until it is written, instead of the batch being delivered again
             // and again.
-            if !self.record(&sink_name, last_seq, &shutdown).await {
+            if !self
+                .record(&sink_name, last_seq, &rejected, &shutdown)
+                .await
+            {
                 break;
             }
             backoff = new_backoff();
+            let n_rejected = rejected.len() as u64;
             self.stats.add_delivered(
                 &sink_name,
                 &self.account,
                 self.stream,
-                n_events - delivered.rejected.min(n_events),
+                n_events.saturating_sub(n_rejected),
             );
-            if delivered.rejected > 0 {
-                self.stats
-                    .add_rejected(&sink_name, &self.account, self.stream, delivered.rejected);
-            }
             self.acked.notify_one();
         }
         self.sink.close(&self.account, self.stream).await;
         tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, "sink worker stopped");
     }
+
+    /// Counts and logs a failed delivery that will be tried again after `delay`.
+    fn failed(&self, sink_name: &str, err: &SinkError, action: &Action, delay: Duration) {
+        self.stats
+            .add_failed_delivery(sink_name, &self.account, self.stream);
+        let (account, stream) = (&self.account, self.stream);
+        match action {
+            Action::RetrySlowly => tracing::error!(
+                sink = %sink_name, %account, %stream, error = %err,
+                retry_in_secs = delay.as_secs(),
+                "delivery refused until an operator fixes the sink's credentials or certificates; \
+                 retrying slowly, nothing is dropped"
+            ),
+            _ => tracing::warn!(
+                sink = %sink_name, %account, %stream, error = %err,
+                retry_in_secs = delay.as_secs_f32(),
+                "delivery failed; retrying the same batch"
+            ),
+        }
+    }
+
+    /// Delivers the dead letters of this stream queued for delivery again, as a batch of
+    /// their own: delivered ones are deleted, refused ones kept with their new reason.
+    async fn replay(&self, sink_name: &str, backoff: &mut Backoff) -> Replay {
+        let (name, account, stream) = (sink_name.to_owned(), self.account.clone(), self.stream);
+        let queued = match self
+            .store
+            .run(move |s| s.queued_dead_letters(&name, &account, stream, REPLAY_BATCH))
+            .await
+        {
+            Ok(queued) if queued.is_empty() => return Replay::Nothing,
+            Ok(queued) => queued,
+            Err(err) => {
+                tracing::error!(sink = %sink_name, error = %err, "cannot read the dead letters queued for delivery");
+                return Replay::Nothing;
+            }
+        };
+        let page = OutboxPage {
+            seq: 0,
+            events: format!(
+                "[{}]",
+                queued
+                    .iter()
+                    .map(|letter| letter.event.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            n_events: queued.len() as u64,
+            fetched_at: queued[0].first_seen,
+        };
+        let refused: Vec<(i64, String)> = match self
+            .sink
+            .deliver(&self.account, self.stream, vec![page])
+            .await
+        {
+            Ok(delivered) => {
+                // Each refused event is matched to one queued letter with its bytes.
+                let mut left: Vec<&crate::store::StoredDeadLetter> = queued.iter().collect();
+                delivered
+                    .rejected
+                    .iter()
+                    .filter_map(|dead| {
+                        let at = left.iter().position(|letter| letter.event == dead.event)?;
+                        Some((left.remove(at).id, dead.reason.clone()))
+                    })
+                    .collect()
+            }
+            Err(err) => {
+                let action = err.action();
+                match wait_after(&action, backoff) {
+                    Some(delay) => {
+                        self.failed(sink_name, &err, &action, delay);
+                        return Replay::Failed(delay);
+                    }
+                    None => {
+                        let Action::Reject(reason) = action else {
+                            unreachable!("only a rejection has no wait")
+                        };
+                        queued.iter().map(|l| (l.id, reason.clone())).collect()
+                    }
+                }
+            }
+        };
+        let delivered: Vec<i64> = queued
+            .iter()
+            .map(|letter| letter.id)
+            .filter(|id| !refused.iter().any(|(refused, _)| refused == id))
+            .collect();
+        let n_delivered = delivered.len() as u64;
+        let n_refused = refused.len();
+        match self
+            .store
+            .run(move |s| s.replayed(&delivered, &refused))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    sink = %sink_name, account = %self.account, stream = %self.stream,
+                    delivered = n_delivered, refused_again = n_refused,
+                    "dead letters delivered again"
+                );
+                self.stats
+                    .add_delivered(sink_name, &self.account, self.stream, n_delivered);
+                Replay::Done
+            }
+            Err(err) => {
+                // Delivered but not recorded: they are sent again (at least once).
+                let delay = backoff.next_delay();
+                tracing::error!(sink = %sink_name, error = %err, "cannot record the dead letters delivered again");
+                Replay::Failed(delay)
+            }
+        }
+    }
+}
+
+/// What [`SinkWorker::replay`] did.
+enum Replay {
+    /// No dead letters were queued.
+    Nothing,
+    /// A batch of them was delivered (or refused again) and recorded.
+    Done,
+    /// Their delivery failed; try again after this long.
+    Failed(Duration),
+}
+
+/// The events of a batch, each with its uuid, for the dead letters if the batch is refused.
+fn whole_batch(pages: &[OutboxPage]) -> Vec<(String, Option<String>)> {
+    pages
+        .iter()
+        .flat_map(|page| match page.events() {
+            Ok(events) => events
+                .into_iter()
+                .map(|event| (event.get().to_owned(), crate::event::uuid(event.get())))
+                .collect::<Vec<_>>(),
+            // An outbox page that does not parse is kept whole, as one dead letter.
+            Err(_) => vec![(page.events.clone(), None)],
+        })
+        .collect()
+}
+
+/// Every event of a batch refused for good, as dead letters with `reason`.
+fn dead_letters(events: Vec<(String, Option<String>)>, reason: &str) -> Vec<DeadLetter> {
+    events
+        .into_iter()
+        .map(|(event, uuid)| DeadLetter {
+            event,
+            uuid,
+            reason: reason.to_owned(),
+        })
+        .collect()
 }
 
 impl SinkWorker {
     /// Records that the sink has delivered up to `seq`, retrying until the store takes it;
     /// logs an ERROR once per episode, not per try. Returns false if shutdown came first (the
     /// batch is then delivered again at the next start: at least once).
-    async fn record(&self, sink_name: &str, seq: u64, shutdown: &CancellationToken) -> bool {
+    ///
+    /// `dead` (events refused for good) go to the dead letters in the same transaction, each
+    /// logged at ERROR with its uuid and counted.
+    async fn record(
+        &self,
+        sink_name: &str,
+        seq: u64,
+        dead: &[DeadLetter],
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut backoff = new_backoff();
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             let (name, account, stream) = (sink_name.to_owned(), self.account.clone(), self.stream);
+            let letters = dead.to_vec();
             match self
                 .store
-                .run(move |s| s.ack(&name, &account, stream, seq))
+                .run(move |s| s.ack_with(&name, &account, stream, seq, &letters))
                 .await
             {
                 Ok(_) => {
+                    self.log_dead_letters(sink_name, dead);
                     if let Some(since) = failing_since {
                         tracing::info!(
                             sink = %sink_name, account = %self.account, stream = %self.stream,
@@ -258,6 +523,32 @@ impl SinkWorker {
                 }
             }
         }
+    }
+}
+
+impl SinkWorker {
+    fn log_dead_letters(&self, sink_name: &str, dead: &[DeadLetter]) {
+        if dead.is_empty() {
+            return;
+        }
+        let (account, stream) = (&self.account, self.stream);
+        for letter in dead.iter().take(LOGGED_DEAD_LETTERS) {
+            tracing::error!(
+                sink = %sink_name, %account, %stream,
+                uuid = letter.uuid.as_deref().unwrap_or("-"), reason = %letter.reason,
+                "event refused for good by the sink; kept in the dead letters \
+                 (op-events-forwarder dead-letters list / replay)"
+            );
+        }
+        if dead.len() > LOGGED_DEAD_LETTERS {
+            tracing::error!(
+                sink = %sink_name, %account, %stream,
+                more = dead.len() - LOGGED_DEAD_LETTERS, reason = %dead[LOGGED_DEAD_LETTERS].reason,
+                "more events of the batch refused for good; kept in the dead letters"
+            );
+        }
+        self.stats
+            .add_rejected(sink_name, account, stream, dead.len() as u64);
     }
 }
 
@@ -306,6 +597,105 @@ pub fn one_line(event: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_failure_tells_the_worker_what_to_do() {
+        let at = |target: &str| (String::from("s"), target.to_owned());
+        let (sink, target) = at("https://hec:8088");
+        let after = SinkError::RetryAfter {
+            sink: sink.clone(),
+            target: target.clone(),
+            detail: "HTTP 503".into(),
+            after: Duration::from_secs(45),
+        };
+        assert_eq!(after.action(), Action::RetryAfter(Duration::from_secs(45)));
+        assert_eq!(
+            after.to_string(),
+            "sink s: https://hec:8088: HTTP 503 (the receiver asks to wait 45s)"
+        );
+        let blocked = SinkError::Blocked {
+            sink: sink.clone(),
+            target: target.clone(),
+            detail: "HTTP 403: invalid token".into(),
+        };
+        assert_eq!(blocked.action(), Action::RetrySlowly);
+        let rejected = SinkError::Rejected {
+            sink,
+            target,
+            reason: "HTTP 400: bad event".into(),
+        };
+        assert_eq!(
+            rejected.action(),
+            Action::Reject("HTTP 400: bad event".into())
+        );
+        let io = SinkError::Io {
+            sink: "f".into(),
+            path: "/x".into(),
+            source: std::io::Error::other("disk"),
+        };
+        assert_eq!(io.action(), Action::Retry);
+    }
+
+    #[test]
+    fn a_receivers_retry_after_is_honoured_and_bounded() {
+        let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
+        // Longer than the backoff: the receiver's word.
+        assert_eq!(
+            wait_after(&Action::RetryAfter(Duration::from_secs(45)), &mut backoff),
+            Some(Duration::from_secs(45))
+        );
+        // Absurdly long: asked again after the cap.
+        assert_eq!(
+            wait_after(
+                &Action::RetryAfter(Duration::from_secs(86_400 * 30)),
+                &mut backoff
+            ),
+            Some(MAX_RETRY_AFTER)
+        );
+        // Shorter than the backoff: the backoff, so a flapping receiver is not stormed.
+        let mut grown = Backoff::new(Duration::from_secs(20), MAX_BACKOFF);
+        let _ = grown.next_delay();
+        let waited = wait_after(&Action::RetryAfter(Duration::ZERO), &mut grown).unwrap();
+        assert!(waited <= MAX_BACKOFF);
+        assert_eq!(
+            wait_after(&Action::RetrySlowly, &mut backoff),
+            Some(SLOW_RETRY)
+        );
+        assert_eq!(wait_after(&Action::Reject("x".into()), &mut backoff), None);
+        assert!(wait_after(&Action::Retry, &mut backoff).unwrap() <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_batch_refused_whole_keeps_every_event_with_its_uuid() {
+        let pages = [
+            OutboxPage {
+                seq: 1,
+                events: r#"[{"uuid":"A"},{"n":1}]"#.into(),
+                n_events: 2,
+                fetched_at: 0,
+            },
+            OutboxPage {
+                seq: 2,
+                events: r#"[{"uuid":"C"}]"#.into(),
+                n_events: 1,
+                fetched_at: 0,
+            },
+        ];
+        let dead = dead_letters(whole_batch(&pages), "refused");
+        let got: Vec<(&str, Option<&str>)> = dead
+            .iter()
+            .map(|d| (d.event.as_str(), d.uuid.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (r#"{"uuid":"A"}"#, Some("A")),
+                (r#"{"n":1}"#, None),
+                (r#"{"uuid":"C"}"#, Some("C"))
+            ]
+        );
+        assert!(dead.iter().all(|d| d.reason == "refused"));
+    }
 
     #[test]
     fn compact_events_pass_through_untouched() {

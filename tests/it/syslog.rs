@@ -308,7 +308,7 @@ async fn awkward_events_arrive_byte_identical_on_every_transport() {
             )
             .await
             .unwrap_or_else(|err| panic!("{app}: {err}"));
-        assert_eq!(delivered, Delivered { rejected: 0 }, "{app}");
+        assert_eq!(delivered, Delivered::default(), "{app}");
         let records = rsyslog
             .wait_for(input, app, |records| {
                 records.iter().filter(|r| r.app == app).count() >= events.len()
@@ -361,7 +361,17 @@ async fn awkward_events_arrive_byte_identical_on_every_transport() {
         .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
         .await
         .unwrap();
-    assert_eq!(delivered, Delivered { rejected: 1 });
+    let [dead] = &delivered.rejected[..] else {
+        panic!("one event refused: {delivered:?}");
+    };
+    assert_eq!(dead.uuid.as_deref(), Some("BIG"), "{dead:?}");
+    assert!(
+        dead.reason
+            .ends_with("bytes, over max_message_bytes 8192 (never cut)"),
+        "{}",
+        dead.reason
+    );
+    assert!(events.contains(&dead.event), "kept byte for byte");
     let records = rsyslog
         .wait_for(Input::Udp, "the UDP events under the limit", |records| {
             records.iter().filter(|r| r.app == "udpdefault").count() >= 4
@@ -720,5 +730,129 @@ async fn a_receiver_down_for_long_holds_back_nobody_and_is_caught_up_soon_after_
         for event in env.sim.events(stream) {
             assert!(uuids.contains(&event.uuid), "{stream}: {} lost", event.uuid);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_events_become_dead_letters_that_are_listed_and_replayed() {
+    // RELP into rsyslog, with a limit some events exceed: those are refused for good, kept in
+    // the dead letters, never block their stream; raised, they are replayed and arrive.
+    let env = Env::new(300, 25).await;
+    let rsyslog = Rsyslog::start(&env.path("rsyslog"), 0, None);
+    let write_config = |limit: usize| {
+        let toml = env.config_toml("page_size = 100");
+        let head = toml.split("[[sinks]]").next().unwrap().to_owned();
+        let files = &toml[toml.find("[[sinks]]").unwrap()..];
+        let relp = sink_toml(
+            "siem",
+            &rsyslog,
+            Input::Relp,
+            &format!("max_message_bytes = {limit}"),
+        );
+        let path = env.path("config.toml");
+        std::fs::write(&path, format!("{head}{files}{relp}")).unwrap();
+        path
+    };
+    let dead_letters = |config: &std::path::Path, args: &[&str]| -> String {
+        let out = std::process::Command::new(crate::support::BIN)
+            .arg("dead-letters")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Find a limit that some events of each stream exceed.
+    let sizes: Vec<usize> = Stream::ALL
+        .iter()
+        .flat_map(|s| env.sim.events(*s))
+        .map(|e| e.json.len())
+        .collect();
+    let mut sorted = sizes.clone();
+    sorted.sort_unstable();
+    let limit = sorted[sorted.len() * 9 / 10] + 150;
+    let config = write_config(limit);
+    let want = generated(&env.sim);
+    let daemon = Daemon::start(&config::load(&config).unwrap())
+        .await
+        .unwrap();
+    wait_for(daemon.stats(), "every event delivered or refused", |s| {
+        want.iter().all(|(stream, n)| {
+            s.delivered("siem", ACCOUNT, *stream) + s.rejected("siem", ACCOUNT, *stream)
+                >= *n as u64
+                && s.delivered(crate::support::SINK, ACCOUNT, *stream) >= *n as u64
+        })
+    })
+    .await;
+    let refused: u64 = Stream::ALL
+        .iter()
+        .map(|s| daemon.stats().rejected("siem", ACCOUNT, *s))
+        .sum();
+    // Listed while the daemon runs.
+    let listed = dead_letters(&config, &["list", "--sink", "siem"]);
+    daemon.stop().await;
+    assert!(refused > 0, "some events were over the limit");
+    assert!(
+        listed.ends_with(&format!("{refused} dead letters\n")),
+        "{listed}"
+    );
+    let in_rsyslog: std::collections::HashSet<String> = rsyslog
+        .wait_for(Input::Relp, "the events under the limit", |records| {
+            records.len() as u64 >= want.values().sum::<usize>() as u64 - refused
+        })
+        .await
+        .iter()
+        .map(|r| uuid_of(&r.msg))
+        .collect();
+    for (stream, uuid) in env.served() {
+        assert!(
+            in_rsyslog.contains(&uuid) || listed.contains(&uuid),
+            "{stream} {uuid}: neither delivered nor a dead letter"
+        );
+    }
+    assert!(listed.contains("over max_message_bytes"), "{listed}");
+    // The file sink took them all: the refusal was the syslog sink's alone.
+    for stream in Stream::ALL {
+        env.assert_exactly_once(stream);
+    }
+
+    // The limit raised, the dead letters replayed: they arrive, and leave the list.
+    let config = write_config(64 * 1024);
+    let replayed = dead_letters(&config, &["replay", "--sink", "siem"]);
+    assert!(
+        replayed.starts_with(&format!("{refused} dead letters of sink siem queued")),
+        "{replayed}"
+    );
+    let daemon = Daemon::start(&config::load(&config).unwrap())
+        .await
+        .unwrap();
+    let total = want.values().sum::<usize>();
+    let records = rsyslog
+        .wait_for(Input::Relp, "every event", |records| {
+            records
+                .iter()
+                .map(|r| uuid_of(&r.msg))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= total
+        })
+        .await;
+    wait_for(daemon.stats(), "the replay recorded", |_| {
+        dead_letters(&config, &["list"]).ends_with("\n0 dead letters\n")
+    })
+    .await;
+    daemon.stop().await;
+    let uuids: HashMap<String, usize> = records.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(uuid_of(&r.msg)).or_default() += 1;
+        m
+    });
+    for (stream, uuid) in env.served() {
+        assert_eq!(uuids.get(&uuid), Some(&1), "{stream} {uuid}");
     }
 }

@@ -18,9 +18,10 @@
 //! only when every message in it has been answered `200 OK`.
 //!
 //! A message larger than `max_message_bytes` (default 8192 on UDP, unlimited on TCP and TLS)
-//! is never cut: it is not sent, an ERROR names its uuid and size, and the sink's rejected
-//! counter grows. The rest of the batch is delivered, so one such event cannot block its
-//! stream forever. (When the dead-letter file exists, rejected messages will go there.)
+//! is never cut: it is not sent but returned as refused for good, so the worker keeps it in
+//! the dead letters (an ERROR names its uuid and size). The rest of the batch is delivered,
+//! so one such event cannot block its stream; `dead-letters replay` sends it again, after
+//! `max_message_bytes` is raised.
 
 pub mod format;
 pub mod relp;
@@ -38,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 
 use self::format::{EventFields, MessageSettings, write_framed};
-use super::{Delivered, SinkError, one_line};
+use super::{DeadLetter, Delivered, SinkError, one_line};
 use crate::config::{SyslogFraming, SyslogSinkConfig, SyslogTransport};
 use crate::store::OutboxPage;
 use crate::stream::Stream;
@@ -129,8 +130,8 @@ impl SyslogSink {
 
     /// Formats and sends the events of `pages`; returns once they are written and flushed
     /// (TCP, TLS), acknowledged by the receiver (RELP) or sent (UDP). Messages over
-    /// `max_message_bytes` are counted in [`Delivered::rejected`] and not sent (their ERROR is
-    /// logged again if the batch has to be retried).
+    /// `max_message_bytes` are not sent: they are returned in [`Delivered::rejected`], for
+    /// the dead letters.
     pub async fn deliver(
         &self,
         account: &str,
@@ -195,7 +196,8 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 struct Batch {
     bytes: Bytes,
     ends: Vec<usize>,
-    rejected: u64,
+    /// Events whose message is over `max_message_bytes`: not sent, for the dead letters.
+    rejected: Vec<DeadLetter>,
 }
 
 impl Inner {
@@ -219,7 +221,7 @@ impl Inner {
         let mut out = Vec::new();
         let mut ends = Vec::new();
         let mut message = Vec::new();
-        let mut rejected = 0;
+        let mut rejected = Vec::new();
         for page in pages {
             let events = page.events().map_err(|err| SinkError::Syslog {
                 sink: self.name.clone(),
@@ -242,14 +244,15 @@ impl Inner {
                 if let Some(max) = self.config.max_message_bytes
                     && message.len() > max
                 {
-                    rejected += 1;
                     let fields = EventFields::parse(event.get());
-                    tracing::error!(
-                        sink = %self.name, account, stream = %stream,
-                        uuid = fields.uuid.as_deref().unwrap_or("-"),
-                        bytes = message.len(), max_message_bytes = max,
-                        "syslog message larger than max_message_bytes; not sent (never truncated)"
-                    );
+                    rejected.push(DeadLetter {
+                        event: event.get().to_owned(),
+                        uuid: fields.uuid.map(|uuid| uuid.into_owned()),
+                        reason: format!(
+                            "a syslog message of {} bytes, over max_message_bytes {max} (never cut)",
+                            message.len()
+                        ),
+                    });
                     continue;
                 }
                 if one_by_one {

@@ -1,6 +1,11 @@
 //! Base64 in the two forms the project meets: the standard alphabet with padding (the
 //! simulator's cursors, shaped like the API's own examples) and base64url without padding
-//! (JWT segments). A few lines, so no crate.
+//! (JWT segments), both read with or without padding. The `base64` crate does the work (it
+//! is in the tree already, through rustls's PEM reading); this module only names the two
+//! forms, so callers never pick an engine's options themselves.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 /// Which 64 symbols encode the 6-bit groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,65 +16,37 @@ pub enum Alphabet {
     Url,
 }
 
-impl Alphabet {
-    fn symbols(self) -> &'static [u8; 64] {
-        match self {
-            Alphabet::Standard => {
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-            }
-            Alphabet::Url => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-        }
-    }
+const STANDARD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+const URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
-    fn pads(self) -> bool {
-        self == Alphabet::Standard
+impl Alphabet {
+    fn engine(self) -> &'static GeneralPurpose {
+        match self {
+            Alphabet::Standard => &STANDARD,
+            Alphabet::Url => &URL,
+        }
     }
 }
 
 /// Encodes `bytes`; padded for [`Alphabet::Standard`], unpadded for [`Alphabet::Url`].
 pub fn encode(bytes: &[u8], alphabet: Alphabet) -> String {
-    let symbols = alphabet.symbols();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for symbol_idx in 0..4 {
-            if symbol_idx <= chunk.len() {
-                out.push(char::from(
-                    symbols[((n >> (18 - 6 * symbol_idx)) & 63) as usize],
-                ));
-            } else if alphabet.pads() {
-                out.push('=');
-            }
-        }
-    }
-    out
+    alphabet.engine().encode(bytes)
 }
 
 /// Decodes text in `alphabet`, with or without padding; `None` for any other symbol or an
 /// impossible length. Callers that need one spelling per value compare with [`encode`].
 pub fn decode(text: &str, alphabet: Alphabet) -> Option<Vec<u8>> {
-    let symbols = alphabet.symbols();
-    let text = text.trim_end_matches('=').as_bytes();
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.chunks(4) {
-        let mut n = 0u32;
-        for &c in chunk {
-            let value = symbols.iter().position(|&symbol| symbol == c)?;
-            n = (n << 6) | value as u32;
-        }
-        n <<= 6 * (4 - chunk.len()) as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..chunk.len() - 1]);
-    }
-    Some(out)
+    alphabet.engine().decode(text).ok()
 }
 
 #[cfg(test)]

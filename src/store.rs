@@ -107,16 +107,6 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
-    #[error(
-        "state database {path}: outbox page {seq} of {account}/{stream} is not a JSON array of events: {reason}"
-    )]
-    CorruptPage {
-        path: PathBuf,
-        account: String,
-        stream: String,
-        seq: u64,
-        reason: String,
-    },
 }
 
 impl StoreError {
@@ -757,22 +747,6 @@ impl Store {
             )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
-    }
-
-    /// Checks a page read from the outbox and splits it into its events.
-    pub fn decode_page<'a>(
-        &self,
-        account: &str,
-        stream: Stream,
-        page: &'a OutboxPage,
-    ) -> Result<Vec<&'a serde_json::value::RawValue>, StoreError> {
-        page.events().map_err(|err| StoreError::CorruptPage {
-            path: self.inner.path.clone(),
-            account: account.to_owned(),
-            stream: stream.as_str().to_owned(),
-            seq: page.seq,
-            reason: err.to_string(),
-        })
     }
 
     /// What a killed process leaves: the connection is never closed (no checkpoint, no
@@ -1566,7 +1540,7 @@ mod tests {
         assert_eq!(store.offset("file", ACME, AUDIT).unwrap(), 1);
         let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
         assert_eq!(pages.len(), 1);
-        let events = store.decode_page(ACME, AUDIT, &pages[0]).unwrap();
+        let events = pages[0].events().unwrap();
         let raw: Vec<&str> = events.iter().map(|e| e.get()).collect();
         assert_eq!(raw, [r#"{"uuid":"B"}"#, r#"{"uuid":"C"}"#]);
     }

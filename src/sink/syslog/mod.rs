@@ -540,21 +540,39 @@ impl Conn {
     }
 }
 
-/// Polls a read once with a waker that does nothing: `None` if nothing is there (the
-/// connection is open), otherwise why it is done.
-fn poll_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+/// What one read that does not wait finds on a connection the receiver should not be
+/// writing to.
+pub(super) enum Peek {
+    /// Nothing to read: the connection is open.
+    Nothing,
+    /// The end of the stream, or an error: the connection is done, and why.
+    Closed(String),
+    /// Bytes the receiver sent.
+    Data(Vec<u8>),
+}
+
+/// Polls a read once with a waker that does nothing: the one probe of a receiver that has
+/// closed or broken the connection, for the syslog connections and RELP alike.
+pub(super) fn peek<S: AsyncRead + Unpin>(stream: &mut S) -> Peek {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut buf = [0u8; 512];
+    let mut read = ReadBuf::new(&mut buf);
+    match Pin::new(stream).poll_read(&mut cx, &mut read) {
+        Poll::Pending => Peek::Nothing,
+        Poll::Ready(Ok(())) if read.filled().is_empty() => Peek::Closed("end of stream".to_owned()),
+        Poll::Ready(Ok(())) => Peek::Data(read.filled().to_vec()),
+        Poll::Ready(Err(err)) => Peek::Closed(err.to_string()),
+    }
+}
+
+/// `None` while the connection is open, otherwise why it is done. A syslog receiver sends
+/// nothing, so bytes it does send are read past.
+fn poll_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     loop {
-        let mut read = ReadBuf::new(&mut buf);
-        match Pin::new(&mut *stream).poll_read(&mut cx, &mut read) {
-            Poll::Pending => return None,
-            Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                return Some("end of stream".to_owned());
-            }
-            // Unexpected bytes from the receiver: ignore them, keep looking.
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(err)) => return Some(err.to_string()),
+        match peek(stream) {
+            Peek::Nothing => return None,
+            Peek::Closed(why) => return Some(why),
+            Peek::Data(_) => {}
         }
     }
 }

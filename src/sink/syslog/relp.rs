@@ -141,19 +141,13 @@ impl RelpSession {
     /// Whether the server has ended the session (a `serverclose`, anything else unasked for,
     /// an end of stream or an error), without waiting.
     pub fn peer_closed(&mut self) -> Option<String> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let mut buf = [0u8; 512];
-        let mut read = tokio::io::ReadBuf::new(&mut buf);
-        match std::pin::Pin::new(&mut self.stream).poll_read(&mut cx, &mut read) {
-            std::task::Poll::Pending => None,
-            std::task::Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                Some("end of stream".to_owned())
-            }
-            std::task::Poll::Ready(Ok(())) => Some(format!(
+        match super::peek(&mut self.stream) {
+            super::Peek::Nothing => None,
+            super::Peek::Closed(why) => Some(why),
+            super::Peek::Data(bytes) => Some(format!(
                 "the server sent {:?} unasked",
-                String::from_utf8_lossy(read.filled())
+                String::from_utf8_lossy(&bytes)
             )),
-            std::task::Poll::Ready(Err(err)) => Some(err.to_string()),
         }
     }
 

@@ -53,7 +53,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{AccountConfig, Config, TokenSource};
 use crate::governor::AccountGovernor;
-use crate::poller::{PollSettings, StreamPoller};
+use crate::poller::StreamPoller;
 use crate::sink::{Sink, SinkWorker};
 use crate::stats::Stats;
 use crate::store::Store;
@@ -193,6 +193,7 @@ impl Daemon {
         sinks: &[Arc<Sink>],
     ) {
         let name: Arc<str> = account.name.as_str().into();
+        let shared_config = Arc::new(account.clone());
         let watched = client.clone();
         let expires_at = resolved.claims.as_ref().and_then(|c| c.expires_at);
         // Every request to the API counts against the account's limits, introspection too.
@@ -233,18 +234,8 @@ impl Daemon {
                 client: client.clone(),
                 governor: Arc::clone(&governor),
                 store: self.store.clone(),
-                settings: PollSettings {
-                    page_size: account.page_size,
-                    poll_interval: account.poll_interval,
-                    start_time: account.start_time.clone(),
-                    end_time: account.end_time.clone(),
-                    api_version: account.api_version,
-                    v3_params: account.v3_params.clone(),
-                    max_outbox_bytes: self.max_outbox_bytes,
-                    retry_max: account.retry_max,
-                    unauthorized_retry: account.unauthorized_retry,
-                    on_invalid_cursor: account.on_invalid_cursor,
-                },
+                config: Arc::clone(&shared_config),
+                max_outbox_bytes: self.max_outbox_bytes,
                 token_source: account.token.clone(),
                 appended,
                 acked,

@@ -20,8 +20,8 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::v3::V3State;
-use crate::api::{self, ApiError, ApiVersion, ErrorClass, PageRequest};
-use crate::config::{OnInvalidCursor, StartTime, TokenSource, V3Params};
+use crate::api::{self, ApiError, ErrorClass, PageRequest};
+use crate::config::{AccountConfig, OnInvalidCursor, TokenSource};
 use crate::governor::AccountGovernor;
 use crate::retry::Backoff;
 use crate::stats::Stats;
@@ -38,27 +38,6 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const STORE_MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often a full outbox is re-checked even without news from the sinks.
 const BACKPRESSURE_RECHECK: Duration = Duration::from_secs(1);
-
-/// How one stream is polled.
-#[derive(Debug, Clone)]
-pub struct PollSettings {
-    pub page_size: u16,
-    pub poll_interval: Duration,
-    pub start_time: Option<StartTime>,
-    /// A bounded backfill: the stream stops once it has read everything up to here.
-    pub end_time: Option<StartTime>,
-    /// Which cursor endpoints to read (the `audit_v3` stream has its own).
-    pub api_version: ApiVersion,
-    /// The query parameter names of the v3 endpoint.
-    pub v3_params: V3Params,
-    /// Backpressure: no fetch while the state database uses this many bytes on disk.
-    pub max_outbox_bytes: u64,
-    /// The cap of the retry backoff.
-    pub retry_max: Duration,
-    /// The wait between tries while the API refuses the token or rejects the cursor.
-    pub unauthorized_retry: Duration,
-    pub on_invalid_cursor: OnInvalidCursor,
-}
 
 /// A fetched page, ready to be made durable.
 struct Fetched {
@@ -114,7 +93,11 @@ pub struct StreamPoller {
     /// Shared by every stream of the account.
     pub governor: Arc<AccountGovernor>,
     pub store: Store,
-    pub settings: PollSettings,
+    /// The account's config: page size, poll interval, start and end, retry settings.
+    pub config: Arc<AccountConfig>,
+    /// Backpressure: no fetch while the state database uses this many bytes on disk
+    /// (`state.max_outbox_bytes`).
+    pub max_outbox_bytes: u64,
     /// Bumped after each page appended to the outbox; the stream's sink workers watch it.
     pub appended: watch::Sender<u64>,
     /// Notified by the stream's sink workers after each acknowledgement; wakes a poller that
@@ -146,7 +129,7 @@ impl StreamPoller {
         let mut started = self.client.server_now();
         let mut clock_checked = self.client.clock_skew().is_some();
         let mut end_time = self
-            .settings
+            .config
             .end_time
             .as_ref()
             .map(|end| end.resolve(started));
@@ -176,7 +159,7 @@ impl StreamPoller {
                 (None, Some(cursor)) => PageRequest::Cursor(cursor.clone()),
                 _ => reset
                     .get_or_insert_with(|| PageRequest::Reset {
-                        limit: self.settings.page_size,
+                        limit: self.config.page_size,
                         start_time: match restart_at {
                             Some(Some(at)) => Some(at),
                             _ => self.start_time(started),
@@ -208,7 +191,7 @@ impl StreamPoller {
                 if skew != time::Duration::ZERO {
                     started += skew;
                     end_time = self
-                        .settings
+                        .config
                         .end_time
                         .as_ref()
                         .map(|end| end.resolve(started));
@@ -273,7 +256,7 @@ impl StreamPoller {
                             });
                             return;
                         }
-                        self.settings.poll_interval
+                        self.config.poll_interval
                     }
                     Err(err) => {
                         let delay = backoff.next_delay();
@@ -317,13 +300,13 @@ impl StreamPoller {
                 Err(err @ FetchError::State(_)) => {
                     tracing::error!(
                         account = %self.account, stream = %self.stream, error = %err,
-                        retry_in_secs = self.settings.unauthorized_retry.as_secs(),
+                        retry_in_secs = self.config.unauthorized_retry.as_secs(),
                         "cannot continue the stream"
                     );
                     self.stats.update_stream(&self.account, self.stream, |s| {
                         s.last_error = Some(err.to_string());
                     });
-                    self.settings.unauthorized_retry
+                    self.config.unauthorized_retry
                 }
             };
             tokio::select! {
@@ -432,10 +415,10 @@ impl StreamPoller {
                 }
             };
             let end = end_time.map(api::rfc3339);
-            let request = state.request(self.settings.page_size, end.as_deref());
+            let request = state.request(self.config.page_size, end.as_deref());
             let page = self
                 .client
-                .fetch_v3(&self.settings.v3_params, &request, self.settings.page_size)
+                .fetch_v3(&self.config.v3_params, &request, self.config.page_size)
                 .await?;
             let step = state
                 .advance(&page)
@@ -454,7 +437,7 @@ impl StreamPoller {
         }
         let page = self
             .client
-            .fetch(self.settings.api_version, self.stream, request, max_items)
+            .fetch(self.config.api_version, self.stream, request, max_items)
             .await?;
         Ok(Fetched {
             items: page.items.get().to_owned(),
@@ -468,7 +451,7 @@ impl StreamPoller {
     /// Where a stream with no cursor starts: the configured start time, clamped to the API's
     /// retention; `None` lets the API choose.
     fn start_time(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        let requested = self.settings.start_time.as_ref().map(|at| at.resolve(now));
+        let requested = self.config.start_time.as_ref().map(|at| at.resolve(now));
         requested.map(|at| {
             let (start, clamped) = clamp_to_retention(at, now);
             if clamped {
@@ -488,7 +471,7 @@ impl StreamPoller {
         let mut warned = false;
         loop {
             let used = self.store.run(|s| s.used_bytes()).await.unwrap_or(u64::MAX);
-            if used < self.settings.max_outbox_bytes {
+            if used < self.max_outbox_bytes {
                 if warned {
                     tracing::info!(
                         account = %self.account, stream = %self.stream, used_bytes = used,
@@ -500,7 +483,7 @@ impl StreamPoller {
             if !warned {
                 tracing::warn!(
                     account = %self.account, stream = %self.stream, used_bytes = used,
-                    max_outbox_bytes = self.settings.max_outbox_bytes,
+                    max_outbox_bytes = self.max_outbox_bytes,
                     "outbox full (state.max_outbox_bytes): a sink is behind; waiting for the \
                      sinks before fetching more (the API keeps events for 120 days)"
                 );
@@ -574,7 +557,7 @@ impl StreamPoller {
                 Next::Retry(Duration::ZERO)
             }
             ErrorClass::Unauthorized => {
-                let delay = self.settings.unauthorized_retry;
+                let delay = self.config.unauthorized_retry;
                 self.set_unhealthy(format!("the API refused the token (HTTP {status})"));
                 tracing::error!(
                     %account, %stream, status, error = %err, retry_in_secs = delay.as_secs(),
@@ -588,7 +571,7 @@ impl StreamPoller {
                 self.invalid_cursor(err).await
             }
             ErrorClass::BadRequest | ErrorClass::Fatal => {
-                let delay = self.settings.unauthorized_retry;
+                let delay = self.config.unauthorized_retry;
                 self.set_unhealthy(format!("the API rejected the request (HTTP {status})"));
                 tracing::error!(
                     %account, %stream, status, error = %err, request = %request.body(),
@@ -606,9 +589,9 @@ impl StreamPoller {
         let (saved, cursor_age_secs) = self.saved_state().await;
         let newest = saved.and_then(|state| state.last_event_time);
         let (account, stream) = (&self.account, self.stream);
-        match self.settings.on_invalid_cursor {
+        match self.config.on_invalid_cursor {
             OnInvalidCursor::Stop => {
-                let delay = self.settings.unauthorized_retry;
+                let delay = self.config.unauthorized_retry;
                 self.set_unhealthy("the API rejected the saved cursor (HTTP 400)".to_owned());
                 tracing::error!(
                     %account, %stream, cursor_age_secs, error = %err, retry_in_secs = delay.as_secs(),
@@ -671,7 +654,7 @@ impl StreamPoller {
     }
 
     fn new_backoff(&self) -> Backoff {
-        Backoff::new(MIN_BACKOFF, self.settings.retry_max.max(MIN_BACKOFF))
+        Backoff::new(MIN_BACKOFF, self.config.retry_max.max(MIN_BACKOFF))
     }
 }
 

@@ -578,6 +578,7 @@ mod tests {
             issued_at: None,
             features: vec!["auditevents".into()],
             account_uuid: None,
+            exhausted_for: None,
         };
         let answer = introspection.clone();
         let task = tokio::spawn(watch_token(

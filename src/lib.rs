@@ -205,7 +205,13 @@ impl Daemon {
                 let governor = Arc::clone(&introspect_governor);
                 async move {
                     let _permit = governor.acquire().await;
-                    client.introspect().await
+                    let answer = client.introspect().await;
+                    // Its answer tells of the account's budget like any other.
+                    if let Some(exhausted_for) = answer.as_ref().ok().and_then(|a| a.exhausted_for)
+                    {
+                        governor.pause(exhausted_for);
+                    }
+                    answer
                 }
             },
             expires_at,

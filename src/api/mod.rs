@@ -161,6 +161,10 @@ pub struct Introspection {
     #[serde(default)]
     pub features: Vec<String>,
     pub account_uuid: Option<String>,
+    /// The answer said the account's requests are used up for this long
+    /// (`RateLimit-Remaining: 0`); not part of the body.
+    #[serde(skip)]
+    pub exhausted_for: Option<Duration>,
 }
 
 /// Where and how to reach the Events API.
@@ -401,17 +405,19 @@ impl Client {
     /// answer is redacted, like every error.
     pub async fn introspect(&self) -> Result<Introspection, ApiError> {
         let url = format!("{}/api/v2/auth/introspect", self.base_url);
-        let result = async {
-            let (_, body) = self
+        let result: Result<Introspection, ApiError> = async {
+            let (headers, body) = self
                 .send(http::Method::GET, &url, None, RESPONSE_OVERHEAD_BYTES)
                 .await?;
-            serde_json::from_slice::<Introspection>(&body).map_err(|err| {
+            let mut answer = serde_json::from_slice::<Introspection>(&body).map_err(|err| {
                 ApiError::InvalidResponse {
                     url: url.clone(),
                     detail: err.to_string(),
                     body: self.excerpt(&body),
                 }
-            })
+            })?;
+            answer.exhausted_for = rate_limit_exhausted(&headers);
+            Ok(answer)
         }
         .await;
         let token = self.token.read().unwrap_or_else(|p| p.into_inner());
@@ -426,6 +432,7 @@ impl Client {
                     .map(|text| redact(&text, secret))
                     .collect(),
                 account_uuid: answer.account_uuid.map(|text| redact(&text, secret)),
+                exhausted_for: answer.exhausted_for,
             }),
             Err(err) => Err(err.redact(secret)),
         }

@@ -855,12 +855,15 @@ fn introspect(
         return error(StatusCode::UNAUTHORIZED);
     };
     let faults = lock(&shared.faults).clone();
-    if let Err(refused) = admit(shared, &faults) {
-        shared
-            .introspections_rate_limited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return too_many_requests(&faults, &refused);
-    }
+    let rate = match admit(shared, &faults) {
+        Ok(rate) => rate,
+        Err(refused) => {
+            shared
+                .introspections_rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return too_many_requests(&faults, &refused);
+        }
+    };
     // The integration's uuid is a function of the seed and the token, so it is stable across restarts.
     let uuid = generate::id(
         &mut Rng::new(generate::combine(
@@ -896,7 +899,11 @@ fn introspect(
             features,
         }),
     };
-    json(StatusCode::OK, body.unwrap_or_default())
+    let mut response = json(StatusCode::OK, body.unwrap_or_default());
+    if let Some(decision) = rate {
+        rate_limit_headers(&mut response, &decision);
+    }
+    response
 }
 
 /// `GET /_sim/ledger`: every generated uuid per stream, in insertion order.

@@ -18,6 +18,7 @@
 //! operator fixes a credential or certificate, or reject it whole (dead letters, every event).
 
 pub mod file;
+pub mod http;
 pub mod syslog;
 
 pub use crate::store::DeadLetter;

@@ -10,6 +10,7 @@ mod apiversions;
 mod binary;
 mod daemon;
 mod hostile;
+mod http;
 mod openapi;
 mod resilience;
 mod rotation;

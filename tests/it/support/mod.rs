@@ -2,6 +2,7 @@
 //! waits on the daemon's own progress signal rather than on the clock.
 
 pub mod hostile;
+pub mod opensearch;
 pub mod rsyslog;
 
 use std::collections::HashMap;

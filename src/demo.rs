@@ -6,7 +6,7 @@
 //! output files are read back and checked event by event against what the simulator served.
 
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ const SINK: &str = "demo-files";
 const TOKEN: &str = "demo-token";
 const STATE_FILE: &str = "state.db";
 const TOKEN_FILE: &str = "token";
+/// How often the progress line is printed when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What `demo` was asked to do.
 #[derive(Debug, Clone)]
@@ -96,7 +98,11 @@ pub async fn run(
     let started = std::time::Instant::now();
     let daemon = Daemon::start(&config).await?;
 
+    // A live line on a terminal; elsewhere (a pipe, a file, CI) a plain line every 5 s, so
+    // carriage returns never run together into one line.
+    let terminal = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut last_plain: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -113,13 +119,20 @@ pub async fn run(
                 line.push_str(&format!(" (last error: {err})"));
             }
         }
-        eprint!("\r{line}");
-        let _ = std::io::stderr().flush();
+        if terminal {
+            eprint!("\r{line}");
+            let _ = std::io::stderr().flush();
+        } else if done || last_plain.is_none_or(|at| at.elapsed() >= PLAIN_PROGRESS_EVERY) {
+            eprintln!("{line}");
+            last_plain = Some(std::time::Instant::now());
+        }
         if done && !options.follow {
             break;
         }
     }
-    eprintln!();
+    if terminal {
+        eprintln!();
+    }
     let elapsed = started.elapsed();
     daemon.stop().await;
     sim.shutdown();

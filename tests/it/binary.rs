@@ -555,3 +555,21 @@ path = "{dir}/out/{{stream}}.ndjson"
         assert!(!dir.path().join("state.db-wal").exists());
     }
 }
+
+#[test]
+fn demo_progress_to_a_pipe_is_plain_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--events", "200", "--out"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    let last = stderr
+        .lines()
+        .filter(|line| line.contains("auditevents 200/200"))
+        .count();
+    assert_eq!(last, 1, "the final progress line once: {stderr}");
+}

@@ -11,15 +11,19 @@ COPY src src
 COPY migrations migrations
 COPY config config
 COPY tests tests
+COPY examples examples
+# The same build as the test command's.
 RUN cargo build --locked --release && strip target/release/op-events-forwarder
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/op-events-forwarder op-events \
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/op-events-forwarder op-events \
     && install -d -o op-events -g op-events -m 0750 /var/lib/op-events-forwarder /var/log/op-events
 COPY --from=build /src/target/release/op-events-forwarder /usr/local/bin/op-events-forwarder
 COPY config/op-events-forwarder.toml /etc/op-events-forwarder/op-events-forwarder.toml
-USER op-events
+USER 10001:10001
 VOLUME ["/var/lib/op-events-forwarder"]
+# SIGTERM stops fetching and finishes the batches in hand (exit 0); allow it the time to.
+STOPSIGNAL SIGTERM
 # The TLS roots are compiled in (webpki roots); the image needs no CA bundle.
 ENTRYPOINT ["/usr/local/bin/op-events-forwarder"]
 CMD ["run", "--config", "/etc/op-events-forwarder/op-events-forwarder.toml"]

@@ -573,3 +573,48 @@ fn demo_progress_to_a_pipe_is_plain_lines() {
         .count();
     assert_eq!(last, 1, "the final progress line once: {stderr}");
 }
+
+/// No Docker engine runs here: the image's promises are read off the Dockerfile (and
+/// hadolint, in the test script, lints it).
+#[test]
+fn the_dockerfile_builds_as_the_tests_do_and_runs_unprivileged() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let instructions: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let test_script = std::fs::read_to_string(root.join("scripts/test")).unwrap();
+    assert!(test_script.contains("cargo run --locked --release"));
+    assert!(
+        instructions
+            .iter()
+            .any(|line| line.starts_with("RUN cargo build --locked --release")),
+        "the release build of the tests"
+    );
+    let final_stage = &instructions[instructions
+        .iter()
+        .rposition(|line| line.starts_with("FROM "))
+        .unwrap()..];
+    let user = final_stage
+        .iter()
+        .rfind(|line| line.starts_with("USER "))
+        .expect("a USER in the final stage");
+    let uid = user["USER ".len()..].split(':').next().unwrap();
+    assert!(
+        uid.parse::<u32>().is_ok_and(|uid| uid != 0),
+        "runs as a numeric non-root user: {user}"
+    );
+    assert!(final_stage.contains(&"STOPSIGNAL SIGTERM"));
+    assert!(
+        final_stage
+            .iter()
+            .any(|line| line.starts_with("VOLUME") && line.contains("/var/lib/op-events-forwarder")),
+        "the state is a volume"
+    );
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    for kept_out in ["target/", ".git/", "*.db"] {
+        assert!(ignore.lines().any(|line| line == kept_out), "{kept_out}");
+    }
+}

@@ -18,6 +18,7 @@
 //! - [`demo`]: the simulator and the daemon together, with a summary.
 //! - [`bench`]: benchmarks that print numbers (`bench governor`).
 //! - [`shutdown`]: signal handling.
+//! - [`systemd`]: readiness, status, reload and stop notifications, the watchdog.
 //! - [`token`]: reading bearer tokens (at start, and again after a 401).
 //!
 //! [`Daemon::start`] wires them; [`run`] is the daemon until a shutdown future resolves.
@@ -39,6 +40,7 @@ pub mod sink;
 pub mod stats;
 pub mod store;
 pub mod stream;
+pub mod systemd;
 pub mod token;
 
 use std::future::Future;

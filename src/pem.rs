@@ -1,7 +1,8 @@
 //! PEM files the config names: CA certificates, a client certificate chain and its key.
 //!
-//! Read with rustls's PEM reader (`PemObject`), by the config check and by the syslog sink's TLS
-//! setup alike, so that `check-config` refuses the files that `run` would.
+//! The one loader of these files: read with rustls's PEM reader (`PemObject`), by the config
+//! check and by the TLS setup ([`crate::net::tls`]) alike, so that `check-config` refuses the
+//! files that `run` would.
 
 use std::path::Path;
 

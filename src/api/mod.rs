@@ -8,7 +8,6 @@ mod error;
 pub mod jwt;
 pub mod v3;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -27,6 +24,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt, redact};
 
+use crate::net::tls::{self, TlsOptions};
 use crate::stream::Stream;
 
 /// How much of a response body goes into an error message.
@@ -168,7 +166,8 @@ pub struct Introspection {
 pub struct ClientOptions {
     /// `https://events.1password.com`, or `http://127.0.0.1:PORT` for the simulator.
     pub base_url: String,
-    /// Extra trust anchors (PEM), for private deployments and the simulator over TLS.
+    /// The only CA certificates (PEM) to trust instead of the public roots, for a
+    /// TLS-inspecting proxy and the simulator over TLS ([`crate::net::tls`]).
     pub ca_file: Option<std::path::PathBuf>,
     /// The whole request, from connecting to the last byte of the body.
     pub timeout: Duration,
@@ -214,15 +213,14 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub fn new(options: &ClientOptions, token: SecretString) -> Result<Client, ApiError> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(ca_file) = &options.ca_file {
-            add_ca_file(&mut roots, ca_file)?;
-        }
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls::client_config(&TlsOptions {
+            ca_file: options.ca_file.clone(),
+            client_auth: None,
+            insecure_skip_verify: false,
+            // hyper-rustls offers h2 and http/1.1 itself (below).
+            alpn_protocols: Vec::new(),
+        })
+        .map_err(|err| ApiError::Setup(err.to_string()))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(options.timeout));
@@ -531,23 +529,6 @@ impl Client {
 }
 
 const USER_AGENT: &str = concat!("op-events-forwarder/", env!("CARGO_PKG_VERSION"));
-
-fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), ApiError> {
-    let setup = |what: String| ApiError::Setup(format!("ca_file {}: {what}", path.display()));
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| setup(err.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| setup(err.to_string()))?;
-    if certs.is_empty() {
-        return Err(setup("no PEM certificate in the file".into()));
-    }
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|err| setup(format!("unusable certificate: {err}")))?;
-    }
-    Ok(())
-}
 
 /// The error for a failure below HTTP, with the chain of causes (hyper's top-level message
 /// alone is rarely useful).

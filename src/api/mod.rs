@@ -8,6 +8,7 @@ mod error;
 pub mod jwt;
 pub mod v3;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,6 +192,8 @@ pub struct Client {
     max_response_bytes: Option<u64>,
     /// How far the API's clock is ahead of ours, from the `Date` of its latest answer.
     clock: Arc<std::sync::Mutex<ClockCheck>>,
+    /// `ca_file`, for what a refused handshake says.
+    ca_file: Option<Arc<Path>>,
 }
 
 /// What the API's `Date` headers said about our clock.
@@ -245,6 +248,7 @@ impl Client {
             timeout: options.timeout,
             max_response_bytes: options.max_response_bytes,
             clock: Arc::default(),
+            ca_file: options.ca_file.as_deref().map(Arc::from),
         })
     }
 
@@ -473,7 +477,7 @@ impl Client {
                 .http
                 .request(request)
                 .await
-                .map_err(|err| transport(url, &err))?;
+                .map_err(|err| transport(url, self.ca_file.as_deref(), &err))?;
             let (parts, body) = response.into_parts();
             let too_large = || ApiError::InvalidResponse {
                 url: url.to_owned(),
@@ -488,7 +492,7 @@ impl Client {
             let body = match http_body_util::Limited::new(body, limit).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-                Err(err) => return Err(transport(url, &*err)),
+                Err(err) => return Err(transport(url, self.ca_file.as_deref(), &*err)),
             };
             Ok::<_, ApiError>((parts, body))
         };
@@ -531,14 +535,37 @@ impl Client {
 const USER_AGENT: &str = concat!("op-events-forwarder/", env!("CARGO_PKG_VERSION"));
 
 /// The error for a failure below HTTP, with the chain of causes (hyper's top-level message
-/// alone is rarely useful).
-fn transport(url: &str, err: &(dyn std::error::Error + 'static)) -> ApiError {
-    let mut detail = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        detail.push_str(": ");
+/// alone is rarely useful); a refused TLS handshake ends it, explained ([`tls::explain`]).
+fn transport(
+    url: &str,
+    ca_file: Option<&Path>,
+    err: &(dyn std::error::Error + 'static),
+) -> ApiError {
+    let mut detail = String::new();
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if !detail.is_empty() {
+            detail.push_str(": ");
+        }
+        if let Some(refusal) = tls::rustls_error_of(cause) {
+            // hyper-rustls checks the host of the URL (without an IPv6 address's brackets).
+            let host = url.parse::<http::Uri>().ok();
+            let host = host.as_ref().and_then(http::Uri::host).unwrap_or(url);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let checked = tls::Checked {
+                server_name: host,
+                name_from: tls::NameFrom::BaseUrl,
+                ca_file,
+                client_cert: None,
+            };
+            detail.push_str(&format!(
+                "TLS handshake failed (verifying the server as \"{host}\"): {}",
+                tls::explain(refusal, &checked)
+            ));
+            break;
+        }
         detail.push_str(&cause.to_string());
-        source = cause.source();
+        next = cause.source();
     }
     ApiError::Transport {
         url: url.to_owned(),

@@ -1,4 +1,5 @@
-//! Every rustls client config of the daemon: the Events API client's and the syslog sink's.
+//! Every rustls client config of the daemon (the Events API client's, the syslog sink's), and
+//! what a refused handshake means to an operator.
 //!
 //! # Trust
 //!
@@ -19,18 +20,25 @@
 //!
 //! Every config uses the ring provider, passed explicitly: never the process default, which
 //! another crate enabling aws-lc-rs would make ambiguous (rustls then panics).
+//!
+//! # Errors
+//!
+//! [`explain`] turns a rustls error into what is wrong and what to change; every caller whose
+//! handshake fails uses it (the syslog sink, the API client through [`rustls_error_of`]).
 
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, SignatureScheme};
+use time::format_description::well_known::Rfc3339;
 
 use super::x509;
 use crate::pem::PemError;
@@ -138,6 +146,238 @@ fn public_roots() -> rustls::RootCertStore {
     }
 }
 
+/// What a failed handshake checked the server against, for [`explain`] to say what to change.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    /// The name the server's certificate was checked against.
+    pub server_name: &'a str,
+    /// The setting that chooses that name.
+    pub name_from: NameFrom,
+    /// `ca_file`, when set (its certificates are then the only ones trusted).
+    pub ca_file: Option<&'a Path>,
+    /// `client_cert`, when set.
+    pub client_cert: Option<&'a Path>,
+}
+
+/// The setting that chooses the name a server's certificate is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameFrom {
+    /// A syslog sink: `server_name`, else the host of `address`.
+    ServerName,
+    /// The API client: the host of `base_url` (or of the token's audience).
+    BaseUrl,
+}
+
+/// What is wrong and what to change, for a rustls error of a failed handshake. Errors this
+/// does not know keep rustls's text.
+pub fn explain(error: &rustls::Error, checked: &Checked<'_>) -> String {
+    let explained = match error {
+        rustls::Error::InvalidCertificate(cert) => explain_certificate(cert, checked),
+        rustls::Error::AlertReceived(alert) => explain_alert(*alert, checked),
+        _ => None,
+    };
+    explained.unwrap_or_else(|| error.to_string())
+}
+
+/// [`explain`] for the rustls error an `io::Error` wraps (as tokio-rustls reports them); its
+/// own text when it wraps none.
+pub fn explain_io(error: &std::io::Error, checked: &Checked<'_>) -> String {
+    rustls_error_of(error).map_or_else(|| error.to_string(), |err| explain(err, checked))
+}
+
+/// The rustls error that `error` is, or that it wraps as an `io::Error`, however deep (as
+/// tokio-rustls reports them, and hyper-rustls wraps that again).
+pub fn rustls_error_of<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut error = error;
+    loop {
+        if let Some(found) = error.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        // `io::Error::source` skips the error it wraps (it returns that error's source).
+        error = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)?;
+    }
+}
+
+fn explain_certificate(error: &CertificateError, checked: &Checked<'_>) -> Option<String> {
+    let name = checked.server_name;
+    let fix_name = match checked.name_from {
+        NameFrom::ServerName => "set server_name to one of them",
+        NameFrom::BaseUrl => "use one of them as the host of base_url",
+    };
+    let text = match error {
+        CertificateError::UnknownIssuer => {
+            let trusted = match checked.ca_file {
+                Some(path) => format!(
+                    "is not issued by a CA in ca_file {}, nor is it one of that file's certificates",
+                    path.display()
+                ),
+                None => "is not issued by a CA of the public roots (no ca_file is set): it comes \
+                         from a private CA or is self-signed"
+                    .to_owned(),
+            };
+            format!(
+                "the server's certificate {trusted}; set ca_file to the certificate of the CA \
+                 that issued it (for a self-signed certificate, the certificate itself)"
+            )
+        }
+        CertificateError::ExpiredContext { time, not_after } => format!(
+            "the server's certificate expired at {} and it is {} by the local clock; the server \
+             needs a renewed certificate, or the local clock is wrong",
+            rfc3339(*not_after),
+            rfc3339(*time)
+        ),
+        CertificateError::Expired => "the server's certificate is outside its validity period; \
+                                      the server needs a renewed certificate, or the local clock \
+                                      is wrong"
+            .to_owned(),
+        CertificateError::NotValidYetContext { time, not_before } => format!(
+            "the server's certificate is valid only from {} and it is {} by the local clock; the \
+             local clock is wrong, or the certificate was issued to start in the future",
+            rfc3339(*not_before),
+            rfc3339(*time)
+        ),
+        CertificateError::NotValidYet => "the server's certificate is not valid yet; the local \
+                                          clock is wrong, or the certificate was issued to start \
+                                          in the future"
+            .to_owned(),
+        CertificateError::NotValidForNameContext { presented, .. } if presented.is_empty() => {
+            let kind = if name.parse::<IpAddr>().is_ok() {
+                "IP"
+            } else {
+                "DNS"
+            };
+            format!(
+                "the server's certificate is not valid for \"{name}\": it has no name in a \
+                 subjectAltName (the subject's CN is not checked); have it reissued with \
+                 subjectAltName {kind}:{name}"
+            )
+        }
+        CertificateError::NotValidForNameContext { presented, .. } => format!(
+            "the server's certificate is not valid for \"{name}\": it names {}; {fix_name}, or \
+             have the certificate reissued with \"{name}\" among its subjectAltNames",
+            presented
+                .iter()
+                .map(|general| presented_name(general))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        CertificateError::NotValidForName => format!(
+            "the server's certificate is not valid for \"{name}\"; {} the certificate names, or \
+             have it reissued with \"{name}\" among its subjectAltNames",
+            fix_name.replace("one of them", "a name")
+        ),
+        CertificateError::Other(other)
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            ) =>
+        {
+            let missing = match checked.ca_file {
+                Some(path) => format!(" (ca_file {} does not hold it)", path.display()),
+                None => String::new(),
+            };
+            format!(
+                "the server presents a CA certificate (basicConstraints CA:TRUE, as openssl req \
+                 -x509 makes by default) as its own, which is accepted only when pinned; to \
+                 trust exactly that certificate, put it in ca_file{missing}, or give the server \
+                 a certificate issued by a CA"
+            )
+        }
+        // Both a certificate's signature and the handshake's, made with the certificate's key.
+        CertificateError::BadSignature => "a signature of the server does not verify: a \
+                                           certificate of its chain is not signed by the key of \
+                                           the CA certificate that has its issuer's name (a CA \
+                                           made again under the same name?), or the server signed \
+                                           the handshake with a key that is not its certificate's; \
+                                           set ca_file to the current certificate of the CA that \
+                                           issued it, or give the server its certificate's key"
+            .to_owned(),
+        CertificateError::Revoked => {
+            "the server's certificate has been revoked; the server needs a new certificate"
+                .to_owned()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "the server's certificate is not for TLS servers (its extendedKeyUsage lacks \
+             serverAuth); the server needs a certificate issued for serverAuth"
+                .to_owned()
+        }
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// An alert the server sent: about our client certificate, or its absence.
+fn explain_alert(alert: AlertDescription, checked: &Checked<'_>) -> Option<String> {
+    use AlertDescription as A;
+    let text = match (checked.client_cert, alert) {
+        (None, A::CertificateRequired | A::BadCertificate | A::CertificateUnknown) => format!(
+            "the server requires a client certificate (it sent the alert {alert:?}); set \
+             client_cert and client_key"
+        ),
+        (None, A::HandshakeFailure) => "the server ended the handshake (alert HandshakeFailure): \
+                                        it may require a client certificate (set client_cert \
+                                        and client_key), or share no TLS version or cipher suite \
+                                        with us"
+            .to_owned(),
+        (
+            Some(path),
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired,
+        ) => {
+            let why = match alert {
+                A::UnknownCA => "it must be issued by a CA the server trusts for clients",
+                A::CertificateExpired => {
+                    "it has expired (or the server's clock is wrong); renew it"
+                }
+                A::CertificateRevoked => "it has been revoked; issue a new one",
+                _ => {
+                    "it must be issued by a CA the server trusts for clients, be valid now, and \
+                     allow clientAuth (extendedKeyUsage)"
+                }
+            };
+            format!(
+                "the server refused our client certificate (client_cert {}) with the alert \
+                 {alert:?}; {why}",
+                path.display()
+            )
+        }
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// A name as webpki reports it (`DnsName("localhost")`, `IpAddress(127.0.0.1)`), as written
+/// in a certificate.
+fn presented_name(general: &str) -> &str {
+    general
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            general
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+        .unwrap_or(general)
+}
+
+fn rfc3339(at: UnixTime) -> String {
+    i64::try_from(at.as_secs())
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("{} (UNIX time)", at.as_secs()))
+}
+
 /// The verifier of a `ca_file`: its certificates are the only CAs trusted, and each is also a
 /// pinned server certificate.
 #[derive(Debug)]
@@ -238,7 +478,7 @@ impl ServerCertVerifier for CaFileVerifier {
 }
 
 /// The checks of a pinned certificate, in webpki's order: the validity period, then the name.
-/// The errors are webpki's, so a refusal reads the same either way.
+/// The errors are webpki's, so [`explain`] words them the same way.
 fn verify_pinned(
     end_entity: &CertificateDer<'_>,
     server_name: &ServerName<'_>,

@@ -1,6 +1,6 @@
-//! Tests of the TLS client configs: the pinned certificate check, alone and in handshakes.
+//! Tests of the TLS client configs: the pinned certificate check (alone and in handshakes),
+//! what [`explain`] says for every refusal it knows, and finding rustls errors in error chains.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -58,6 +58,23 @@ fn verify(
     verifier.verify_server_cert(cert, &[], &name, &[], unix(NOW))
 }
 
+/// What a syslog sink with `ca_file = "/etc/siem-ca.pem"` checked.
+fn syslog() -> Checked<'static> {
+    Checked {
+        server_name: "siem.example.net",
+        name_from: NameFrom::ServerName,
+        ca_file: Some(Path::new("/etc/siem-ca.pem")),
+        client_cert: None,
+    }
+}
+
+/// The "not pinned" refusal of a CA certificate, as webpki says it.
+fn ca_used_as_end_entity() -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        webpki::Error::CaUsedAsEndEntity,
+    ))))
+}
+
 #[test]
 fn a_pinned_ca_certificate_is_accepted_for_each_of_its_names() {
     let (cert, _) = self_signed_ca(&["localhost", "127.0.0.1"], |_| {});
@@ -66,22 +83,36 @@ fn a_pinned_ca_certificate_is_accepted_for_each_of_its_names() {
     verify(&verifier, &cert, "127.0.0.1").unwrap();
 }
 
-/// The "not pinned" refusal of a CA certificate, as webpki says it.
-const CA_USED_AS_END_ENTITY: &str =
-    "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
-
 #[test]
 fn a_ca_certificate_that_is_not_pinned_is_refused_as_webpki_refuses_it() {
     let (cert, _) = self_signed_ca(&["localhost"], |_| {});
     let (other, _) = self_signed_ca(&["other.example.net"], |_| {});
     let err = verify(&ca_file_verifier(&[other]), &cert, "localhost").unwrap_err();
-    assert_eq!(err.to_string(), CA_USED_AS_END_ENTITY);
+    assert_eq!(err.to_string(), ca_used_as_end_entity().to_string());
+    assert_eq!(
+        explain(&err, &syslog()),
+        "the server presents a CA certificate (basicConstraints CA:TRUE, as openssl req -x509 \
+         makes by default) as its own, which is accepted only when pinned; to trust exactly that \
+         certificate, put it in ca_file (ca_file /etc/siem-ca.pem does not hold it), or give the \
+         server a certificate issued by a CA"
+    );
     // With the public roots, the same.
     let public = WebPkiServerVerifier::builder_with_provider(public_roots().into(), provider())
         .build()
         .unwrap();
     let err = verify(public.as_ref(), &cert, "localhost").unwrap_err();
-    assert_eq!(err.to_string(), CA_USED_AS_END_ENTITY);
+    assert_eq!(
+        explain(
+            &err,
+            &Checked {
+                ca_file: None,
+                ..syslog()
+            }
+        ),
+        "the server presents a CA certificate (basicConstraints CA:TRUE, as openssl req -x509 \
+         makes by default) as its own, which is accepted only when pinned; to trust exactly that \
+         certificate, put it in ca_file, or give the server a certificate issued by a CA"
+    );
 }
 
 #[test]
@@ -92,7 +123,7 @@ fn only_the_very_certificate_is_pinned() {
     let other = self_signed_ca_with_key(&["localhost"], &key, |_| {});
     assert_ne!(pinned, other);
     let err = verify(&ca_file_verifier(&[pinned]), &other, "localhost").unwrap_err();
-    assert_eq!(err.to_string(), CA_USED_AS_END_ENTITY);
+    assert_eq!(err.to_string(), ca_used_as_end_entity().to_string());
 }
 
 #[test]
@@ -113,6 +144,12 @@ fn a_pinned_certificate_must_still_be_valid_for_the_name() {
                 "IpAddress(127.0.0.1)".to_owned()
             ],
         })
+    );
+    assert_eq!(
+        explain(&err, &syslog()),
+        "the server's certificate is not valid for \"siem.example.net\": it names localhost, \
+         127.0.0.1; set server_name to one of them, or have the certificate reissued with \
+         \"siem.example.net\" among its subjectAltNames"
     );
 }
 
@@ -308,4 +345,227 @@ fn a_handshake_with_a_pinned_certificate_completes_and_its_signature_is_still_ch
             CertificateError::BadSignature
         ))
     );
+}
+
+#[test]
+fn explain_says_what_is_wrong_and_what_to_change() {
+    let certificate = rustls::Error::InvalidCertificate;
+    let public_roots = Checked {
+        ca_file: None,
+        ..syslog()
+    };
+    let api = Checked {
+        server_name: "events.1password.com",
+        name_from: NameFrom::BaseUrl,
+        ca_file: None,
+        client_cert: None,
+    };
+    let mutual = Checked {
+        client_cert: Some(Path::new("/etc/client.pem")),
+        ..syslog()
+    };
+    let cases: Vec<(rustls::Error, Checked<'_>, &str)> = vec![
+        (
+            certificate(CertificateError::UnknownIssuer),
+            syslog(),
+            "the server's certificate is not issued by a CA in ca_file /etc/siem-ca.pem, nor is it \
+             one of that file's certificates; set ca_file to the certificate of the CA that issued \
+             it (for a self-signed certificate, the certificate itself)",
+        ),
+        (
+            certificate(CertificateError::UnknownIssuer),
+            public_roots,
+            "the server's certificate is not issued by a CA of the public roots (no ca_file is \
+             set): it comes from a private CA or is self-signed; set ca_file to the certificate of \
+             the CA that issued it (for a self-signed certificate, the certificate itself)",
+        ),
+        (
+            certificate(CertificateError::ExpiredContext {
+                time: unix(NOW),
+                not_after: unix(datetime!(2025-01-01 00:00:00 UTC)),
+            }),
+            syslog(),
+            "the server's certificate expired at 2025-01-01T00:00:00Z and it is \
+             2026-06-01T12:00:00Z by the local clock; the server needs a renewed certificate, or \
+             the local clock is wrong",
+        ),
+        (
+            certificate(CertificateError::Expired),
+            syslog(),
+            "the server's certificate is outside its validity period; the server needs a renewed \
+             certificate, or the local clock is wrong",
+        ),
+        (
+            certificate(CertificateError::NotValidYetContext {
+                time: unix(NOW),
+                not_before: unix(datetime!(2027-01-01 00:00:00 UTC)),
+            }),
+            syslog(),
+            "the server's certificate is valid only from 2027-01-01T00:00:00Z and it is \
+             2026-06-01T12:00:00Z by the local clock; the local clock is wrong, or the certificate \
+             was issued to start in the future",
+        ),
+        (
+            certificate(CertificateError::NotValidYet),
+            syslog(),
+            "the server's certificate is not valid yet; the local clock is wrong, or the \
+             certificate was issued to start in the future",
+        ),
+        (
+            certificate(CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("events.1password.com").unwrap(),
+                presented: vec!["DnsName(\"*.example.net\")".to_owned()],
+            }),
+            api,
+            "the server's certificate is not valid for \"events.1password.com\": it names \
+             *.example.net; use one of them as the host of base_url, or have the certificate \
+             reissued with \"events.1password.com\" among its subjectAltNames",
+        ),
+        (
+            certificate(CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("siem.example.net").unwrap(),
+                presented: Vec::new(),
+            }),
+            syslog(),
+            "the server's certificate is not valid for \"siem.example.net\": it has no name in a \
+             subjectAltName (the subject's CN is not checked); have it reissued with \
+             subjectAltName DNS:siem.example.net",
+        ),
+        (
+            certificate(CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("10.1.2.3").unwrap(),
+                presented: Vec::new(),
+            }),
+            Checked {
+                server_name: "10.1.2.3",
+                ..syslog()
+            },
+            "the server's certificate is not valid for \"10.1.2.3\": it has no name in a \
+             subjectAltName (the subject's CN is not checked); have it reissued with \
+             subjectAltName IP:10.1.2.3",
+        ),
+        (
+            certificate(CertificateError::NotValidForName),
+            syslog(),
+            "the server's certificate is not valid for \"siem.example.net\"; set server_name to a \
+             name the certificate names, or have it reissued with \"siem.example.net\" among its \
+             subjectAltNames",
+        ),
+        (
+            ca_used_as_end_entity(),
+            syslog(),
+            "the server presents a CA certificate (basicConstraints CA:TRUE, as openssl req -x509 \
+             makes by default) as its own, which is accepted only when pinned; to trust exactly \
+             that certificate, put it in ca_file (ca_file /etc/siem-ca.pem does not hold it), or \
+             give the server a certificate issued by a CA",
+        ),
+        (
+            certificate(CertificateError::BadSignature),
+            syslog(),
+            "a signature of the server does not verify: a certificate of its chain is not signed \
+             by the key of the CA certificate that has its issuer's name (a CA made again under \
+             the same name?), or the server signed the handshake with a key that is not its \
+             certificate's; set ca_file to the current certificate of the CA that issued it, or \
+             give the server its certificate's key",
+        ),
+        (
+            certificate(CertificateError::Revoked),
+            syslog(),
+            "the server's certificate has been revoked; the server needs a new certificate",
+        ),
+        (
+            certificate(CertificateError::InvalidPurpose),
+            syslog(),
+            "the server's certificate is not for TLS servers (its extendedKeyUsage lacks \
+             serverAuth); the server needs a certificate issued for serverAuth",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+            syslog(),
+            "the server requires a client certificate (it sent the alert CertificateRequired); \
+             set client_cert and client_key",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+            syslog(),
+            "the server ended the handshake (alert HandshakeFailure): it may require a client \
+             certificate (set client_cert and client_key), or share no TLS version or cipher \
+             suite with us",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+            mutual,
+            "the server refused our client certificate (client_cert /etc/client.pem) with the \
+             alert UnknownCA; it must be issued by a CA the server trusts for clients",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::CertificateExpired),
+            mutual,
+            "the server refused our client certificate (client_cert /etc/client.pem) with the \
+             alert CertificateExpired; it has expired (or the server's clock is wrong); renew it",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::CertificateRevoked),
+            mutual,
+            "the server refused our client certificate (client_cert /etc/client.pem) with the \
+             alert CertificateRevoked; it has been revoked; issue a new one",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::BadCertificate),
+            mutual,
+            "the server refused our client certificate (client_cert /etc/client.pem) with the \
+             alert BadCertificate; it must be issued by a CA the server trusts for clients, be \
+             valid now, and allow clientAuth (extendedKeyUsage)",
+        ),
+        // What it does not know keeps rustls's text.
+        (
+            rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+            mutual,
+            "received fatal alert: HandshakeFailure",
+        ),
+        (
+            rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),
+            syslog(),
+            "received fatal alert: ProtocolVersion",
+        ),
+        (
+            certificate(CertificateError::UnhandledCriticalExtension),
+            syslog(),
+            "invalid peer certificate: UnhandledCriticalExtension",
+        ),
+        (
+            certificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                webpki::Error::EndEntityUsedAsCa,
+            )))),
+            syslog(),
+            "invalid peer certificate: Other(OtherError(EndEntityUsedAsCa))",
+        ),
+        (
+            rustls::Error::NoCertificatesPresented,
+            syslog(),
+            "peer sent no certificates",
+        ),
+    ];
+    for (error, checked, want) in cases {
+        assert_eq!(explain(&error, &checked), want, "{error:?}");
+    }
+}
+
+#[test]
+fn rustls_errors_are_found_as_they_are_and_inside_io_errors() {
+    let alert = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
+    assert_eq!(rustls_error_of(&alert), Some(&alert));
+    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert.clone());
+    assert_eq!(rustls_error_of(&io), Some(&alert));
+    assert_eq!(
+        explain_io(&io, &syslog()),
+        "the server requires a client certificate (it sent the alert CertificateRequired); set \
+         client_cert and client_key"
+    );
+    // hyper-rustls wraps tokio-rustls's io::Error in another.
+    let wrapped = std::io::Error::other(io);
+    assert_eq!(rustls_error_of(&wrapped), Some(&alert));
+    let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    assert_eq!(rustls_error_of(&reset), None);
+    assert_eq!(explain_io(&reset, &syslog()), "connection reset");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 
 use crate::config::{SyslogSinkConfig, SyslogTlsConfig};
-use crate::net::tls::{self, TlsOptions};
+use crate::net::tls::{self, Checked, NameFrom, TlsOptions};
 
 /// Builds the client config; errors name the key, the file and the problem.
 pub fn client_config(config: &SyslogTlsConfig) -> Result<rustls::ClientConfig, String> {
@@ -27,6 +27,20 @@ pub fn client_config(config: &SyslogTlsConfig) -> Result<rustls::ClientConfig, S
     // gets its own [`TicketWatch`] in place of a session store (see `for_one_connection`).
     client.resumption = rustls::client::Resumption::disabled();
     Ok(client)
+}
+
+/// What a handshake with the sink's receiver checks, for [`tls::explain`].
+pub fn checked<'a>(config: &'a SyslogSinkConfig, server_name: &'a str) -> Checked<'a> {
+    Checked {
+        server_name,
+        name_from: NameFrom::ServerName,
+        ca_file: config.tls.ca_file.as_deref(),
+        client_cert: config
+            .tls
+            .client_auth
+            .as_ref()
+            .map(|(cert, _)| cert.as_path()),
+    }
 }
 
 /// The config for one connection, and what tells when its server sends a session ticket.

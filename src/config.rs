@@ -67,7 +67,8 @@ pub struct AccountConfig {
     pub base_url: Option<String>,
     /// `region`: one of the four documented hosts; never set together with `base_url`.
     pub region: Option<Region>,
-    /// An extra CA certificate (PEM) to trust for this account's API host.
+    /// The CA certificates (PEM) to trust for this account's API host instead of the public
+    /// roots ([`crate::net::tls`]).
     pub ca_file: Option<PathBuf>,
     /// The streams to read, non-empty, no duplicates, in the order configured; `None` to read
     /// the cursor streams the token's features allow (resolved at start).
@@ -257,7 +258,8 @@ pub enum SyslogFraming {
 /// The TLS settings of a syslog sink.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyslogTlsConfig {
-    /// `ca_file`: the CA certificates (PEM) to trust instead of the built-in roots.
+    /// `ca_file`: the CA certificates (PEM) to trust instead of the public roots
+    /// ([`crate::net::tls`]).
     pub ca_file: Option<PathBuf>,
     /// `server_name`: the name to verify the certificate against instead of the address's host.
     pub server_name: Option<String>,

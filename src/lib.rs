@@ -10,6 +10,8 @@
 //! - [`api`]: the Events API client; the only code that speaks HTTP to 1Password.
 //! - [`governor`]: one request limiter per account, shared by its streams.
 //! - [`pem`]: the PEM files the config names (CA certificates, client certificates and keys).
+//! - [`net`]: every TLS client config (the API client's, the syslog sink's): trust, pinning,
+//!   and what a refused handshake means.
 //! - [`poller`]: one task per (account, stream): fetch a page, store it with its cursor.
 //! - [`store`]: SQLite: cursors, the outbox of fetched pages, per-sink offsets.
 //! - [`sink`]: one worker per (sink, account, stream): deliver from the outbox, then ack.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod governor;
+pub mod net;
 pub mod pem;
 pub mod poller;
 pub mod retry;

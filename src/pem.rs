@@ -1,7 +1,8 @@
 //! PEM files the config names: CA certificates, a client certificate chain and its key.
 //!
-//! Read with rustls's PEM reader (`PemObject`), by the config check and by the syslog sink's TLS
-//! setup alike, so that `check-config` refuses the files that `run` would.
+//! The one loader of these files: read with rustls's PEM reader (`PemObject`), by the config
+//! check and by the TLS setup ([`crate::net::tls`]) alike, so that `check-config` refuses the
+//! files that `run` would.
 
 use std::path::Path;
 
@@ -63,9 +64,20 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
 ///
 /// Returns a [`PemError`] when [`read_certs`] fails or a certificate cannot be a trust anchor.
 pub fn read_roots(path: &Path) -> Result<rustls::RootCertStore, PemError> {
+    roots(&read_certs(path)?)
+}
+
+/// A root store of exactly `certs`.
+///
+/// # Errors
+///
+/// Returns [`PemError::UnusableCertificate`] for a certificate that cannot be a trust anchor.
+pub fn roots(certs: &[CertificateDer<'static>]) -> Result<rustls::RootCertStore, PemError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in read_certs(path)? {
-        roots.add(cert).map_err(PemError::UnusableCertificate)?;
+    for cert in certs {
+        roots
+            .add(cert.clone())
+            .map_err(PemError::UnusableCertificate)?;
     }
     Ok(roots)
 }

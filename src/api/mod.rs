@@ -17,8 +17,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -27,6 +25,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt, redact};
 
+use crate::net::tls::{self, TlsOptions};
 use crate::stream::Stream;
 
 /// How much of a response body goes into an error message.
@@ -172,7 +171,8 @@ pub struct Introspection {
 pub struct ClientOptions {
     /// `https://events.1password.com`, or `http://127.0.0.1:PORT` for the simulator.
     pub base_url: String,
-    /// Extra trust anchors (PEM), for private deployments and the simulator over TLS.
+    /// The only CA certificates (PEM) to trust instead of the public roots, for a
+    /// TLS-inspecting proxy and the simulator over TLS ([`crate::net::tls`]).
     pub ca_file: Option<std::path::PathBuf>,
     /// The whole request, from connecting to the last byte of the body.
     pub timeout: Duration,
@@ -196,6 +196,8 @@ pub struct Client {
     max_response_bytes: Option<u64>,
     /// How far the API's clock is ahead of ours, from the `Date` of its latest answer.
     clock: Arc<std::sync::Mutex<ClockCheck>>,
+    /// `ca_file`, for what a refused handshake says.
+    ca_file: Option<Arc<Path>>,
 }
 
 /// What the API's `Date` headers said about our clock.
@@ -218,15 +220,14 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub fn new(options: &ClientOptions, token: SecretString) -> Result<Client, ApiError> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(ca_file) = &options.ca_file {
-            add_ca_file(&mut roots, ca_file)?;
-        }
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls::client_config(&TlsOptions {
+            ca_file: options.ca_file.clone(),
+            client_auth: None,
+            insecure_skip_verify: false,
+            // hyper-rustls offers h2 and http/1.1 itself (below).
+            alpn_protocols: Vec::new(),
+        })
+        .map_err(|err| ApiError::Setup(err.to_string()))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(options.timeout));
@@ -251,6 +252,7 @@ impl Client {
             timeout: options.timeout,
             max_response_bytes: options.max_response_bytes,
             clock: Arc::default(),
+            ca_file: options.ca_file.as_deref().map(Arc::from),
         })
     }
 
@@ -482,7 +484,7 @@ impl Client {
                 .http
                 .request(request)
                 .await
-                .map_err(|err| transport(url, &err))?;
+                .map_err(|err| transport(url, self.ca_file.as_deref(), &err))?;
             let (parts, body) = response.into_parts();
             let too_large = || ApiError::InvalidResponse {
                 url: url.to_owned(),
@@ -497,7 +499,7 @@ impl Client {
             let body = match http_body_util::Limited::new(body, limit).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-                Err(err) => return Err(transport(url, &*err)),
+                Err(err) => return Err(transport(url, self.ca_file.as_deref(), &*err)),
             };
             Ok::<_, ApiError>((parts, body))
         };
@@ -539,32 +541,38 @@ impl Client {
 
 const USER_AGENT: &str = concat!("op-events-forwarder/", env!("CARGO_PKG_VERSION"));
 
-fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), ApiError> {
-    let setup = |what: String| ApiError::Setup(format!("ca_file {}: {what}", path.display()));
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| setup(err.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| setup(err.to_string()))?;
-    if certs.is_empty() {
-        return Err(setup("no PEM certificate in the file".into()));
-    }
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|err| setup(format!("unusable certificate: {err}")))?;
-    }
-    Ok(())
-}
-
 /// The error for a failure below HTTP, with the chain of causes (hyper's top-level message
-/// alone is rarely useful).
-fn transport(url: &str, err: &(dyn std::error::Error + 'static)) -> ApiError {
-    let mut detail = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        detail.push_str(": ");
+/// alone is rarely useful); a refused TLS handshake ends it, explained ([`tls::explain`]).
+fn transport(
+    url: &str,
+    ca_file: Option<&Path>,
+    err: &(dyn std::error::Error + 'static),
+) -> ApiError {
+    let mut detail = String::new();
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if !detail.is_empty() {
+            detail.push_str(": ");
+        }
+        if let Some(refusal) = tls::rustls_error_of(cause) {
+            // hyper-rustls checks the host of the URL (without an IPv6 address's brackets).
+            let host = url.parse::<http::Uri>().ok();
+            let host = host.as_ref().and_then(http::Uri::host).unwrap_or(url);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let checked = tls::Checked {
+                server_name: host,
+                name_from: tls::NameFrom::BaseUrl,
+                ca_file,
+                client_cert: None,
+            };
+            detail.push_str(&format!(
+                "TLS handshake failed (verifying the server as \"{host}\"): {}",
+                tls::explain(refusal, &checked)
+            ));
+            break;
+        }
         detail.push_str(&cause.to_string());
-        source = cause.source();
+        next = cause.source();
     }
     ApiError::Transport {
         url: url.to_owned(),

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
+use op_events_forwarder::api::{Client, ClientOptions};
 use op_events_forwarder::config::{self, Config};
 use op_events_forwarder::sim::RequestKind;
 use op_events_forwarder::store::Store;
 use op_events_forwarder::stream::Stream;
 use op_events_forwarder::{Daemon, StartOptions};
 
+use crate::support::rsyslog::certs;
 use crate::support::{ACCOUNT, Env, SINK, assert_exactly_once, mint, wait_for};
 
 /// One config with an account per environment (named `a`, `b`, …), all writing under the first
@@ -262,4 +264,59 @@ async fn an_http1_only_server_without_gzip_works_too() {
     let stats = env.sim.stats();
     assert!(stats.requests >= 3, "{stats:?}");
     assert_eq!((stats.http2_requests, stats.gzipped_responses), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_client_trusts_exactly_its_ca_file() {
+    let env = Env::with_sim(10, 45, |sim| sim.tls = true).await;
+    let sim_ca = env.path("ca.pem");
+    std::fs::write(&sim_ca, env.sim.ca_pem().unwrap()).unwrap();
+    let token = std::fs::read_to_string(env.path("token")).unwrap();
+    let token = secrecy::SecretString::from(token.trim());
+    let introspect = |ca_file: Option<&std::path::Path>| {
+        let options = ClientOptions {
+            base_url: env.sim.base_url(),
+            ca_file: ca_file.map(ToOwned::to_owned),
+            timeout: std::time::Duration::from_secs(10),
+            max_response_bytes: None,
+        };
+        let client = Client::new(&options, token.clone()).unwrap();
+        async move {
+            client
+                .introspect()
+                .await
+                .map(|_| ())
+                .map_err(|err| err.to_string())
+        }
+    };
+    let refused = |why: &str| {
+        Err(format!(
+            "{}/api/v2/auth/introspect: connection failed: client error (Connect): TLS handshake \
+             failed (verifying the server as \"127.0.0.1\"): {why}",
+            env.sim.base_url()
+        ))
+    };
+
+    // The simulator's self-signed certificate in ca_file: trusted.
+    assert_eq!(introspect(Some(&sim_ca)).await, Ok(()));
+    // Without ca_file, the public roots do not know it.
+    assert_eq!(
+        introspect(None).await,
+        refused(
+            "the server's certificate is not issued by a CA of the public roots (no ca_file is \
+             set): it comes from a private CA or is self-signed; set ca_file to the certificate of \
+             the CA that issued it (for a self-signed certificate, the certificate itself)"
+        )
+    );
+    // Another CA in ca_file: the only one trusted.
+    let other_ca = &certs().other_ca;
+    assert_eq!(
+        introspect(Some(other_ca)).await,
+        refused(&format!(
+            "the server's certificate is not issued by a CA in ca_file {}, nor is it one of that \
+             file's certificates; set ca_file to the certificate of the CA that issued it (for a \
+             self-signed certificate, the certificate itself)",
+            other_ca.display()
+        ))
+    );
 }

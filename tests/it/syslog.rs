@@ -406,23 +406,38 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
         )
     };
 
+    let address = rsyslog.address(Input::Tls);
+    let refused = |name: &str, why: &str| {
+        format!(
+            "sink siem: {address}: TLS handshake failed (verifying the server as \"{name}\"): {why}"
+        )
+    };
     let err = deliver(tls(&format!("ca_file = \"{}\"", certs.other_ca.display())))
         .await
         .unwrap_err()
         .to_string();
     assert_eq!(
         err,
-        format!(
-            "sink siem: {}: TLS handshake failed (verifying the server as \"127.0.0.1\"): invalid peer \
-             certificate: UnknownIssuer",
-            rsyslog.address(Input::Tls)
+        refused(
+            "127.0.0.1",
+            &format!(
+                "the server's certificate is not issued by a CA in ca_file {}, nor is it one of \
+                 that file's certificates; set ca_file to the certificate of the CA that issued it \
+                 (for a self-signed certificate, the certificate itself)",
+                certs.other_ca.display()
+            )
         )
     );
     // The built-in roots do not know the test CA either.
     let err = deliver(tls("")).await.unwrap_err().to_string();
-    assert!(
-        err.ends_with("invalid peer certificate: UnknownIssuer"),
-        "{err}"
+    assert_eq!(
+        err,
+        refused(
+            "127.0.0.1",
+            "the server's certificate is not issued by a CA of the public roots (no ca_file is \
+             set): it comes from a private CA or is self-signed; set ca_file to the certificate of \
+             the CA that issued it (for a self-signed certificate, the certificate itself)"
+        )
     );
 
     let err = deliver(tls(&format!(
@@ -432,10 +447,14 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
     .await
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("TLS handshake failed (verifying the server as \"siem.example.net\"): invalid peer certificate: ")
-            && err.contains("not valid for name \"siem.example.net\""),
-        "{err}"
+    assert_eq!(
+        err,
+        refused(
+            "siem.example.net",
+            "the server's certificate is not valid for \"siem.example.net\": it names localhost, \
+             127.0.0.1; set server_name to one of them, or have the certificate reissued with \
+             \"siem.example.net\" among its subjectAltNames"
+        )
     );
 
     // The right CA and name (localhost is in the certificate too) pass; so does skipping the
@@ -463,12 +482,14 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
         certs.ca.display()
     );
     let err = deliver(mtls).await.unwrap_err().to_string();
-    assert!(
-        err.contains("the receiver refused the TLS session after the handshake: ")
-            && err.ends_with(
-                "does it require a client certificate (set client_cert and client_key)?"
-            ),
-        "{err}"
+    assert_eq!(
+        err,
+        format!(
+            "sink siem: {}: the receiver refused the TLS session after the handshake: the server \
+             requires a client certificate (it sent the alert CertificateRequired); set \
+             client_cert and client_key",
+            rsyslog.address(Input::MutualTls)
+        )
     );
     assert!(rsyslog.records(Input::MutualTls).is_empty());
 
@@ -502,6 +523,138 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
         "{}",
         rsyslog.stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_pins_a_self_signed_ca_certificate_and_still_checks_its_name() {
+    // rsyslog presents a certificate made by `openssl req -x509`: its own CA (CA:TRUE), which
+    // webpki refuses as a server's certificate unless ca_file holds exactly it.
+    let env = Env::new(40, 24).await;
+    let rsyslog = Rsyslog::start_serving(&env.path("rsyslog"), &certs().self_signed_receiver);
+    let certs = certs();
+    let address = rsyslog.address(Input::Tls);
+    let sink = |extra: &str| {
+        format!(
+            "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{address}\"\n\
+             transport = \"tls\"\n{extra}\n"
+        )
+    };
+    let deliver = |toml: String| async move {
+        let events = vec![r#"{"uuid":"PIN1","timestamp":"2026-11-20T10:11:12Z"}"#.to_owned()];
+        build_sink(&toml)
+            .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    };
+    let refused = |name: &str, why: &str| {
+        Err(format!(
+            "sink siem: {address}: TLS handshake failed (verifying the server as \"{name}\"): {why}"
+        ))
+    };
+
+    // Not pinned: the CA of the other certificates is not its issuer, and nor are the public
+    // roots; the message says how to pin it.
+    assert_eq!(
+        deliver(sink(&format!("ca_file = \"{}\"", certs.ca.display()))).await,
+        refused(
+            "127.0.0.1",
+            &format!(
+                "the server presents a CA certificate (basicConstraints CA:TRUE, as openssl req \
+                 -x509 makes by default) as its own, which is accepted only when pinned; to trust \
+                 exactly that certificate, put it in ca_file (ca_file {} does not hold it), or \
+                 give the server a certificate issued by a CA",
+                certs.ca.display()
+            )
+        )
+    );
+    assert_eq!(
+        deliver(sink("")).await,
+        refused(
+            "127.0.0.1",
+            "the server presents a CA certificate (basicConstraints CA:TRUE, as openssl req -x509 \
+             makes by default) as its own, which is accepted only when pinned; to trust exactly \
+             that certificate, put it in ca_file, or give the server a certificate issued by a CA"
+        )
+    );
+    // Pinned, its name is still checked.
+    let pinned = format!("ca_file = \"{}\"", certs.self_signed.display());
+    assert_eq!(
+        deliver(sink(&format!(
+            "{pinned}\nserver_name = \"siem.example.net\""
+        )))
+        .await,
+        refused(
+            "siem.example.net",
+            "the server's certificate is not valid for \"siem.example.net\": it names localhost, \
+             127.0.0.1; set server_name to one of them, or have the certificate reissued with \
+             \"siem.example.net\" among its subjectAltNames"
+        )
+    );
+    assert!(rsyslog.records(Input::Tls).is_empty());
+
+    // Pinned, with a name it has: the whole daemon delivers every event.
+    let config = config_with_sinks(&env, "", &sink(&pinned));
+    let daemon = Daemon::start(&config).await.unwrap();
+    let want = generated(&env.sim);
+    wait_for(
+        daemon.stats(),
+        "every event over TLS to a pinned certificate",
+        |stats| {
+            want.iter()
+                .all(|(stream, n)| stats.delivered("siem", ACCOUNT, *stream) >= *n as u64)
+        },
+    )
+    .await;
+    daemon.stop().await;
+    let total: usize = want.values().sum();
+    let records = rsyslog
+        .wait_for(Input::Tls, "every event", |records| records.len() >= total)
+        .await;
+    let mut received: Vec<String> = records.iter().map(|r| uuid_of(&r.msg)).collect();
+    let mut served: Vec<String> = Stream::ALL
+        .into_iter()
+        .flat_map(|stream| env.sim.events(stream))
+        .map(|event| event.uuid)
+        .collect();
+    received.sort();
+    served.sort();
+    assert_eq!(received, served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_an_expired_certificate_saying_when_it_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::start_serving(dir.path(), &certs().expired_receiver);
+    let address = rsyslog.address(Input::Tls);
+    let before = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let events = vec![r#"{"uuid":"EXP1","timestamp":"2026-11-20T10:11:12Z"}"#.to_owned()];
+    let err = build_sink(&format!(
+        "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{address}\"\n\
+         transport = \"tls\"\nca_file = \"{}\"\n",
+        certs().ca.display()
+    ))
+    .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+    .await
+    .unwrap_err()
+    .to_string();
+    // The time of the check is the only part that varies.
+    let (head, rest) = err.split_once(" and it is ").expect(&err);
+    let (now, tail) = rest.split_once(' ').expect(&err);
+    assert_eq!(
+        head,
+        format!(
+            "sink siem: {address}: TLS handshake failed (verifying the server as \"127.0.0.1\"): \
+             the server's certificate expired at 2021-01-01T00:00:00Z"
+        )
+    );
+    let now = OffsetDateTime::parse(now, &Rfc3339).expect(&err);
+    assert!(before <= now && now <= OffsetDateTime::now_utc(), "{err}");
+    assert_eq!(
+        tail,
+        "by the local clock; the server needs a renewed certificate, or the local clock is wrong"
+    );
+    assert!(rsyslog.records(Input::Tls).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

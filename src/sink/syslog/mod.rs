@@ -41,6 +41,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use self::format::{EventFields, MessageSettings, write_framed};
 use super::{DeadLetter, Delivered, SinkError, one_line};
 use crate::config::{SyslogFraming, SyslogSinkConfig, SyslogTransport};
+use crate::net::tls::{Checked, explain_io};
 use crate::store::OutboxPage;
 use crate::stream::Stream;
 
@@ -451,11 +452,15 @@ impl Inner {
         let (config, ticket_watch) = tls::for_one_connection(base);
         let server_name = tls::server_name(&self.config)?;
         let shown_name = server_name.to_str().into_owned();
+        let checked = tls::checked(&self.config, &shown_name);
         let mut stream = tokio_rustls::TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
             .map_err(|err| {
-                format!("TLS handshake failed (verifying the server as \"{shown_name}\"): {err}")
+                format!(
+                    "TLS handshake failed (verifying the server as \"{shown_name}\"): {}",
+                    explain_io(&err, &checked)
+                )
             })?;
         if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
             // Wait for the server's verdict: a session ticket (accepted), or an alert or a close
@@ -465,15 +470,15 @@ impl Inner {
                 tokio::select! {
                     () = ticket_watch.ticket.notified() => Ok(()),
                     read = stream.read(&mut buf) => match read {
-                        Ok(0) => Err("it closed the connection".to_owned()),
+                        Ok(0) => Err(refused(&checked, None)),
                         Ok(_) => Ok(()),
-                        Err(err) => Err(err.to_string()),
+                        Err(err) => Err(refused(&checked, Some(&err))),
                     },
                 }
             })
             .await;
-            if let Ok(Err(what)) = verdict {
-                return Err(refused(&self.config, what));
+            if let Ok(Err(refusal)) = verdict {
+                return Err(refusal);
             }
         }
         Ok(Conn::Tls(Box::new(stream)))
@@ -492,9 +497,20 @@ impl Inner {
     }
 }
 
-/// The error for a TLS 1.3 receiver that ended the session right after the handshake.
-fn refused(config: &SyslogSinkConfig, what: String) -> String {
-    let hint = if config.tls.client_auth.is_some() {
+/// The error for a TLS 1.3 receiver that ended the session right after the handshake: the
+/// alert it sent, explained, or a guess at why it closed the connection.
+fn refused(checked: &Checked<'_>, error: Option<&io::Error>) -> String {
+    let what = match error {
+        Some(err) if crate::net::tls::rustls_error_of(err).is_some() => {
+            return format!(
+                "the receiver refused the TLS session after the handshake: {}",
+                explain_io(err, checked)
+            );
+        }
+        Some(err) => err.to_string(),
+        None => "it closed the connection".to_owned(),
+    };
+    let hint = if checked.client_cert.is_some() {
         "did it reject our client certificate (client_cert)?"
     } else {
         "does it require a client certificate (set client_cert and client_key)?"

@@ -78,7 +78,21 @@ impl Rsyslog {
     /// choose; `ports` are the UDP and RELP ports of an earlier run to reuse. Returns once every
     /// TCP input listens.
     pub fn start(dir: &Path, tcp_port: u16, ports: Option<(u16, u16)>) -> Rsyslog {
-        let certs = certs();
+        Rsyslog::start_with(dir, tcp_port, ports, &certs().receiver)
+    }
+
+    /// [`Rsyslog::start`] with the TLS inputs presenting another certificate: `receiver` holds
+    /// the server.crt, server.key and ca.crt that rsyslog reads.
+    pub fn start_serving(dir: &Path, receiver: &Path) -> Rsyslog {
+        Rsyslog::start_with(dir, 0, None, receiver)
+    }
+
+    fn start_with(
+        dir: &Path,
+        tcp_port: u16,
+        ports: Option<(u16, u16)>,
+        receiver: &Path,
+    ) -> Rsyslog {
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::create_dir_all(dir.join("out")).unwrap();
         for input in ["tcp", "tls", "mtls", "tcp6"] {
@@ -93,7 +107,7 @@ impl Rsyslog {
             .args(["-n", "-f", RECEIVER_CONF, "-i"])
             .arg(dir.join("rsyslogd.pid"))
             .env("RSL_DIR", dir)
-            .env("RSL_TLS", &certs.receiver)
+            .env("RSL_TLS", receiver)
             .env("RSL_UDP_PORT", udp_port.to_string())
             .env("RSL_TCP_PORT", tcp_port.to_string())
             .env("RSL_RELP_PORT", relp_port.to_string())
@@ -259,10 +273,18 @@ fn free_udp_port() -> u16 {
 }
 
 /// The test PKI: a CA, a server certificate for localhost and 127.0.0.1, a client certificate,
-/// and a second CA that signed nothing of these.
+/// and a second CA that signed nothing of these; a self-signed server certificate and an
+/// expired one.
 pub struct Certs {
     /// What rsyslog reads: server.crt, server.key and ca.crt.
     pub receiver: PathBuf,
+    /// The same, with a self-signed server certificate for localhost and 127.0.0.1 as
+    /// `openssl req -x509` makes it by default: its own CA (basicConstraints CA:TRUE).
+    pub self_signed_receiver: PathBuf,
+    /// That self-signed certificate, to pin.
+    pub self_signed: PathBuf,
+    /// The same, with a server certificate of the CA that expired on 2021-01-01.
+    pub expired_receiver: PathBuf,
     pub ca: PathBuf,
     pub other_ca: PathBuf,
     pub client_cert: PathBuf,
@@ -299,6 +321,31 @@ openssl req $ec -keyout client.key -out client.csr -subj /CN=client
 openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 3650 -extfile ext.cnf -extensions client
 mkdir receiver
 cp server.crt server.key ca.crt receiver/
+mkdir self-signed
+openssl req -x509 $ec -keyout self-signed/server.key -out self-signed/server.crt -days 3650 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1
+cp ca.crt self-signed/
+# openssl x509 cannot date a certificate in the past; openssl ca can.
+cat > ca.cnf <<'EOF'
+[ca]
+default_ca = test
+[test]
+database = index.txt
+new_certs_dir = .
+serial = ca-serial
+default_md = sha256
+policy = anything
+[anything]
+commonName = supplied
+EOF
+: > index.txt
+echo 1000 > ca-serial
+mkdir expired
+openssl req $ec -keyout expired/server.key -out expired.csr -subj /CN=localhost
+openssl ca -batch -notext -config ca.cnf -cert ca.crt -keyfile ca.key -in expired.csr \
+  -out expired/server.crt -startdate 20200101000000Z -enddate 20210101000000Z \
+  -extfile ext.cnf -extensions server
+cp ca.crt expired/
 "#;
         let out = Command::new("sh")
             .args(["-c", script])
@@ -312,6 +359,9 @@ cp server.crt server.key ca.crt receiver/
         );
         Certs {
             receiver: dir.join("receiver"),
+            self_signed_receiver: dir.join("self-signed"),
+            self_signed: dir.join("self-signed/server.crt"),
+            expired_receiver: dir.join("expired"),
             ca: dir.join("ca.crt"),
             other_ca: dir.join("other-ca.crt"),
             client_cert: dir.join("client.crt"),

@@ -373,8 +373,8 @@ pub fn log_token_report(account: &Arc<str>, report: TokenReport) {
 mod tests {
     use super::*;
     use crate::api::jwt::decode_claims;
-    use crate::api::{ApiVersion, Region};
-    use crate::config::{TokenSource, V3Params};
+    use crate::config::TokenSource;
+    use crate::stream::{ApiVersion, Region, V3Params};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);

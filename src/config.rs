@@ -29,9 +29,8 @@ use serde::de::{self, IntoDeserializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::{ApiVersion, Region};
 use crate::governor::Limits;
-use crate::stream::Stream;
+use crate::stream::{ApiVersion, Region, Stream, V3Params};
 
 /// The validated config of the whole daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,25 +107,6 @@ pub enum OnInvalidCursor {
     /// Restart the stream from the time of the newest event already fetched, with a warning:
     /// events at that time may arrive twice.
     Reset,
-}
-
-/// The names of the v3 beta endpoint's paging parameters. The defaults are the 3.0.0 revision
-/// (`max_page_size`, `page_token`); the early beta used `page_size` and `next_page_token`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V3Params {
-    /// `v3_page_size_param`.
-    pub page_size: String,
-    /// `v3_page_token_param`.
-    pub page_token: String,
-}
-
-impl Default for V3Params {
-    fn default() -> Self {
-        V3Params {
-            page_size: "max_page_size".to_owned(),
-            page_token: "page_token".to_owned(),
-        }
-    }
 }
 
 /// Where an account's bearer token comes from.

@@ -20,13 +20,13 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::v3::V3State;
-use crate::api::{self, ApiError, ApiVersion, ErrorClass, PageRequest};
-use crate::config::{OnInvalidCursor, StartTime, TokenSource, V3Params};
+use crate::api::{self, ApiError, ErrorClass, PageRequest};
+use crate::config::{OnInvalidCursor, StartTime, TokenSource};
 use crate::governor::AccountGovernor;
 use crate::retry::Backoff;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::stream::Stream;
+use crate::stream::{ApiVersion, Stream, V3Params};
 
 /// How far back the Events API keeps events.
 pub const RETENTION: Duration = Duration::from_secs(120 * 24 * 3600);

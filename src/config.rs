@@ -1,13 +1,14 @@
 //! The config file: TOML plus `OP_EVENTS_FORWARDER__…` environment overrides, read in two phases.
 //!
-//! Phase one turns text into a `RawConfig`: the `toml` crate parses the text (keeping positions
-//! for errors) into the `config` crate's value tree, the environment overrides are patched into
-//! that tree, and a strict serde deserializer of our own reads the tree into the raw structs
-//! (`deny_unknown_fields`, defaults from named functions).
-//! Our deserializer rather than the `config` crate's, because that one turns `path = 3` into `"3"`
-//! and reports unknown keys without saying which entry of an array they are in.
-//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, paths, templates,
-//! duplicates.
+//! Phase one turns text into raw structs: the `toml` crate parses the text (keeping positions
+//! for errors) into a tree of `toml::Value`s, the environment overrides are patched into that
+//! tree as strings, and serde reads the tree into the raw structs (`deny_unknown_fields`,
+//! defaults from named functions), `serde_path_to_error` giving the key path of whatever it
+//! refuses. A string from an override is read as an integer, a boolean or a comma-separated
+//! array when its key takes one.
+//! Phase two is pure validation: ranges, URLs, names, paths, templates, duplicates. Each
+//! `[[sinks]]` table's `type` and `name` are read here, and the rest of the table goes to that
+//! sink type's parser, which reads it the same way.
 //! Phase three, in [`load`] only, looks at the files the config names: CA files, a client
 //! certificate and key are read as the daemon reads them, and the state file and the file sinks'
 //! files must not be directories, so that `check-config` refuses what `run` would.
@@ -23,9 +24,8 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Map, Value, ValueKind};
 use serde::Deserialize;
-use serde::de::{self, IntoDeserializer};
+use serde::de;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -557,10 +557,21 @@ fn parse_and_validate(
     let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
     let mut tree = parse_toml(toml).map_err(|problem| error(problem, &[]))?;
     let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
-    let raw = RawConfig::deserialize(ValueDe::new(&tree, String::new()))
-        .map_err(|problem| error(problem, &overrides))?;
-    let config = Config::from_raw(raw).map_err(|problem| error(problem, &overrides))?;
-    Ok((config, overrides))
+    // An override's string is read as the type its key takes when the parse asks for one: each
+    // pass retypes one override or ends, so there are at most one more passes than overrides.
+    loop {
+        let problem = match Config::from_tree(&tree) {
+            Ok(config) => return Ok((config, overrides)),
+            Err(problem) => problem,
+        };
+        let target = overrides
+            .iter()
+            .find(|o| problem.key.as_deref() == Some(o.path.as_str()));
+        match (problem.wants, target) {
+            (Some(wants), Some(target)) if retype(&mut tree, target, wants) => {}
+            _ => return Err(error(problem, &overrides)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,8 +584,9 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+    /// Read by [`SinkKind::parse`] once `type` and `name` are taken out.
     #[serde(default)]
-    sinks: Vec<RawSink>,
+    sinks: Vec<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -621,19 +633,9 @@ struct RawAccount {
     on_invalid_cursor: String,
 }
 
-/// A sink, tagged by its `type` key (our deserializer reads enums as internally tagged tables,
-/// keeping key paths in errors, which serde's own `#[serde(tag)]` buffering would lose).
-#[derive(Debug, Deserialize)]
-#[serde(rename = "sink", rename_all = "snake_case")]
-enum RawSink {
-    File(RawFileSink),
-    Syslog(Box<RawSyslogSink>),
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSyslogSink {
-    name: String,
     address: String,
     transport: String,
     #[serde(default = "default_syslog_format")]
@@ -717,7 +719,6 @@ fn default_syslog_timeout_secs() -> i64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFileSink {
-    name: String,
     path: String,
 }
 
@@ -775,8 +776,9 @@ const REQUESTS_PER_HOUR_MAX: i64 = 100_000;
 const RETRY_SECS_MAX: i64 = 86_400;
 
 impl Config {
-    /// Validates a raw config; pure, no IO.
-    fn from_raw(raw: RawConfig) -> Result<Config, Problem> {
+    /// Reads and validates the tree of a config; pure, no IO.
+    fn from_tree(tree: &toml::Table) -> Result<Config, Problem> {
+        let raw: RawConfig = deserialize("", &toml::Value::Table(tree.clone()))?;
         let state = StateConfig {
             path: state_path("state.path", raw.state.path)?,
             max_outbox_bytes: match raw.state.max_outbox_bytes {
@@ -816,31 +818,15 @@ impl Config {
         }
         let mut sink_names = HashMap::new();
         let mut sinks = Vec::with_capacity(raw.sinks.len());
-        for (index, raw_sink) in raw.sinks.into_iter().enumerate() {
+        for (index, table) in raw.sinks.into_iter().enumerate() {
             let key = format!("sinks[{index}]");
-            let sink = match raw_sink {
-                RawSink::File(file) => {
-                    check_name(&format!("{key}.name"), &file.name)?;
-                    unique_name(&mut sink_names, "sink name", &key, &file.name)?;
-                    SinkConfig {
-                        name: file.name,
-                        kind: SinkKind::File(FileSinkConfig {
-                            path: path_template(&format!("{key}.path"), file.path)?,
-                        }),
-                    }
-                }
-                RawSink::Syslog(syslog) => {
-                    check_name(&format!("{key}.name"), &syslog.name)?;
-                    unique_name(&mut sink_names, "sink name", &key, &syslog.name)?;
-                    SinkConfig {
-                        name: syslog.name.clone(),
-                        kind: SinkKind::Syslog(Box::new(SyslogSinkConfig::from_raw(
-                            &key, *syslog,
-                        )?)),
-                    }
-                }
-            };
-            sinks.push(sink);
+            let (kind, name, table) = sink_head(&key, table)?;
+            check_name(&format!("{key}.name"), &name)?;
+            unique_name(&mut sink_names, "sink name", &key, &name)?;
+            sinks.push(SinkConfig {
+                name,
+                kind: kind(&key, table)?,
+            });
         }
 
         Ok(Config {
@@ -849,6 +835,89 @@ impl Config {
             sinks,
         })
     }
+}
+
+/// A sink type's parser: the rest of a `[[sinks]]` table (without `type` and `name`), at its key
+/// path, into its settings.
+type SinkParser = fn(&str, toml::Table) -> Result<SinkKind, Problem>;
+
+impl SinkKind {
+    /// Every sink type by its `type`, in the order errors list them, with its parser.
+    const TYPES: [(&'static str, SinkParser); 2] = [
+        ("file", |key, table| {
+            FileSinkConfig::parse(key, table).map(SinkKind::File)
+        }),
+        ("syslog", |key, table| {
+            SyslogSinkConfig::parse(key, table).map(|syslog| SinkKind::Syslog(Box::new(syslog)))
+        }),
+    ];
+}
+
+/// Takes the keys every sink has, `type` and `name`, out of a `[[sinks]]` table at `key`: its
+/// type's parser, its name and the rest of the table.
+///
+/// The parser names the keys every sink has in its errors too: `type` and `name` among the keys
+/// the table takes, and a missing key said to be required by the type.
+fn sink_head(
+    key: &str,
+    mut table: toml::Table,
+) -> Result<
+    (
+        impl FnOnce(&str, toml::Table) -> Result<SinkKind, Problem>,
+        String,
+        toml::Table,
+    ),
+    Problem,
+> {
+    let types: Vec<&str> = SinkKind::TYPES.iter().map(|(name, _)| *name).collect();
+    let type_key = join(key, "type");
+    let type_name = match table.remove("type") {
+        Some(toml::Value::String(type_name)) => type_name,
+        Some(other) => return Err(Problem::invalid(&type_key, "a string", &describe(&other))),
+        None => {
+            return Err(Problem::new(
+                Some(type_key),
+                ConfigErrorKind::Missing {
+                    note: Some(format!("expected one of {}", types.join(", "))),
+                },
+            ));
+        }
+    };
+    let Some(&(type_name, parse)) = SinkKind::TYPES.iter().find(|(name, _)| *name == type_name)
+    else {
+        return Err(unknown_value(&type_key, "sink type", &type_name, &types));
+    };
+    let name = match table.remove("name") {
+        Some(toml::Value::String(name)) => name,
+        Some(other) => {
+            return Err(Problem::invalid(
+                &join(key, "name"),
+                "a string",
+                &describe(&other),
+            ));
+        }
+        None => {
+            return Err(Problem::new(
+                Some(join(key, "name")),
+                ConfigErrorKind::Missing { note: None },
+            ));
+        }
+    };
+    let parse = move |key: &str, table| {
+        parse(key, table).map_err(|mut problem| {
+            match &mut *problem.kind {
+                ConfigErrorKind::UnknownKey { expected } => {
+                    expected.splice(0..0, ["type".to_owned(), "name".to_owned()]);
+                }
+                ConfigErrorKind::Missing { note: note @ None } => {
+                    *note = Some(format!("required for type \"{type_name}\""));
+                }
+                _ => {}
+            }
+            problem
+        })
+    };
+    Ok((parse, name, table))
 }
 
 impl AccountConfig {
@@ -1097,6 +1166,11 @@ const UDP_DEFAULT_MAX_MESSAGE_BYTES: usize = 8192;
 const SYSLOG_TIMEOUT_SECS_MAX: i64 = 600;
 
 impl SyslogSinkConfig {
+    /// Reads and validates the keys of a syslog sink's `[[sinks]]` table at `key`.
+    fn parse(key: &str, table: toml::Table) -> Result<SyslogSinkConfig, Problem> {
+        SyslogSinkConfig::from_raw(key, deserialize(key, &toml::Value::Table(table))?)
+    }
+
     fn from_raw(key: &str, raw: RawSyslogSink) -> Result<SyslogSinkConfig, Problem> {
         let at = |name: &str| format!("{key}.{name}");
         let (host, port) = syslog_address(&raw.address).ok_or_else(|| {
@@ -1754,6 +1828,16 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+impl FileSinkConfig {
+    /// Reads and validates the keys of a file sink's `[[sinks]]` table at `key`.
+    fn parse(key: &str, table: toml::Table) -> Result<FileSinkConfig, Problem> {
+        let raw: RawFileSink = deserialize(key, &toml::Value::Table(table))?;
+        Ok(FileSinkConfig {
+            path: path_template(&join(key, "path"), raw.path)?,
+        })
+    }
+}
+
 /// Checks a sink path template: no control characters, `{stream}` and `{account}` its only
 /// placeholders, and a file at its end.
 fn path_template(key: &str, template: String) -> Result<String, Problem> {
@@ -1903,20 +1987,21 @@ fn file_problem(key: &str, path: &Path, problem: String) -> Problem {
 #[derive(Debug)]
 struct Problem {
     key: Option<String>,
-    /// A missing field, to be appended to the key path of the table that lacks it.
-    missing_field: Option<&'static str>,
     env_var: Option<String>,
     /// Boxed: a `Result` carrying a problem stays small.
     kind: Box<ConfigErrorKind>,
+    /// For a value of the wrong type: the type the key takes, when a string from an environment
+    /// override can be read as one (see [`retype`]).
+    wants: Option<Wants>,
 }
 
 impl Problem {
     fn new(key: Option<String>, kind: ConfigErrorKind) -> Problem {
         Problem {
             key,
-            missing_field: None,
             env_var: None,
             kind: Box::new(kind),
+            wants: None,
         }
     }
 
@@ -1930,26 +2015,9 @@ impl Problem {
         )
     }
 
-    /// Places a problem raised without a location at the value at `path`; the innermost wins.
-    fn at(mut self, path: &str) -> Problem {
-        if self.key.is_none() {
-            let key = match self.missing_field.take() {
-                Some(field) => join(path, field),
-                None => path.to_owned(),
-            };
-            self.key = (!key.is_empty()).then_some(key);
-        }
-        self
-    }
-
     fn into_error(self, origin: &str, overrides: &[Override]) -> ConfigError {
-        let key = match (self.key, self.missing_field) {
-            (Some(key), _) => Some(key),
-            (None, Some(field)) => Some(field.to_owned()),
-            (None, None) => None,
-        };
         let env_var = self.env_var.or_else(|| {
-            let key = key.as_deref()?;
+            let key = self.key.as_deref()?;
             let unknown_key = matches!(*self.kind, ConfigErrorKind::UnknownKey { .. });
             overrides
                 .iter()
@@ -1960,7 +2028,7 @@ impl Problem {
                 })
                 .map(|o| o.var.clone())
         });
-        ConfigError::new(origin, key, env_var, *self.kind)
+        ConfigError::new(origin, self.key, env_var, *self.kind)
     }
 }
 
@@ -1970,53 +2038,6 @@ impl fmt::Display for Problem {
             Some(key) => write!(f, "{key}: {}", self.kind),
             None => write!(f, "{}", self.kind),
         }
-    }
-}
-
-impl std::error::Error for Problem {}
-
-impl de::Error for Problem {
-    fn custom<T: fmt::Display>(message: T) -> Problem {
-        Problem::new(None, ConfigErrorKind::Other(message.to_string()))
-    }
-
-    fn invalid_type(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Problem {
-        Problem::new(
-            None,
-            ConfigErrorKind::Invalid {
-                expected: expected.to_string(),
-                got: describe_unexpected(&unexpected),
-            },
-        )
-    }
-
-    fn invalid_value(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Problem {
-        Self::invalid_type(unexpected, expected)
-    }
-
-    fn unknown_field(_field: &str, expected: &'static [&'static str]) -> Problem {
-        Problem::new(
-            None,
-            ConfigErrorKind::UnknownKey {
-                expected: expected.iter().map(|&field| field.to_owned()).collect(),
-            },
-        )
-    }
-
-    fn missing_field(field: &'static str) -> Problem {
-        Problem {
-            missing_field: Some(field),
-            ..Problem::new(None, ConfigErrorKind::Missing { note: None })
-        }
-    }
-}
-
-fn describe_unexpected(unexpected: &de::Unexpected<'_>) -> String {
-    match unexpected {
-        de::Unexpected::Signed(n) => n.to_string(),
-        de::Unexpected::Unsigned(n) => n.to_string(),
-        de::Unexpected::Str(text) => quote(text),
-        other => other.to_string(),
     }
 }
 
@@ -2044,12 +2065,11 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Text to tree, and environment overrides.
 
-/// Parses TOML into the tree that [`ValueDe`] reads; values from the file have no origin.
+/// Parses TOML into a tree of values.
 ///
 /// The toml crate parses, keeping the position of every value, so that errors give the line and
-/// column: its own, and a number TOML allows but no 64-bit type holds (which the `config`
-/// crate's TOML reader reported without a position, let alone a key).
-fn parse_toml(text: &str) -> Result<Value, Problem> {
+/// column: its own, and a number TOML allows but no 64-bit type holds.
+fn parse_toml(text: &str) -> Result<toml::Table, Problem> {
     let table = toml::de::DeTable::parse(text).map_err(|error| {
         let message = error
             .message()
@@ -2066,16 +2086,15 @@ fn parse_toml(text: &str) -> Result<Value, Problem> {
             },
         )
     })?;
-    let tree = table_tree(text, "", table.into_inner())?;
-    Ok(Value::new(None, ValueKind::Table(tree)))
+    table_tree(text, "", table.into_inner())
 }
 
 fn table_tree(
     text: &str,
     path: &str,
     table: toml::de::DeTable<'_>,
-) -> Result<Map<String, Value>, Problem> {
-    let mut tree = Map::new();
+) -> Result<toml::Table, Problem> {
+    let mut tree = toml::Table::new();
     for (key, value) in table {
         let key = key.into_inner().into_owned();
         let value = value_tree(text, join(path, &key), value)?;
@@ -2088,7 +2107,7 @@ fn value_tree(
     text: &str,
     path: String,
     value: toml::Spanned<toml::de::DeValue<'_>>,
-) -> Result<Value, Problem> {
+) -> Result<toml::Value, Problem> {
     use toml::de::DeValue;
     let span = value.span();
     let out_of_range = |message: String| {
@@ -2100,10 +2119,10 @@ fn value_tree(
             },
         )
     };
-    let kind = match value.into_inner() {
-        DeValue::String(string) => ValueKind::String(string.into_owned()),
+    Ok(match value.into_inner() {
+        DeValue::String(string) => toml::Value::String(string.into_owned()),
         DeValue::Integer(integer) => match i64::from_str_radix(integer.as_str(), integer.radix()) {
-            Ok(integer) => ValueKind::I64(integer),
+            Ok(integer) => toml::Value::Integer(integer),
             Err(error) => {
                 let message = match error.kind() {
                     std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
@@ -2128,21 +2147,20 @@ fn value_tree(
                     "the number does not fit in a 64-bit float".to_owned(),
                 ));
             }
-            ValueKind::Float(number)
+            toml::Value::Float(number)
         }
-        DeValue::Boolean(boolean) => ValueKind::Boolean(boolean),
-        // As the `config` crate read them: `start_time = 2026-11-01T00:00:00Z` is a string.
-        DeValue::Datetime(datetime) => ValueKind::String(datetime.to_string()),
-        DeValue::Array(items) => ValueKind::Array(
+        DeValue::Boolean(boolean) => toml::Value::Boolean(boolean),
+        // A date-time is read as the text it was: `start_time = 2026-11-01T00:00:00Z` is a string.
+        DeValue::Datetime(datetime) => toml::Value::String(datetime.to_string()),
+        DeValue::Array(items) => toml::Value::Array(
             items
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| value_tree(text, format!("{path}[{index}]"), item))
                 .collect::<Result<_, _>>()?,
         ),
-        DeValue::Table(table) => ValueKind::Table(table_tree(text, &path, table)?),
-    };
-    Ok(Value::new(None, kind))
+        DeValue::Table(table) => toml::Value::Table(table_tree(text, &path, table)?),
+    })
 }
 
 /// The 1-based line and column (in characters, as the toml crate counts) of a byte offset.
@@ -2164,16 +2182,25 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[derive(Debug)]
 struct Override {
     var: String,
+    /// The key path, as errors name it.
     path: String,
+    /// The way to the value in the tree.
+    steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
 /// Patches every `OP_EVENTS_FORWARDER__…` variable into the tree, in name order.
 ///
-/// The values stay strings, marked with the variable as their origin, and [`ValueDe`] parses them
-/// as the type the key needs. Keys are not checked here: an unknown one is reported by the
-/// deserializer like one in the file, with the variable named.
+/// The values are strings: [`retype`] reads one as the type its key takes when parsing the tree
+/// asks for another. Keys are not checked here: an unknown one is reported like one in the
+/// file, with the variable named.
 fn apply_env_overrides(
-    tree: &mut Value,
+    tree: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<Vec<Override>, Problem> {
     let mut vars: Vec<&(String, String)> = env
@@ -2201,71 +2228,75 @@ fn apply_env_overrides(
                 )
             });
         }
-        let path = apply_override(tree, var, &segments, value).map_err(|problem| Problem {
+        let (path, steps) = apply_override(tree, &segments, value).map_err(|problem| Problem {
             env_var: Some(var.clone()),
             ..problem
         })?;
         overrides.push(Override {
             var: var.clone(),
             path,
+            steps,
         });
     }
     Ok(overrides)
 }
 
 fn apply_override(
-    tree: &mut Value,
-    var: &str,
+    tree: &mut toml::Table,
     segments: &[String],
     value: &str,
-) -> Result<String, Problem> {
-    let origin = var.to_owned();
-    let leaf = || Value::new(Some(&origin), ValueKind::String(value.to_owned()));
-    let mut node = tree;
+) -> Result<(String, Vec<Step>), Problem> {
+    let leaf = || toml::Value::String(value.to_owned());
+    let mut steps = Vec::with_capacity(segments.len());
     let mut path = String::new();
-    for (depth, segment) in segments.iter().enumerate() {
-        let is_last = depth + 1 == segments.len();
-        let child = match &mut node.kind {
-            ValueKind::Table(table) => {
-                path = join(&path, segment);
-                if is_last {
-                    table.insert(segment.clone(), leaf());
-                    return Ok(path);
-                }
-                if !table.contains_key(segment) {
-                    if let Some(index) = segments.get(depth + 1).and_then(|next| parse_index(next))
-                    {
-                        return Err(Problem::new(
-                            Some(format!("{path}[{index}]")),
-                            ConfigErrorKind::NoSuchEntry { len: 0 },
-                        ));
-                    }
-                    let table_kind = ValueKind::Table(Map::new());
-                    table.insert(segment.clone(), Value::new(Some(&origin), table_kind));
-                }
-                table.get_mut(segment).expect("the table has this key")
+    let mut table = tree;
+    let mut segments = segments.iter().peekable();
+    while let Some(segment) = segments.next() {
+        path = join(&path, segment);
+        steps.push(Step::Key(segment.clone()));
+        let Some(next) = segments.peek() else {
+            table.insert(segment.clone(), leaf());
+            return Ok((path, steps));
+        };
+        if !table.contains_key(segment.as_str()) {
+            if let Some(index) = parse_index(next) {
+                return Err(Problem::new(
+                    Some(format!("{path}[{index}]")),
+                    ConfigErrorKind::NoSuchEntry { len: 0 },
+                ));
             }
-            ValueKind::Array(items) => {
-                let Some(index) = parse_index(segment) else {
-                    return Err(Problem::invalid(
-                        &path,
-                        "an array index (a number) as the next level",
-                        &quote(&segment.to_ascii_uppercase()),
-                    ));
-                };
-                path = format!("{path}[{index}]");
-                if index >= items.len() {
-                    return Err(Problem::new(
-                        Some(path),
-                        ConfigErrorKind::NoSuchEntry { len: items.len() },
-                    ));
-                }
-                if is_last {
-                    items[index] = leaf();
-                    return Ok(path);
-                }
-                &mut items[index]
+            table.insert(segment.clone(), toml::Value::Table(toml::Table::new()));
+        }
+        let mut node = table
+            .get_mut(segment.as_str())
+            .expect("the table has this key");
+        // Array entries, named by their index, down to the next table.
+        while let toml::Value::Array(items) = node {
+            let segment = segments.next().expect("peeked");
+            let Some(index) = parse_index(segment) else {
+                return Err(Problem::invalid(
+                    &path,
+                    "an array index (a number) as the next level",
+                    &quote(&segment.to_ascii_uppercase()),
+                ));
+            };
+            path = format!("{path}[{index}]");
+            steps.push(Step::Index(index));
+            let len = items.len();
+            let Some(item) = items.get_mut(index) else {
+                return Err(Problem::new(
+                    Some(path),
+                    ConfigErrorKind::NoSuchEntry { len },
+                ));
+            };
+            if segments.peek().is_none() {
+                *item = leaf();
+                return Ok((path, steps));
             }
+            node = item;
+        }
+        match node {
+            toml::Value::Table(inner) => table = inner,
             other => {
                 return Err(Problem::invalid(
                     &path,
@@ -2273,10 +2304,9 @@ fn apply_override(
                     &describe(other),
                 ));
             }
-        };
-        node = child;
+        }
     }
-    Ok(path)
+    Ok((path, steps))
 }
 
 fn parse_index(segment: &str) -> Option<usize> {
@@ -2287,430 +2317,151 @@ fn parse_index(segment: &str) -> Option<usize> {
 }
 
 /// A value for "got …": scalars as written, containers by their kind.
-fn describe(kind: &ValueKind) -> String {
-    match kind {
-        ValueKind::Nil => "nothing".to_owned(),
-        ValueKind::Boolean(value) => value.to_string(),
-        ValueKind::I64(value) => value.to_string(),
-        ValueKind::I128(value) => value.to_string(),
-        ValueKind::U64(value) => value.to_string(),
-        ValueKind::U128(value) => value.to_string(),
-        ValueKind::Float(value) => format!("{value:?}"),
-        ValueKind::String(value) => quote(value),
-        ValueKind::Table(_) => "a table".to_owned(),
-        ValueKind::Array(_) => "an array".to_owned(),
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Boolean(value) => value.to_string(),
+        toml::Value::Integer(value) => value.to_string(),
+        toml::Value::Float(value) => format!("{value:?}"),
+        toml::Value::String(value) => quote(value),
+        toml::Value::Datetime(value) => value.to_string(),
+        toml::Value::Table(_) => "a table".to_owned(),
+        toml::Value::Array(_) => "an array".to_owned(),
+    }
+}
+
+/// The types a string from the environment can be read as.
+#[derive(Debug, Clone, Copy)]
+enum Wants {
+    Integer,
+    Boolean,
+    /// Comma-separated strings.
+    Array,
+}
+
+/// Reads the string an override put in the tree as the type its key takes; `false` if the
+/// value there is not a string, or does not read as one.
+fn retype(tree: &mut toml::Table, target: &Override, wants: Wants) -> bool {
+    let mut steps = target.steps.iter();
+    let Some(Step::Key(first)) = steps.next() else {
+        return false;
+    };
+    let mut node = tree.get_mut(first.as_str());
+    for step in steps {
+        node = match (node, step) {
+            (Some(toml::Value::Table(table)), Step::Key(key)) => table.get_mut(key.as_str()),
+            (Some(toml::Value::Array(items)), Step::Index(index)) => items.get_mut(*index),
+            _ => None,
+        };
+    }
+    let Some(node) = node else {
+        return false;
+    };
+    let toml::Value::String(text) = &*node else {
+        return false;
+    };
+    let typed = match wants {
+        Wants::Integer => text.trim().parse().ok().map(toml::Value::Integer),
+        Wants::Boolean => match text.as_str() {
+            "true" => Some(toml::Value::Boolean(true)),
+            "false" => Some(toml::Value::Boolean(false)),
+            _ => None,
+        },
+        Wants::Array => Some(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        )),
+    };
+    match typed {
+        Some(typed) => {
+            *node = typed;
+            true
+        }
+        None => false,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The strict deserializer over the tree.
+// The tree into raw structs.
 
-/// Deserializes one value of the tree, knowing its key path.
+/// Deserializes `value`, found at `key`, into a raw struct; every error names its key path.
 ///
-/// Strict where the `config` crate's deserializer is lenient: a string is not an integer, an
-/// integer is not a string. Strings from environment overrides are the exception: they parse as
-/// the type asked for (integers, booleans, and comma-separated arrays).
-/// Enums read as tables tagged by their `type` key, the variant reading the rest of the table.
-struct ValueDe<'a> {
-    value: &'a Value,
-    path: String,
-    /// The tag key of an enum's table, hidden from the variant's struct.
-    hidden_key: Option<&'static str>,
-}
-
-impl<'a> ValueDe<'a> {
-    fn new(value: &'a Value, path: String) -> ValueDe<'a> {
-        ValueDe {
-            value,
-            path,
-            hidden_key: None,
-        }
-    }
-
-    /// The value's text if it is a string from an environment override.
-    fn env_string(&self) -> Option<&'a str> {
-        match &self.value.kind {
-            ValueKind::String(text) if self.value.origin().is_some() => Some(text),
-            _ => None,
-        }
-    }
-
-    fn wrong_type(&self, expected: &str) -> Problem {
-        Problem::invalid(&self.path, expected, &describe(&self.value.kind))
-    }
-
-    fn table_access(&self, table: &'a Map<String, Value>) -> TableAccess<'a> {
-        // Sorted, so that the first error reported does not depend on hash order.
-        let mut entries: Vec<(&'a String, &'a Value)> = table
-            .iter()
-            .filter(|(key, _)| Some(key.as_str()) != self.hidden_key)
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        TableAccess {
-            entries: entries.into_iter(),
-            pending: None,
-            path: self.path.clone(),
-            hidden_key: self.hidden_key,
-        }
-    }
-}
-
-impl<'de> de::Deserializer<'de> for ValueDe<'_> {
-    type Error = Problem;
-
-    fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let result = match &self.value.kind {
-            ValueKind::Nil => visitor.visit_unit(),
-            ValueKind::Boolean(value) => visitor.visit_bool(*value),
-            ValueKind::I64(value) => visitor.visit_i64(*value),
-            ValueKind::I128(value) => visitor.visit_i128(*value),
-            ValueKind::U64(value) => visitor.visit_u64(*value),
-            ValueKind::U128(value) => visitor.visit_u128(*value),
-            ValueKind::Float(value) => visitor.visit_f64(*value),
-            ValueKind::String(value) => visitor.visit_str(value),
-            ValueKind::Table(table) => visitor.visit_map(self.table_access(table)),
-            ValueKind::Array(items) => {
-                visitor.visit_seq(ArrayAccess::new(items.clone(), &self.path))
-            }
-        };
-        result.map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_bool<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let value = match (&self.value.kind, self.env_string()) {
-            (ValueKind::Boolean(value), _) => *value,
-            (_, Some("true")) => true,
-            (_, Some("false")) => false,
-            _ => return Err(self.wrong_type("true or false")),
-        };
-        visitor
-            .visit_bool(value)
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_i64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let value = match (&self.value.kind, self.env_string()) {
-            (ValueKind::I64(value), _) => *value,
-            (_, Some(text)) => text
-                .trim()
-                .parse()
-                .map_err(|_| self.wrong_type("an integer"))?,
-            _ => return Err(self.wrong_type("an integer")),
-        };
-        visitor
-            .visit_i64(value)
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_i8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_str<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        match &self.value.kind {
-            ValueKind::String(value) => visitor
-                .visit_str(value)
-                .map_err(|problem: Problem| problem.at(&self.path)),
-            _ => Err(self.wrong_type("a string")),
-        }
-    }
-
-    fn deserialize_string<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_char<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_identifier<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        match &self.value.kind {
-            ValueKind::Nil => visitor.visit_none(),
-            _ => visitor.visit_some(self),
-        }
-    }
-
-    fn deserialize_newtype_struct<V: de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let items = match (&self.value.kind, self.env_string()) {
-            (ValueKind::Array(items), _) => items.clone(),
-            (_, Some(text)) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(|item| Value::new(self.value.origin().map(str::to_owned).as_ref(), item))
-                .collect(),
-            _ => return Err(self.wrong_type("an array")),
-        };
-        visitor
-            .visit_seq(ArrayAccess::new(items, &self.path))
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_tuple<V: de::Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_tuple_struct<V: de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_map<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        match &self.value.kind {
-            ValueKind::Table(table) => visitor
-                .visit_map(self.table_access(table))
-                .map_err(|problem: Problem| problem.at(&self.path)),
-            _ => Err(self.wrong_type("a table")),
-        }
-    }
-
-    fn deserialize_struct<V: de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        self.deserialize_map(visitor)
-    }
-
-    fn deserialize_enum<V: de::Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        const TAG: &str = "type";
-        let ValueKind::Table(table) = &self.value.kind else {
-            return Err(self.wrong_type("a table"));
-        };
-        let tag_path = join(&self.path, TAG);
-        let expected: Vec<String> = variants.iter().map(|&variant| variant.to_owned()).collect();
-        let Some(tag_value) = table.get(TAG) else {
-            return Err(Problem::new(
-                Some(tag_path),
-                ConfigErrorKind::Missing {
-                    note: Some(format!("expected one of {}", expected.join(", "))),
-                },
-            ));
-        };
-        let ValueKind::String(tag) = &tag_value.kind else {
-            return Err(ValueDe::new(tag_value, tag_path).wrong_type("a string"));
-        };
-        if !variants.contains(&tag.as_str()) {
-            return Err(Problem::new(
-                Some(tag_path),
-                ConfigErrorKind::UnknownValue {
-                    what: format!("{name} type"),
-                    value: tag.clone(),
-                    expected,
-                },
-            ));
-        }
-        visitor
-            .visit_enum(TaggedTable {
-                tag,
-                de: ValueDe {
-                    value: self.value,
-                    path: self.path.clone(),
-                    hidden_key: Some(TAG),
-                },
-            })
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_ignored_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        visitor.visit_unit()
-    }
-
-    serde::forward_to_deserialize_any! {
-        f32 f64 i128 u128 bytes byte_buf unit unit_struct
-    }
-}
-
-/// The entries of a table, in key order, each deserialized with its key path.
-struct TableAccess<'a> {
-    entries: std::vec::IntoIter<(&'a String, &'a Value)>,
-    pending: Option<(&'a String, &'a Value)>,
-    path: String,
-    hidden_key: Option<&'static str>,
-}
-
-impl<'de> de::MapAccess<'de> for TableAccess<'_> {
-    type Error = Problem;
-
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Problem> {
-        let Some((key, value)) = self.entries.next() else {
-            return Ok(None);
-        };
-        self.pending = Some((key, value));
-        let deserializer: de::value::StrDeserializer<'_, Problem> =
-            key.as_str().into_deserializer();
-        seed.deserialize(deserializer)
-            .map(Some)
-            .map_err(|mut problem| {
-                // The tag key of an enum's table is accepted too, though the variant does not list it.
-                if let (ConfigErrorKind::UnknownKey { expected }, Some(hidden)) =
-                    (&mut *problem.kind, self.hidden_key)
-                {
-                    expected.insert(0, hidden.to_owned());
+/// serde_path_to_error gives the path of the value that failed; what failed is read from the
+/// message serde composes for the three mistakes a config can make (a missing key, an unknown
+/// key, a value of the wrong type), and the value found is described from the tree, escaped and
+/// cut like every value an error quotes.
+fn deserialize<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|error| {
+        let mut path = key.to_owned();
+        let mut node = Some(value);
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => {
+                    path = format!("{path}[{index}]");
+                    node = node.and_then(|node| node.get(*index));
                 }
-                problem.at(&join(&self.path, key))
-            })
-    }
-
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, Problem> {
-        let (key, value) = self
-            .pending
-            .take()
-            .expect("next_value_seed follows next_key_seed");
-        seed.deserialize(ValueDe::new(value, join(&self.path, key)))
-    }
-}
-
-/// The elements of an array, each deserialized with its index in the key path.
-struct ArrayAccess {
-    items: std::iter::Enumerate<std::vec::IntoIter<Value>>,
-    path: String,
-}
-
-impl ArrayAccess {
-    fn new(items: Vec<Value>, path: &str) -> ArrayAccess {
-        ArrayAccess {
-            items: items.into_iter().enumerate(),
-            path: path.to_owned(),
-        }
-    }
-}
-
-impl<'de> de::SeqAccess<'de> for ArrayAccess {
-    type Error = Problem;
-
-    fn next_element_seed<T: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Problem> {
-        let Some((index, item)) = self.items.next() else {
-            return Ok(None);
-        };
-        seed.deserialize(ValueDe::new(&item, format!("{}[{index}]", self.path)))
-            .map(Some)
-    }
-}
-
-/// An enum's table: the variant named by its tag, its content the rest of the table.
-struct TaggedTable<'a> {
-    tag: &'a str,
-    de: ValueDe<'a>,
-}
-
-impl<'de, 'a> de::EnumAccess<'de> for TaggedTable<'a> {
-    type Error = Problem;
-    type Variant = TaggedTable<'a>;
-
-    fn variant_seed<V: de::DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, Self::Variant), Problem> {
-        let deserializer: de::value::StrDeserializer<'_, Problem> = self.tag.into_deserializer();
-        let variant = seed.deserialize(deserializer)?;
-        Ok((variant, self))
-    }
-}
-
-impl<'de> de::VariantAccess<'de> for TaggedTable<'_> {
-    type Error = Problem;
-
-    fn unit_variant(self) -> Result<(), Problem> {
-        Ok(())
-    }
-
-    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
-        self,
-        seed: T,
-    ) -> Result<T::Value, Problem> {
-        let tag = self.tag;
-        let table_path = self.de.path.clone();
-        seed.deserialize(self.de).map_err(|mut problem| {
-            // Keys of the variant's own table, except `name`, which every variant has.
-            let type_specific = problem.key.as_deref().is_some_and(|key| {
-                key.strip_prefix(table_path.as_str())
-                    .and_then(|rest| rest.strip_prefix('.'))
-                    .is_some_and(|field| !field.contains(['.', '[']) && field != "name")
-            });
-            if let ConfigErrorKind::Missing { note: note @ None } = &mut *problem.kind
-                && type_specific
-            {
-                *note = Some(format!("required for type \"{tag}\""));
+                serde_path_to_error::Segment::Map { key } => {
+                    path = join(&path, key);
+                    node = node.and_then(|node| node.get(key.as_str()));
+                }
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => {}
             }
-            problem
-        })
-    }
+        }
+        serde_problem(path, node, error.inner().message())
+    })
+}
 
-    fn tuple_variant<V: de::Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        de::Deserializer::deserialize_seq(self.de, visitor)
+/// The problem a serde message describes (serde's own wording of `missing_field`,
+/// `unknown_field` and `invalid_type`), at `path`, where the tree holds `found`.
+fn serde_problem(path: String, found: Option<&toml::Value>, message: &str) -> Problem {
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return Problem::new(
+            Some(join(&path, field)),
+            ConfigErrorKind::Missing { note: None },
+        );
     }
-
-    fn struct_variant<V: de::Visitor<'de>>(
-        self,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        de::Deserializer::deserialize_map(self.de, visitor)
+    if message.starts_with("unknown field `") {
+        // "…, expected `a`", "…, expected `a` or `b`", "…, expected one of `a`, `b`", or
+        // "…, there are no fields": the names are between the backticks after the key's.
+        let names = message
+            .rsplit_once("`, expected ")
+            .map_or("", |(_, names)| names);
+        let expected = names
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        return Problem::new(Some(path), ConfigErrorKind::UnknownKey { expected });
     }
+    if let Some((_, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    {
+        let (expected, wants) = match expected {
+            "i64" => ("an integer", Some(Wants::Integer)),
+            "a boolean" => ("true or false", Some(Wants::Boolean)),
+            "a sequence" => ("an array", Some(Wants::Array)),
+            "a map" => ("a table", None),
+            other if other.starts_with("struct ") => ("a table", None),
+            other => (other, None),
+        };
+        let got = found.map_or_else(|| "nothing".to_owned(), describe);
+        return Problem {
+            wants,
+            ..Problem::invalid(&path, expected, &got)
+        };
+    }
+    Problem::new(Some(path), ConfigErrorKind::Other(message.to_owned()))
 }
 
 #[cfg(test)]
@@ -3847,6 +3598,9 @@ client_key = "/etc/client.key"
                 ("OP_EVENTS_FORWARDER__SINKS__0__FACILITY", "17"),
                 ("OP_EVENTS_FORWARDER__SINKS__0__SEVERITY", "err"),
                 ("OP_EVENTS_FORWARDER__SINKS__0__MAX_MESSAGE_BYTES", "1200"),
+                ("OP_EVENTS_FORWARDER__SINKS__0__STRUCTURED_DATA", "true"),
+                // A key that takes a string keeps one, digits and all.
+                ("OP_EVENTS_FORWARDER__SINKS__0__PROCID", "1234"),
             ],
         )
         .unwrap();
@@ -3855,6 +3609,13 @@ client_key = "/etc/client.key"
         };
         assert_eq!((config.facility, config.severity), (17, 3));
         assert_eq!(config.max_message_bytes, Some(1200));
+        assert_eq!(config.sd_id.as_deref(), Some(DEFAULT_SD_ID));
+        assert_eq!(config.procid.as_deref(), Some("1234"));
+        check_env_err(
+            &with_syslog("address = \"h:1\"\ntransport = \"udp\""),
+            &[("OP_EVENTS_FORWARDER__SINKS__0__BOM", "yes")],
+            "test.toml: sinks[0].bom (from OP_EVENTS_FORWARDER__SINKS__0__BOM): expected true or false, got \"yes\"",
+        );
     }
 
     #[test]
@@ -3942,7 +3703,7 @@ client_key = "/etc/client.key"
         );
         check(
             "severity = true",
-            "test.toml: sinks[0].severity: expected a name or a number, got boolean `true`",
+            "test.toml: sinks[0].severity: expected a name or a number, got true",
         );
         check(
             "stream_severity = { audit = \"info\" }",

@@ -14,7 +14,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{SyslogSinkConfig, SyslogTlsConfig};
+use super::config::{SyslogSinkConfig, SyslogTlsConfig};
 
 /// Builds the client config; errors name the file and the problem.
 pub fn client_config(config: &SyslogTlsConfig) -> Result<rustls::ClientConfig, String> {

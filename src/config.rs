@@ -692,6 +692,9 @@ pub fn normalize_base_url(url: &str) -> Result<String, String> {
 }
 
 /// Checks and normalizes a base URL: `https://host[:port]`, or `http://` to a loopback host.
+///
+/// By hand rather than with `http::Uri`, which drops a fragment and an out-of-range or empty
+/// port without a word and takes user info and any host: it would need every check here anyway.
 pub(crate) fn base_url(url: &str) -> Result<String, ConfigErrorKind> {
     let invalid = |expected: &str| ConfigErrorKind::Invalid {
         expected: expected.to_owned(),

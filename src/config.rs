@@ -1,16 +1,20 @@
 //! The config file: TOML plus `OP_EVENTS_FORWARDER__…` environment overrides, read in two phases.
 //!
-//! Phase one turns text into a `RawConfig`: the `toml` crate parses the text (keeping positions
-//! for errors) into the `config` crate's value tree, the environment overrides are patched into
-//! that tree, and a strict serde deserializer of our own reads the tree into the raw structs
-//! (`deny_unknown_fields`, defaults from named functions).
-//! Our deserializer rather than the `config` crate's, because that one turns `path = 3` into `"3"`
-//! and reports unknown keys without saying which entry of an array they are in.
-//! Phase two, `Config::from_raw`, is pure validation: ranges, URLs, names, paths, templates,
-//! duplicates.
-//! Phase three, in [`load`] only, looks at the files the config names: CA files, a client
-//! certificate and key are read as the daemon reads them, and the state file and the file sinks'
-//! files must not be directories, so that `check-config` refuses what `run` would.
+//! Phase one turns text into raw structs: the `toml` crate parses the text (keeping positions
+//! for errors) into a tree of `toml::Value`s, the environment overrides are patched into that
+//! tree as strings, and serde reads the tree into the raw structs (`deny_unknown_fields`,
+//! defaults from named functions), `serde_path_to_error` giving the key path of whatever it
+//! refuses. A string from an override is read as an integer, a boolean or a comma-separated
+//! array when its key takes one.
+//! Phase two is pure validation: ranges, URLs, names, paths, templates, duplicates. Each
+//! `[[sinks]]` table's `type` and `name` are read here, and the rest of the table goes to that
+//! sink type's parser (`sink/<type>/config.rs`), which reads it the same way; an account's raw
+//! struct and validation are in `account/config.rs`. What they share is here: the error types,
+//! and the checks of names, paths, integer ranges, base URLs and quoting.
+//! Phase three, in [`load`] only, looks at the files the config names, each account and sink
+//! checking its own: CA files, a client certificate and key are read as the daemon reads them,
+//! and the state file and the file sinks' files must not be directories, so that `check-config`
+//! refuses what `run` would.
 //!
 //! Every error names the file, the key path (like `accounts[0].page_size`), the environment
 //! variable when the value came from one, what was expected and what was found.
@@ -19,19 +23,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Map, Value, ValueKind};
 use serde::Deserialize;
-use serde::de::{self, IntoDeserializer};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::api::{ApiVersion, Region};
-use crate::governor::Limits;
-use crate::stream::Stream;
+use crate::account::config::{AccountConfig, RawAccount};
+use crate::sink::file::config::FileSinkConfig;
+use crate::sink::syslog::config::SyslogSinkConfig;
 
 /// The validated config of the whole daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,114 +54,6 @@ pub struct StateConfig {
     pub max_outbox_bytes: u64,
 }
 
-/// One `[[accounts]]` entry: a bearer token and what to read with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountConfig {
-    /// Unique name, 1 to 64 characters from `A-Za-z0-9_-`; used in logs, store keys and paths.
-    pub name: String,
-    /// Where the bearer token is read from (the token itself is never part of the config).
-    pub token: TokenSource,
-    /// The Events API base URL without a trailing slash, like `https://events.1password.com`;
-    /// `None` to take it from `region` or, failing that, from the token's `aud` claim at start.
-    pub base_url: Option<String>,
-    /// `region`: one of the four documented hosts; never set together with `base_url`.
-    pub region: Option<Region>,
-    /// The CA certificates (PEM) to trust for this account's API host instead of the public
-    /// roots ([`crate::net::tls`]).
-    pub ca_file: Option<PathBuf>,
-    /// The streams to read, non-empty, no duplicates, in the order configured; `None` to read
-    /// the cursor streams the token's features allow (resolved at start).
-    pub streams: Option<Vec<Stream>>,
-    /// `api_version`: which cursor endpoints to read, `v2` (default) or `v1`.
-    pub api_version: ApiVersion,
-    /// Where a stream with no saved cursor starts; `None` lets the API choose.
-    pub start_time: Option<StartTime>,
-    /// `end_time`: where a bounded backfill ends; a stream that reaches it stops.
-    pub end_time: Option<StartTime>,
-    /// The query parameter names of the v3 beta endpoint (`audit_v3`).
-    pub v3_params: V3Params,
-    /// Events per page asked of the API, 1 to 1000.
-    pub page_size: u16,
-    /// How long a stream sleeps after a page without more events (`poll_interval_secs`).
-    pub poll_interval: Duration,
-    /// The timeout of one API request (`request_timeout_secs`).
-    pub request_timeout: Duration,
-    /// The largest API response accepted (`max_response_bytes`); `None`: derived from the
-    /// page size asked for.
-    pub max_response_bytes: Option<u64>,
-    /// The account's request budget (`requests_per_minute`, `requests_per_hour`), lower than
-    /// the documented one when other integrations share the account.
-    pub limits: Limits,
-    /// The longest wait between retries of a failing request (`retry_max_secs`).
-    pub retry_max: Duration,
-    /// How often a stream whose token the API refuses tries again (`unauthorized_retry_secs`).
-    pub unauthorized_retry: Duration,
-    /// What a stream does when the API rejects its saved cursor (`on_invalid_cursor`).
-    pub on_invalid_cursor: OnInvalidCursor,
-}
-
-/// What to do when the API answers 400 to a saved cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnInvalidCursor {
-    /// Keep the cursor, report the stream unhealthy, and retry it slowly: an operator decides.
-    Stop,
-    /// Restart the stream from the time of the newest event already fetched, with a warning:
-    /// events at that time may arrive twice.
-    Reset,
-}
-
-/// The names of the v3 beta endpoint's paging parameters. The defaults are the 3.0.0 revision
-/// (`max_page_size`, `page_token`); the early beta used `page_size` and `next_page_token`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V3Params {
-    /// `v3_page_size_param`.
-    pub page_size: String,
-    /// `v3_page_token_param`.
-    pub page_token: String,
-}
-
-impl Default for V3Params {
-    fn default() -> Self {
-        V3Params {
-            page_size: "max_page_size".to_owned(),
-            page_token: "page_token".to_owned(),
-        }
-    }
-}
-
-/// Where an account's bearer token comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// Read the token from this file (for example a systemd credential), `token_file`.
-    File(PathBuf),
-    /// Read the token from the environment variable of this name, `token_env`.
-    Env(String),
-}
-
-/// The `start_time` of an account: absolute, or relative to the moment the daemon starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartTime {
-    /// An RFC 3339 time, like `2026-11-01T00:00:00Z`.
-    At(OffsetDateTime),
-    /// A time ago, like `-7d`, `-24h`, `-30m` or `-90s`.
-    Ago(Duration),
-}
-
-impl StartTime {
-    /// The absolute start time, taking `now` as the reference for [`StartTime::Ago`].
-    ///
-    /// A time ago too large to represent resolves to the earliest representable time.
-    pub fn resolve(&self, now: OffsetDateTime) -> OffsetDateTime {
-        match *self {
-            StartTime::At(at) => at,
-            StartTime::Ago(ago) => time::Duration::try_from(ago)
-                .ok()
-                .and_then(|ago| now.checked_sub(ago))
-                .unwrap_or_else(|| time::PrimitiveDateTime::MIN.assume_offset(now.offset())),
-        }
-    }
-}
-
 /// One `[[sinks]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkConfig {
@@ -179,146 +70,6 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "syslog"`: RFC 5424 or RFC 3164 messages over UDP, TCP or TLS.
     Syslog(Box<SyslogSinkConfig>),
-}
-
-/// The settings of a syslog sink (`type = "syslog"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyslogSinkConfig {
-    /// The receiver as written (`host:port`, `[v6]:port`), for logs and errors.
-    pub address: String,
-    /// The host part of `address`: a name, an IPv4 or an IPv6 address (without brackets).
-    pub host: String,
-    /// The port part of `address`, 1 to 65535.
-    pub port: u16,
-    /// `transport`: how messages travel.
-    pub transport: SyslogTransport,
-    /// `format`: the message format.
-    pub format: SyslogFormat,
-    /// `framing`: how messages are delimited on TCP and TLS (RFC 6587); unused for UDP.
-    pub framing: SyslogFraming,
-    /// `facility`, 0 to 23 (default 10, authpriv).
-    pub facility: u8,
-    /// `severity`, 0 to 7 (default 6, info).
-    pub severity: u8,
-    /// `stream_severity`: a severity per stream, overriding `severity`.
-    pub stream_severity: Vec<(Stream, u8)>,
-    /// `failed_signin_severity`: the severity of sign-in attempts whose category is not
-    /// `success` (overrides `severity` and `stream_severity` for those events).
-    pub failed_signin_severity: Option<u8>,
-    /// `hostname`: the HOSTNAME field; `None` means the machine's name.
-    pub hostname: Option<String>,
-    /// `app_name`: the APP-NAME field (the TAG of RFC 3164).
-    pub app_name: String,
-    /// `procid`: the PROCID field; `None` means the process id.
-    pub procid: Option<String>,
-    /// `structured_data = true`: the SD-ID of the element with account, stream and uuid.
-    pub sd_id: Option<String>,
-    /// `bom`: a UTF-8 byte order mark before MSG (RFC 5424 only).
-    pub bom: bool,
-    /// `max_message_bytes`: the largest message sent; larger ones are rejected, never cut.
-    /// Default 8192 for UDP, no limit for TCP and TLS.
-    pub max_message_bytes: Option<usize>,
-    /// `timeout_secs`: the limit of one connect, handshake or batch write.
-    pub timeout: Duration,
-    /// TLS settings; used only with `transport = "tls"`.
-    pub tls: SyslogTlsConfig,
-}
-
-/// The `transport` of a syslog sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogTransport {
-    /// One message per datagram.
-    Udp,
-    /// A persistent TCP connection.
-    Tcp,
-    /// A persistent TLS connection (RFC 5425).
-    Tls,
-    /// A persistent RELP session: every message acknowledged by the receiver.
-    Relp,
-}
-
-/// The `format` of a syslog sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogFormat {
-    /// RFC 5424, the structured format.
-    Rfc5424,
-    /// RFC 3164, the legacy BSD format.
-    Rfc3164,
-}
-
-/// The `framing` of a syslog sink on TCP and TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogFraming {
-    /// RFC 6587 octet counting: `LEN SP MSG`.
-    OctetCounting,
-    /// One message per line (line breaks between JSON tokens are dropped).
-    Lf,
-}
-
-/// The TLS settings of a syslog sink.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyslogTlsConfig {
-    /// `ca_file`: the CA certificates (PEM) to trust instead of the public roots
-    /// ([`crate::net::tls`]).
-    pub ca_file: Option<PathBuf>,
-    /// `server_name`: the name to verify the certificate against instead of the address's host.
-    pub server_name: Option<String>,
-    /// `client_cert` and `client_key`: a certificate chain and key (PEM) for mutual TLS.
-    pub client_auth: Option<(PathBuf, PathBuf)>,
-    /// `tls_insecure_skip_verify`: accept any server certificate (logged loudly).
-    pub insecure_skip_verify: bool,
-}
-
-/// The syslog facilities by name, in numeric order (RFC 5424 table 1, with the names rsyslog
-/// and syslog(3) use).
-pub const SYSLOG_FACILITIES: [&str; 24] = [
-    "kern",
-    "user",
-    "mail",
-    "daemon",
-    "auth",
-    "syslog",
-    "lpr",
-    "news",
-    "uucp",
-    "cron",
-    "authpriv",
-    "ftp",
-    "ntp",
-    "security",
-    "console",
-    "solaris-cron",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-];
-
-/// The syslog severities by name, in numeric order (RFC 5424 table 2).
-pub const SYSLOG_SEVERITIES: [&str; 8] = [
-    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-];
-
-/// The settings of a file sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSinkConfig {
-    /// The path template; `{stream}` and `{account}` are its only placeholders (validated).
-    pub path: String,
-}
-
-impl FileSinkConfig {
-    /// The file for one account's stream: the template with its placeholders filled in.
-    pub fn path_for(&self, account: &str, stream: Stream) -> PathBuf {
-        PathBuf::from(
-            self.path
-                .replace("{stream}", stream.as_str())
-                .replace("{account}", account),
-        )
-    }
 }
 
 /// Why the config could not be loaded: where, which key, and what was wrong with it.
@@ -579,10 +330,21 @@ fn parse_and_validate(
     let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
     let mut tree = parse_toml(toml).map_err(|problem| error(problem, &[]))?;
     let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
-    let raw = RawConfig::deserialize(ValueDe::new(&tree, String::new()))
-        .map_err(|problem| error(problem, &overrides))?;
-    let config = Config::from_raw(raw).map_err(|problem| error(problem, &overrides))?;
-    Ok((config, overrides))
+    // An override's string is read as the type its key takes when the parse asks for one: each
+    // pass retypes one override or ends, so there are at most one more passes than overrides.
+    loop {
+        let problem = match Config::from_tree(&tree) {
+            Ok(config) => return Ok((config, overrides)),
+            Err(problem) => problem,
+        };
+        let target = overrides
+            .iter()
+            .find(|o| problem.key.as_deref() == Some(o.path.as_str()));
+        match (problem.wants, target) {
+            (Some(wants), Some(target)) if retype(&mut tree, target, wants) => {}
+            _ => return Err(error(problem, &overrides)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,8 +357,9 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+    /// Read by [`SinkHead`] and the parser of each sink's type.
     #[serde(default)]
-    sinks: Vec<RawSink>,
+    sinks: Vec<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -606,199 +369,17 @@ struct RawState {
     max_outbox_bytes: Option<i64>,
 }
 
-/// Integers are read as `i64` so that `from_raw` can say which range was expected.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccount {
-    name: String,
-    token_file: Option<String>,
-    token_env: Option<String>,
-    base_url: Option<String>,
-    region: Option<String>,
-    ca_file: Option<String>,
-    streams: Option<Vec<String>>,
-    api_version: Option<String>,
-    start_time: Option<String>,
-    end_time: Option<String>,
-    v3_page_size_param: Option<String>,
-    v3_page_token_param: Option<String>,
-    #[serde(default = "default_page_size")]
-    page_size: i64,
-    #[serde(default = "default_poll_interval_secs")]
-    poll_interval_secs: i64,
-    #[serde(default = "default_request_timeout_secs")]
-    request_timeout_secs: i64,
-    /// No longer used: refused with a message saying what replaced it.
-    max_pending_pages: Option<i64>,
-    max_response_bytes: Option<i64>,
-    #[serde(default = "default_requests_per_minute")]
-    requests_per_minute: i64,
-    #[serde(default = "default_requests_per_hour")]
-    requests_per_hour: i64,
-    #[serde(default = "default_retry_max_secs")]
-    retry_max_secs: i64,
-    #[serde(default = "default_unauthorized_retry_secs")]
-    unauthorized_retry_secs: i64,
-    #[serde(default = "default_on_invalid_cursor")]
-    on_invalid_cursor: String,
-}
-
-/// A sink, tagged by its `type` key (our deserializer reads enums as internally tagged tables,
-/// keeping key paths in errors, which serde's own `#[serde(tag)]` buffering would lose).
-#[derive(Debug, Deserialize)]
-#[serde(rename = "sink", rename_all = "snake_case")]
-enum RawSink {
-    File(RawFileSink),
-    Syslog(Box<RawSyslogSink>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSyslogSink {
-    name: String,
-    address: String,
-    transport: String,
-    #[serde(default = "default_syslog_format")]
-    format: String,
-    framing: Option<String>,
-    #[serde(default = "default_syslog_facility")]
-    facility: RawLevel,
-    #[serde(default = "default_syslog_severity")]
-    severity: RawLevel,
-    #[serde(default)]
-    stream_severity: std::collections::BTreeMap<String, RawLevel>,
-    failed_signin_severity: Option<RawLevel>,
-    hostname: Option<String>,
-    app_name: Option<String>,
-    procid: Option<String>,
-    #[serde(default)]
-    structured_data: bool,
-    sd_id: Option<String>,
-    #[serde(default)]
-    bom: bool,
-    max_message_bytes: Option<i64>,
-    #[serde(default = "default_syslog_timeout_secs")]
-    timeout_secs: i64,
-    ca_file: Option<String>,
-    server_name: Option<String>,
-    client_cert: Option<String>,
-    client_key: Option<String>,
-    #[serde(default)]
-    tls_insecure_skip_verify: bool,
-}
-
-/// A facility or severity: a name or a number (checked in phase two).
-#[derive(Debug, Clone)]
-enum RawLevel {
-    Name(String),
-    Number(i64),
-}
-
-impl<'de> Deserialize<'de> for RawLevel {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<RawLevel, D::Error> {
-        struct LevelVisitor;
-        impl de::Visitor<'_> for LevelVisitor {
-            type Value = RawLevel;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a name or a number")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawLevel, E> {
-                // Environment overrides arrive as strings, numbers included.
-                Ok(match text.trim().parse::<i64>() {
-                    Ok(number) => RawLevel::Number(number),
-                    Err(_) => RawLevel::Name(text.to_owned()),
-                })
-            }
-            fn visit_i64<E: de::Error>(self, number: i64) -> Result<RawLevel, E> {
-                Ok(RawLevel::Number(number))
-            }
-            fn visit_u64<E: de::Error>(self, number: u64) -> Result<RawLevel, E> {
-                Ok(RawLevel::Number(i64::try_from(number).unwrap_or(i64::MAX)))
-            }
-        }
-        deserializer.deserialize_any(LevelVisitor)
-    }
-}
-
-fn default_syslog_format() -> String {
-    "rfc5424".to_owned()
-}
-
-fn default_syslog_facility() -> RawLevel {
-    RawLevel::Name("authpriv".to_owned())
-}
-
-fn default_syslog_severity() -> RawLevel {
-    RawLevel::Name("info".to_owned())
-}
-
-fn default_syslog_timeout_secs() -> i64 {
-    30
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFileSink {
-    name: String,
-    path: String,
-}
-
-fn default_page_size() -> i64 {
-    1000
-}
-
-fn default_poll_interval_secs() -> i64 {
-    10
-}
-
-fn default_request_timeout_secs() -> i64 {
-    30
-}
-
-fn default_requests_per_minute() -> i64 {
-    i64::from(Limits::DOCUMENTED.per_minute.get())
-}
-
-fn default_requests_per_hour() -> i64 {
-    i64::from(Limits::DOCUMENTED.per_hour.get())
-}
-
-fn default_retry_max_secs() -> i64 {
-    300
-}
-
-fn default_unauthorized_retry_secs() -> i64 {
-    300
-}
-
-fn default_on_invalid_cursor() -> String {
-    "stop".to_owned()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Phase two: validation.
 
-const PAGE_SIZE_MAX: i64 = 1000;
-/// A day: longer would look like a stalled daemon, and keeps durations far from overflow.
-const POLL_INTERVAL_SECS_MAX: i64 = 86_400;
-/// An hour: a request that takes longer is stuck.
-const REQUEST_TIMEOUT_SECS_MAX: i64 = 3_600;
 /// The outbox bound's range: a mebibyte to a tebibyte; a gibibyte unless configured.
 const MAX_OUTBOX_BYTES_MIN: i64 = 1 << 20;
 const MAX_OUTBOX_BYTES_MAX: i64 = 1 << 40;
 pub const MAX_OUTBOX_BYTES_DEFAULT: u64 = 1 << 30;
-/// A response bound's range: 64 KiB (an introspection answer) to 1 GiB.
-const MAX_RESPONSE_BYTES_MIN: i64 = 64 << 10;
-const MAX_RESPONSE_BYTES_MAX: i64 = 1 << 30;
-/// The governor logs the time of every request in the longer window; this bounds that log.
-const REQUESTS_PER_MINUTE_MAX: i64 = 10_000;
-const REQUESTS_PER_HOUR_MAX: i64 = 100_000;
-/// A day: retrying less often would look like a stalled daemon.
-const RETRY_SECS_MAX: i64 = 86_400;
-
 impl Config {
-    /// Validates a raw config; pure, no IO.
-    fn from_raw(raw: RawConfig) -> Result<Config, Problem> {
+    /// Reads and validates the tree of a config; pure, no IO.
+    fn from_tree(tree: &toml::Table) -> Result<Config, Problem> {
+        let raw: RawConfig = deserialize("", &toml::Value::Table(tree.clone()))?;
         let state = StateConfig {
             path: state_path("state.path", raw.state.path)?,
             max_outbox_bytes: match raw.state.max_outbox_bytes {
@@ -838,31 +419,14 @@ impl Config {
         }
         let mut sink_names = HashMap::new();
         let mut sinks = Vec::with_capacity(raw.sinks.len());
-        for (index, raw_sink) in raw.sinks.into_iter().enumerate() {
+        for (index, table) in raw.sinks.into_iter().enumerate() {
             let key = format!("sinks[{index}]");
-            let sink = match raw_sink {
-                RawSink::File(file) => {
-                    check_name(&format!("{key}.name"), &file.name)?;
-                    unique_name(&mut sink_names, "sink name", &key, &file.name)?;
-                    SinkConfig {
-                        name: file.name,
-                        kind: SinkKind::File(FileSinkConfig {
-                            path: path_template(&format!("{key}.path"), file.path)?,
-                        }),
-                    }
-                }
-                RawSink::Syslog(syslog) => {
-                    check_name(&format!("{key}.name"), &syslog.name)?;
-                    unique_name(&mut sink_names, "sink name", &key, &syslog.name)?;
-                    SinkConfig {
-                        name: syslog.name.clone(),
-                        kind: SinkKind::Syslog(Box::new(SyslogSinkConfig::from_raw(
-                            &key, *syslog,
-                        )?)),
-                    }
-                }
-            };
-            sinks.push(sink);
+            let head = SinkHead::read(&key, table)?;
+            check_name(&format!("{key}.name"), &head.name)?;
+            unique_name(&mut sink_names, "sink name", &key, &head.name)?;
+            let name = head.name.clone();
+            let kind = head.into_kind(&key)?;
+            sinks.push(SinkConfig { name, kind });
         }
 
         Ok(Config {
@@ -873,495 +437,91 @@ impl Config {
     }
 }
 
-impl AccountConfig {
-    fn from_raw(key: &str, raw: RawAccount) -> Result<AccountConfig, Problem> {
-        let at = |name: &str| format!("{key}.{name}");
-        let token = match (raw.token_file, raw.token_env) {
-            (Some(file), None) => TokenSource::File(file_path(&at("token_file"), file)?),
-            (None, Some(var)) => TokenSource::Env(env_var_name(&at("token_env"), var)?),
-            (Some(_), Some(_)) => {
-                return Err(Problem::invalid(
-                    key,
-                    "exactly one of token_file or token_env",
-                    "both",
-                ));
-            }
-            (None, None) => {
-                return Err(Problem::invalid(
-                    key,
-                    "exactly one of token_file or token_env",
-                    "neither",
-                ));
-            }
-        };
-        let base_url = raw
-            .base_url
-            .map(|url| base_url(&url).map_err(|kind| Problem::new(Some(at("base_url")), kind)))
-            .transpose()?;
-        let region = raw
-            .region
-            .map(|name| {
-                Region::ALL
-                    .into_iter()
-                    .find(|region| region.as_str() == name)
-                    .ok_or_else(|| {
-                        Problem::new(
-                            Some(at("region")),
-                            ConfigErrorKind::UnknownValue {
-                                what: "region".to_owned(),
-                                value: name.clone(),
-                                expected: Region::ALL
-                                    .iter()
-                                    .map(|region| region.as_str().to_owned())
-                                    .collect(),
-                            },
-                        )
-                    })
-            })
-            .transpose()?;
-        if base_url.is_some() && region.is_some() {
-            return Err(Problem::invalid(
-                key,
-                "at most one of base_url or region",
-                "both",
-            ));
-        }
-        let ca_file = raw
-            .ca_file
-            .map(|path| file_path(&at("ca_file"), path))
-            .transpose()?;
-        let streams = raw
-            .streams
-            .map(|names| streams(&at("streams"), &names))
-            .transpose()?;
-        let api_version = match raw.api_version.as_deref() {
-            None | Some("v2") => ApiVersion::V2,
-            Some("v1") => ApiVersion::V1,
-            Some(other) => {
+/// A sink type's parser: the rest of a `[[sinks]]` table (without `type` and `name`), at its key
+/// path, into its settings.
+type SinkParser = fn(&str, toml::Table) -> Result<SinkKind, Problem>;
+
+impl SinkKind {
+    /// Every sink type by its `type`, in the order errors list them, with its parser.
+    const TYPES: [(&'static str, SinkParser); 2] = [
+        ("file", |key, table| {
+            FileSinkConfig::parse(key, table).map(SinkKind::File)
+        }),
+        ("syslog", |key, table| {
+            SyslogSinkConfig::parse(key, table).map(|syslog| SinkKind::Syslog(Box::new(syslog)))
+        }),
+    ];
+}
+
+/// A `[[sinks]]` table with the keys every sink has, `type` and `name`, taken out.
+struct SinkHead {
+    type_name: &'static str,
+    parse: SinkParser,
+    name: String,
+    /// The keys of the sink's own type.
+    rest: toml::Table,
+}
+
+impl SinkHead {
+    /// Takes `type` and `name` out of the `[[sinks]]` table at `key`; `type` must name a sink type.
+    fn read(key: &str, mut table: toml::Table) -> Result<SinkHead, Problem> {
+        let types: Vec<&str> = SinkKind::TYPES.iter().map(|(name, _)| *name).collect();
+        let type_key = join(key, "type");
+        let type_name = match table.remove("type") {
+            Some(toml::Value::String(type_name)) => type_name,
+            Some(other) => return Err(Problem::invalid(&type_key, "a string", &describe(&other))),
+            None => {
                 return Err(Problem::new(
-                    Some(at("api_version")),
-                    ConfigErrorKind::UnknownValue {
-                        what: "api_version".to_owned(),
-                        value: other.to_owned(),
-                        expected: vec!["v1".to_owned(), "v2".to_owned()],
+                    Some(type_key),
+                    ConfigErrorKind::Missing {
+                        note: Some(format!("expected one of {}", types.join(", "))),
                     },
                 ));
             }
         };
-        let point_in_time = |name: &str, text: Option<String>| {
-            text.map(|text| {
-                start_time(&text).ok_or_else(|| {
-                    Problem::invalid(
-                        &at(name),
-                        "an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time ago (like -7d, -24h, -30m or -90s)",
-                        &quote(&text),
-                    )
-                })
-            })
-            .transpose()
+        let Some(&(type_name, parse)) = SinkKind::TYPES.iter().find(|(name, _)| *name == type_name)
+        else {
+            return Err(unknown_value(&type_key, "sink type", &type_name, &types));
         };
-        let start_time = point_in_time("start_time", raw.start_time)?;
-        let end_time = point_in_time("end_time", raw.end_time)?;
-        if let (Some(start), Some(end)) = (&start_time, &end_time) {
-            // Resolved against one instant, so relative and absolute times compare fairly.
-            let now = OffsetDateTime::now_utc();
-            if end.resolve(now) <= start.resolve(now) {
-                return Err(Problem::invalid(
-                    &at("end_time"),
-                    "a time after start_time",
-                    &quote(&describe_point(end)),
-                ));
-            }
-        }
-        let mut v3_params = V3Params::default();
-        for (name, value, slot) in [
-            (
-                "v3_page_size_param",
-                raw.v3_page_size_param,
-                &mut v3_params.page_size,
-            ),
-            (
-                "v3_page_token_param",
-                raw.v3_page_token_param,
-                &mut v3_params.page_token,
-            ),
-        ] {
-            if let Some(value) = value {
-                *slot = query_param_name(&at(name), value)?;
-            }
-        }
-        let page_size = int_in(&at("page_size"), raw.page_size, 1, PAGE_SIZE_MAX)?;
-        let poll_interval_secs = int_in(
-            &at("poll_interval_secs"),
-            raw.poll_interval_secs,
-            1,
-            POLL_INTERVAL_SECS_MAX,
-        )?;
-        let request_timeout_secs = int_in(
-            &at("request_timeout_secs"),
-            raw.request_timeout_secs,
-            1,
-            REQUEST_TIMEOUT_SECS_MAX,
-        )?;
-        if raw.max_pending_pages.is_some() {
-            return Err(Problem::new(
-                Some(at("max_pending_pages")),
-                ConfigErrorKind::Other(
-                    "no longer used: the outbox is bounded by its bytes on disk, \
-                     state.max_outbox_bytes (default 1 GiB); remove this key"
-                        .to_owned(),
-                ),
-            ));
-        }
-        let max_response_bytes = raw
-            .max_response_bytes
-            .map(|bytes| {
-                int_in(
-                    &at("max_response_bytes"),
-                    bytes,
-                    MAX_RESPONSE_BYTES_MIN,
-                    MAX_RESPONSE_BYTES_MAX,
-                )
-            })
-            .transpose()?
-            .map(i64::unsigned_abs);
-        let requests_per_minute = int_in(
-            &at("requests_per_minute"),
-            raw.requests_per_minute,
-            1,
-            REQUESTS_PER_MINUTE_MAX,
-        )?;
-        let requests_per_hour = int_in(
-            &at("requests_per_hour"),
-            raw.requests_per_hour,
-            1,
-            REQUESTS_PER_HOUR_MAX,
-        )?;
-        let retry_max_secs = int_in(&at("retry_max_secs"), raw.retry_max_secs, 1, RETRY_SECS_MAX)?;
-        let unauthorized_retry_secs = int_in(
-            &at("unauthorized_retry_secs"),
-            raw.unauthorized_retry_secs,
-            1,
-            RETRY_SECS_MAX,
-        )?;
-        let on_invalid_cursor = match raw.on_invalid_cursor.as_str() {
-            "stop" => OnInvalidCursor::Stop,
-            "reset" => OnInvalidCursor::Reset,
-            other => {
-                return Err(Problem::invalid(
-                    &at("on_invalid_cursor"),
-                    "\"stop\" or \"reset\"",
-                    &quote(other),
+        let name_key = join(key, "name");
+        let name = match table.remove("name") {
+            Some(toml::Value::String(name)) => name,
+            Some(other) => return Err(Problem::invalid(&name_key, "a string", &describe(&other))),
+            None => {
+                return Err(Problem::new(
+                    Some(name_key),
+                    ConfigErrorKind::Missing { note: None },
                 ));
             }
         };
-        let count = |n: i64| {
-            NonZeroU32::new(u32::try_from(n).unwrap_or(0)).expect("checked to be at least 1")
-        };
-        Ok(AccountConfig {
-            name: raw.name,
-            token,
-            base_url,
-            region,
-            ca_file,
-            streams,
-            api_version,
-            start_time,
-            end_time,
-            v3_params,
-            page_size: u16::try_from(page_size).expect("page_size was checked to be at most 1000"),
-            poll_interval: Duration::from_secs(poll_interval_secs.unsigned_abs()),
-            request_timeout: Duration::from_secs(request_timeout_secs.unsigned_abs()),
-            max_response_bytes,
-            limits: Limits {
-                per_minute: count(requests_per_minute),
-                per_hour: count(requests_per_hour),
-            },
-            retry_max: Duration::from_secs(retry_max_secs.unsigned_abs()),
-            unauthorized_retry: Duration::from_secs(unauthorized_retry_secs.unsigned_abs()),
-            on_invalid_cursor,
+        Ok(SinkHead {
+            type_name,
+            parse,
+            name,
+            rest: table,
+        })
+    }
+
+    /// The sink's own keys, read by its type's parser. Its errors name the keys every sink has
+    /// too: `type` and `name` among the keys the table takes, and a missing key is said to be
+    /// required by the type.
+    fn into_kind(self, key: &str) -> Result<SinkKind, Problem> {
+        (self.parse)(key, self.rest).map_err(|mut problem| {
+            match &mut *problem.kind {
+                ConfigErrorKind::UnknownKey { expected } => {
+                    expected.splice(0..0, ["type".to_owned(), "name".to_owned()]);
+                }
+                ConfigErrorKind::Missing { note: note @ None } => {
+                    *note = Some(format!("required for type \"{}\"", self.type_name));
+                }
+                _ => {}
+            }
+            problem
         })
     }
 }
 
-/// A start or end time as the user could have written it, for error messages.
-fn describe_point(point: &StartTime) -> String {
-    match point {
-        StartTime::At(at) => at.format(&Rfc3339).unwrap_or_default(),
-        StartTime::Ago(ago) => format!("-{}s", ago.as_secs()),
-    }
-}
-
-/// A query parameter name: 1 to 64 characters from `A-Za-z0-9_.-`.
-fn query_param_name(key: &str, name: String) -> Result<String, Problem> {
-    let valid = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
-    if valid {
-        Ok(name)
-    } else {
-        Err(Problem::invalid(
-            key,
-            "a query parameter name (1 to 64 characters from A-Z, a-z, 0-9, _, - and .)",
-            &quote(&name),
-        ))
-    }
-}
-
-/// The most a message may be: beyond what any receiver takes, and far beyond a UDP datagram.
-const SYSLOG_MAX_MESSAGE_BYTES_MAX: i64 = 16 * 1024 * 1024;
-/// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
-const UDP_MAX_PAYLOAD: i64 = 65_507;
-/// The default `max_message_bytes` for UDP (receivers' defaults vary: rsyslog 8k, syslog-ng 64k).
-const UDP_DEFAULT_MAX_MESSAGE_BYTES: usize = 8192;
-/// Ten minutes: a connect or a batch write that takes longer is stuck.
-const SYSLOG_TIMEOUT_SECS_MAX: i64 = 600;
-
-impl SyslogSinkConfig {
-    fn from_raw(key: &str, raw: RawSyslogSink) -> Result<SyslogSinkConfig, Problem> {
-        let at = |name: &str| format!("{key}.{name}");
-        let (host, port) = syslog_address(&raw.address).ok_or_else(|| {
-            Problem::invalid(
-                &at("address"),
-                "host:port (a name, an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535)",
-                &quote(&raw.address),
-            )
-        })?;
-        let transport = match raw.transport.as_str() {
-            "udp" => SyslogTransport::Udp,
-            "tcp" => SyslogTransport::Tcp,
-            "tls" => SyslogTransport::Tls,
-            "relp" => SyslogTransport::Relp,
-            other => {
-                return Err(unknown_value(
-                    &at("transport"),
-                    "transport",
-                    other,
-                    &["udp", "tcp", "tls", "relp"],
-                ));
-            }
-        };
-        let format = match raw.format.as_str() {
-            "rfc5424" => SyslogFormat::Rfc5424,
-            "rfc3164" => SyslogFormat::Rfc3164,
-            other => {
-                return Err(unknown_value(
-                    &at("format"),
-                    "format",
-                    other,
-                    &["rfc5424", "rfc3164"],
-                ));
-            }
-        };
-        let framing = match raw.framing.as_deref() {
-            None | Some("octet-counting") => SyslogFraming::OctetCounting,
-            Some("lf") => SyslogFraming::Lf,
-            Some(other) => {
-                return Err(unknown_value(
-                    &at("framing"),
-                    "framing",
-                    other,
-                    &["octet-counting", "lf"],
-                ));
-            }
-        };
-        if let Some(framing) = &raw.framing {
-            let why = match transport {
-                SyslogTransport::Udp => {
-                    Some("no framing with transport = \"udp\" (one message per datagram)")
-                }
-                SyslogTransport::Relp => {
-                    Some("no framing with transport = \"relp\" (RELP frames each message itself)")
-                }
-                SyslogTransport::Tcp | SyslogTransport::Tls => None,
-            };
-            if let Some(why) = why {
-                return Err(Problem::invalid(&at("framing"), why, &quote(framing)));
-            }
-        }
-        let facility = level(&at("facility"), &raw.facility, &SYSLOG_FACILITIES)?;
-        let severity = level(&at("severity"), &raw.severity, &SYSLOG_SEVERITIES)?;
-        let mut stream_severity = Vec::with_capacity(raw.stream_severity.len());
-        for (name, value) in &raw.stream_severity {
-            let stream_key = join(&at("stream_severity"), name);
-            let stream: Stream = name.parse().map_err(|_| {
-                Problem::new(
-                    Some(stream_key.clone()),
-                    ConfigErrorKind::UnknownValue {
-                        what: "stream".to_owned(),
-                        value: name.clone(),
-                        expected: Stream::KNOWN
-                            .iter()
-                            .map(|s| s.as_str().to_owned())
-                            .collect(),
-                    },
-                )
-            })?;
-            stream_severity.push((stream, level(&stream_key, value, &SYSLOG_SEVERITIES)?));
-        }
-        let failed_signin_severity = raw
-            .failed_signin_severity
-            .as_ref()
-            .map(|value| level(&at("failed_signin_severity"), value, &SYSLOG_SEVERITIES))
-            .transpose()?;
-        let hostname = raw
-            .hostname
-            .map(|value| header_field(&at("hostname"), value, 255))
-            .transpose()?;
-        let app_name = match raw.app_name {
-            Some(value) => header_field(&at("app_name"), value, 48)?,
-            None => "op-events-forwarder".to_owned(),
-        };
-        let procid = raw
-            .procid
-            .map(|value| header_field(&at("procid"), value, 128))
-            .transpose()?;
-        let sd_id = match (raw.structured_data, raw.sd_id) {
-            (true, Some(sd_id)) => Some(sd_id_value(&at("sd_id"), sd_id)?),
-            (true, None) => Some(DEFAULT_SD_ID.to_owned()),
-            (false, Some(sd_id)) => {
-                return Err(Problem::invalid(
-                    &at("sd_id"),
-                    "structured_data = true alongside it (the SD-ID names the structured data element)",
-                    &quote(&sd_id),
-                ));
-            }
-            (false, None) => None,
-        };
-        if raw.bom && format == SyslogFormat::Rfc3164 {
-            return Err(Problem::invalid(
-                &at("bom"),
-                "false with format = \"rfc3164\" (the byte order mark is an RFC 5424 feature)",
-                "true",
-            ));
-        }
-        let max_message_bytes = match (raw.max_message_bytes, transport) {
-            (Some(bytes), SyslogTransport::Udp) => Some(
-                usize::try_from(int_in(
-                    &at("max_message_bytes"),
-                    bytes,
-                    480,
-                    UDP_MAX_PAYLOAD,
-                )?)
-                .unwrap_or(0),
-            ),
-            (Some(bytes), _) => Some(
-                usize::try_from(int_in(
-                    &at("max_message_bytes"),
-                    bytes,
-                    480,
-                    SYSLOG_MAX_MESSAGE_BYTES_MAX,
-                )?)
-                .unwrap_or(0),
-            ),
-            (None, SyslogTransport::Udp) => Some(UDP_DEFAULT_MAX_MESSAGE_BYTES),
-            (None, _) => None,
-        };
-        let timeout_secs = int_in(
-            &at("timeout_secs"),
-            raw.timeout_secs,
-            1,
-            SYSLOG_TIMEOUT_SECS_MAX,
-        )?;
-
-        let tls_keys = [
-            ("ca_file", raw.ca_file.is_some()),
-            ("server_name", raw.server_name.is_some()),
-            ("client_cert", raw.client_cert.is_some()),
-            ("client_key", raw.client_key.is_some()),
-            ("tls_insecure_skip_verify", raw.tls_insecure_skip_verify),
-        ];
-        if transport != SyslogTransport::Tls
-            && let Some((name, _)) = tls_keys.iter().find(|(_, set)| *set)
-        {
-            return Err(Problem::invalid(
-                &at(name),
-                "no TLS setting unless transport = \"tls\"",
-                &format!("transport = {}", quote(&raw.transport)),
-            ));
-        }
-        let ca_file = raw
-            .ca_file
-            .map(|path| file_path(&at("ca_file"), path))
-            .transpose()?;
-        let server_name = raw
-            .server_name
-            .map(|name| {
-                if syslog_host_valid(&name) {
-                    Ok(name)
-                } else {
-                    Err(Problem::invalid(
-                        &at("server_name"),
-                        "a DNS name or an IP address",
-                        &quote(&name),
-                    ))
-                }
-            })
-            .transpose()?;
-        let client_auth = match (raw.client_cert, raw.client_key) {
-            (Some(cert), Some(key)) => Some((
-                file_path(&at("client_cert"), cert)?,
-                file_path(&at("client_key"), key)?,
-            )),
-            (Some(_), None) => {
-                return Err(Problem::new(
-                    Some(at("client_key")),
-                    ConfigErrorKind::Missing {
-                        note: Some("required with client_cert".to_owned()),
-                    },
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Problem::new(
-                    Some(at("client_cert")),
-                    ConfigErrorKind::Missing {
-                        note: Some("required with client_key".to_owned()),
-                    },
-                ));
-            }
-            (None, None) => None,
-        };
-        if raw.tls_insecure_skip_verify && (ca_file.is_some() || server_name.is_some()) {
-            return Err(Problem::invalid(
-                &at("tls_insecure_skip_verify"),
-                "false when ca_file or server_name is set (they configure the verification it turns off)",
-                "true",
-            ));
-        }
-        Ok(SyslogSinkConfig {
-            address: raw.address,
-            host,
-            port,
-            transport,
-            format,
-            framing,
-            facility,
-            severity,
-            stream_severity,
-            failed_signin_severity,
-            hostname,
-            app_name,
-            procid,
-            sd_id,
-            bom: raw.bom,
-            max_message_bytes,
-            timeout: Duration::from_secs(timeout_secs.unsigned_abs()),
-            tls: SyslogTlsConfig {
-                ca_file,
-                server_name,
-                client_auth,
-                insecure_skip_verify: raw.tls_insecure_skip_verify,
-            },
-        })
-    }
-}
-
-/// The SD-ID used when `structured_data = true` and no `sd_id` is given. 32473 is the private
-/// enterprise number reserved for examples (RFC 5612); set your own with `sd_id`.
-pub const DEFAULT_SD_ID: &str = "op-events@32473";
-
-fn unknown_value(key: &str, what: &str, value: &str, expected: &[&str]) -> Problem {
+pub(crate) fn unknown_value(key: &str, what: &str, value: &str, expected: &[&str]) -> Problem {
     Problem::new(
         Some(key.to_owned()),
         ConfigErrorKind::UnknownValue {
@@ -1372,108 +532,13 @@ fn unknown_value(key: &str, what: &str, value: &str, expected: &[&str]) -> Probl
     )
 }
 
-/// A facility or severity by name or number; `names` are the valid names in numeric order.
-fn level(key: &str, value: &RawLevel, names: &[&str]) -> Result<u8, Problem> {
-    let max = names.len() - 1;
-    match value {
-        RawLevel::Number(number) => {
-            let number = int_in(key, *number, 0, max as i64)?;
-            Ok(u8::try_from(number).unwrap_or(0))
-        }
-        RawLevel::Name(name) => names
-            .iter()
-            .position(|candidate| candidate == name)
-            .map(|index| u8::try_from(index).unwrap_or(0))
-            .ok_or_else(|| {
-                let mut expected: Vec<&str> = names.to_vec();
-                let numbers = format!("a number from 0 to {max}");
-                expected.push(&numbers);
-                unknown_value(key, "name", name, &expected)
-            }),
-    }
-}
-
-/// A configured RFC 5424 header field: 1 to `max` printable US-ASCII characters, no spaces.
-fn header_field(key: &str, value: String, max: usize) -> Result<String, Problem> {
-    let valid = (1..=max).contains(&value.len()) && value.bytes().all(|b| (33..=126).contains(&b));
-    if valid {
-        Ok(value)
-    } else {
-        Err(Problem::invalid(
-            key,
-            &format!("1 to {max} printable US-ASCII characters without spaces"),
-            &quote(&value),
-        ))
-    }
-}
-
-/// An SD-ID of our own: `name@number` (RFC 5424 §7.2.2), at most 32 characters, without `=`,
-/// space, `]` or `"`.
-fn sd_id_value(key: &str, sd_id: String) -> Result<String, Problem> {
-    let printable = (1..=32).contains(&sd_id.len())
-        && sd_id
-            .bytes()
-            .all(|b| (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"'));
-    let enterprise = sd_id.split_once('@').is_some_and(|(name, number)| {
-        !name.is_empty()
-            && !number.is_empty()
-            && !number.contains('@')
-            && number
-                .split('.')
-                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-    });
-    if printable && enterprise {
-        Ok(sd_id)
-    } else {
-        Err(Problem::invalid(
-            key,
-            "an SD-ID of the form name@<private enterprise number>, at most 32 printable US-ASCII characters \
-             without =, ], \" or spaces (like op-events@32473)",
-            &quote(&sd_id),
-        ))
-    }
-}
-
-/// Splits `host:port` or `[v6]:port`; `None` when malformed.
-fn syslog_address(address: &str) -> Option<(String, u16)> {
-    let (host, port) = match address.strip_prefix('[') {
-        Some(bracketed) => {
-            let (v6, port) = bracketed.split_once("]:")?;
-            v6.parse::<Ipv6Addr>().ok()?;
-            (v6, port)
-        }
-        None => {
-            let (host, port) = address.rsplit_once(':')?;
-            if host.contains(':') || !syslog_host_valid(host) {
-                return None;
-            }
-            (host, port)
-        }
-    };
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
-    Some((host.to_owned(), port))
-}
-
-/// A host name (letters, digits, `-`, `.`), an IPv4 address or an IPv6 address.
-fn syslog_host_valid(host: &str) -> bool {
-    host.parse::<Ipv6Addr>().is_ok()
-        || (!host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-}
-
 /// The most characters of a value that an error quotes; a longer value is cut.
 const QUOTE_MAX_CHARS: usize = 80;
 
 /// A value as every error quotes it: in double quotes, with control characters escaped (`\0`,
 /// `\n`, `\u{1b}`), so that nothing in a config can reach a terminal or a log raw, and cut with
 /// `…` after [`QUOTE_MAX_CHARS`] characters (escapes counted as written).
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     let mut budget = QUOTE_MAX_CHARS;
     let cut = text.char_indices().find_map(|(index, c)| {
         // As `{:?}` of a string writes it: a single quote is not escaped.
@@ -1500,7 +565,7 @@ fn quote(text: &str) -> String {
     }
 }
 
-fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
+pub(crate) fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
@@ -1515,7 +580,7 @@ fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<i64, Problem> {
 /// The path of a file the daemon reads or writes: not empty, no control characters (a NUL
 /// cannot be in a path, and the others are mistakes), and naming a file: not `/`, nor ending in
 /// `/`, `.` or `..`.
-fn file_path(key: &str, path: String) -> Result<PathBuf, Problem> {
+pub(crate) fn file_path(key: &str, path: String) -> Result<PathBuf, Problem> {
     if path.is_empty() {
         return Err(Problem::invalid(key, "a non-empty path", "\"\""));
     }
@@ -1524,7 +589,7 @@ fn file_path(key: &str, path: String) -> Result<PathBuf, Problem> {
     Ok(PathBuf::from(path))
 }
 
-fn no_control_characters(key: &str, path: &str) -> Result<(), Problem> {
+pub(crate) fn no_control_characters(key: &str, path: &str) -> Result<(), Problem> {
     if path.chars().any(char::is_control) {
         return Err(Problem::invalid(
             key,
@@ -1535,7 +600,7 @@ fn no_control_characters(key: &str, path: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-fn names_a_file(key: &str, path: &str) -> Result<(), Problem> {
+pub(crate) fn names_a_file(key: &str, path: &str) -> Result<(), Problem> {
     let last = path.rsplit('/').next().unwrap_or(path);
     if matches!(last, "" | "." | "..") {
         return Err(Problem::invalid(
@@ -1602,82 +667,6 @@ fn unique_name(
     }
 }
 
-fn env_var_name(key: &str, name: String) -> Result<String, Problem> {
-    let valid = name
-        .bytes()
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
-    if valid {
-        Ok(name)
-    } else {
-        Err(Problem::invalid(
-            key,
-            "an environment variable name (A-Z, a-z, 0-9 and _, not starting with a digit)",
-            &quote(&name),
-        ))
-    }
-}
-
-fn streams(key: &str, names: &[String]) -> Result<Vec<Stream>, Problem> {
-    if names.is_empty() {
-        return Err(Problem::invalid(
-            key,
-            "at least one stream",
-            "an empty array",
-        ));
-    }
-    let mut streams: Vec<Stream> = Vec::with_capacity(names.len());
-    for (index, name) in names.iter().enumerate() {
-        let element_key = format!("{key}[{index}]");
-        let stream: Stream = name.parse().map_err(|_| {
-            Problem::new(
-                Some(element_key.clone()),
-                ConfigErrorKind::UnknownValue {
-                    what: "stream".to_owned(),
-                    value: name.clone(),
-                    expected: Stream::KNOWN
-                        .iter()
-                        .map(|stream| stream.as_str().to_owned())
-                        .collect(),
-                },
-            )
-        })?;
-        if let Some(first) = streams.iter().position(|seen| *seen == stream) {
-            return Err(Problem::new(
-                Some(element_key),
-                ConfigErrorKind::Duplicate {
-                    what: "stream".to_owned(),
-                    value: name.clone(),
-                    first: format!("{key}[{first}]"),
-                },
-            ));
-        }
-        streams.push(stream);
-    }
-    Ok(streams)
-}
-
-/// Parses `2026-11-01T00:00:00Z` (RFC 3339) or `-7d`, `-24h`, `-30m`, `-90s` (a time ago).
-fn start_time(text: &str) -> Option<StartTime> {
-    match text.strip_prefix('-') {
-        Some(ago) => parse_span(ago).map(StartTime::Ago),
-        None => OffsetDateTime::parse(text, &Rfc3339)
-            .ok()
-            .map(StartTime::At),
-    }
-}
-
-impl StartTime {
-    /// `2026-11-01T00:00:00Z` (RFC 3339) or `-7d`, `-24h`, `-30m`, `-90s` (a time ago), as
-    /// `start_time` takes it; `None` for anything else.
-    pub fn parse(text: &str) -> Option<StartTime> {
-        start_time(text)
-    }
-}
-
 /// The one parser of spans of time: `7d`, `24h`, `30m`, `90s` (digits, then one unit); `None`
 /// for anything else, whatever its characters.
 pub fn parse_span(text: &str) -> Option<Duration> {
@@ -1703,7 +692,10 @@ pub fn normalize_base_url(url: &str) -> Result<String, String> {
 }
 
 /// Checks and normalizes a base URL: `https://host[:port]`, or `http://` to a loopback host.
-fn base_url(url: &str) -> Result<String, ConfigErrorKind> {
+///
+/// By hand rather than with `http::Uri`, which drops a fragment and an out-of-range or empty
+/// port without a word and takes user info and any host: it would need every check here anyway.
+pub(crate) fn base_url(url: &str) -> Result<String, ConfigErrorKind> {
     let invalid = |expected: &str| ConfigErrorKind::Invalid {
         expected: expected.to_owned(),
         got: quote(url),
@@ -1776,46 +768,6 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Checks a sink path template: no control characters, `{stream}` and `{account}` its only
-/// placeholders, and a file at its end.
-fn path_template(key: &str, template: String) -> Result<String, Problem> {
-    if template.is_empty() {
-        return Err(Problem::invalid(key, "a non-empty path", "\"\""));
-    }
-    no_control_characters(key, &template)?;
-    let malformed = || {
-        Problem::invalid(
-            key,
-            "a path whose only braces are the placeholders {stream} and {account}",
-            &quote(&template),
-        )
-    };
-    let mut rest = template.as_str();
-    while let Some(open) = rest.find(['{', '}']) {
-        if rest[open..].starts_with('}') {
-            return Err(malformed());
-        }
-        let close = rest[open..].find('}').ok_or_else(malformed)? + open;
-        let placeholder = &rest[open..=close];
-        if placeholder[1..].contains('{') {
-            return Err(malformed());
-        }
-        if placeholder != "{stream}" && placeholder != "{account}" {
-            return Err(Problem::new(
-                Some(key.to_owned()),
-                ConfigErrorKind::UnknownValue {
-                    what: "placeholder".to_owned(),
-                    value: placeholder.to_owned(),
-                    expected: vec!["{stream}".to_owned(), "{account}".to_owned()],
-                },
-            ));
-        }
-        rest = &rest[close + 1..];
-    }
-    names_a_file(key, &template)?;
-    Ok(template)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Phase three: the files the config names.
 
@@ -1832,45 +784,20 @@ fn path_template(key: &str, template: String) -> Result<String, Problem> {
 fn check_files(config: &Config) -> Result<(), Problem> {
     file_location("state.path", &config.state.path)?;
     for (index, account) in config.accounts.iter().enumerate() {
-        if let Some(path) = &account.ca_file {
-            pem_file(
-                &format!("accounts[{index}].ca_file"),
-                path,
-                crate::pem::read_roots,
-            )?;
-        }
+        account.check_files(&format!("accounts[{index}]"))?;
     }
     for (index, sink) in config.sinks.iter().enumerate() {
-        let at = |name: &str| format!("sinks[{index}].{name}");
+        let key = format!("sinks[{index}]");
         match &sink.kind {
-            SinkKind::File(file) => {
-                for account in &config.accounts {
-                    // Streams left to the token are at most the cursor streams.
-                    let streams = account.streams.as_deref().unwrap_or(&Stream::ALL);
-                    for &stream in streams {
-                        file_location(&at("path"), &file.path_for(&account.name, stream))?;
-                    }
-                }
-            }
-            SinkKind::Syslog(syslog) => {
-                if let Some(path) = &syslog.tls.ca_file {
-                    pem_file(&at("ca_file"), path, crate::pem::read_roots)?;
-                }
-                if let Some((cert_path, key_path)) = &syslog.tls.client_auth {
-                    let certs = pem_file(&at("client_cert"), cert_path, crate::pem::read_certs)?;
-                    let key = pem_file(&at("client_key"), key_path, crate::pem::read_private_key)?;
-                    crate::pem::check_key_pair(&certs, &key).map_err(|error| {
-                        file_problem(&at("client_key"), key_path, error.to_string())
-                    })?;
-                }
-            }
+            SinkKind::File(file) => file.check_files(&key, &config.accounts)?,
+            SinkKind::Syslog(syslog) => syslog.check_files(&key)?,
         }
     }
     Ok(())
 }
 
 /// Reads a PEM file with `read`, the problem placed at `key`.
-fn pem_file<T>(
+pub(crate) fn pem_file<T>(
     key: &str,
     path: &Path,
     read: impl FnOnce(&Path) -> Result<T, crate::pem::PemError>,
@@ -1880,7 +807,7 @@ fn pem_file<T>(
 
 /// Checks that a file can be created or opened at `path`: it is not a directory, and the nearest
 /// of its ancestors that exists is one (missing ones are created at start).
-fn file_location(key: &str, path: &Path) -> Result<(), Problem> {
+pub(crate) fn file_location(key: &str, path: &Path) -> Result<(), Problem> {
     if std::fs::metadata(path).is_ok_and(|meta| meta.is_dir()) {
         return Err(file_problem(
             key,
@@ -1908,7 +835,7 @@ fn file_location(key: &str, path: &Path) -> Result<(), Problem> {
     Ok(())
 }
 
-fn file_problem(key: &str, path: &Path, problem: String) -> Problem {
+pub(crate) fn file_problem(key: &str, path: &Path, problem: String) -> Problem {
     Problem::new(
         Some(key.to_owned()),
         ConfigErrorKind::File {
@@ -1923,26 +850,27 @@ fn file_problem(key: &str, path: &Path, problem: String) -> Problem {
 
 /// A problem at a key path, before the origin and the environment variable are attached.
 #[derive(Debug)]
-struct Problem {
+pub(crate) struct Problem {
     key: Option<String>,
-    /// A missing field, to be appended to the key path of the table that lacks it.
-    missing_field: Option<&'static str>,
     env_var: Option<String>,
     /// Boxed: a `Result` carrying a problem stays small.
     kind: Box<ConfigErrorKind>,
+    /// For a value of the wrong type: the type the key takes, when a string from an environment
+    /// override can be read as one (see [`retype`]).
+    wants: Option<Wants>,
 }
 
 impl Problem {
-    fn new(key: Option<String>, kind: ConfigErrorKind) -> Problem {
+    pub(crate) fn new(key: Option<String>, kind: ConfigErrorKind) -> Problem {
         Problem {
             key,
-            missing_field: None,
             env_var: None,
             kind: Box::new(kind),
+            wants: None,
         }
     }
 
-    fn invalid(key: &str, expected: &str, got: &str) -> Problem {
+    pub(crate) fn invalid(key: &str, expected: &str, got: &str) -> Problem {
         Problem::new(
             Some(key.to_owned()),
             ConfigErrorKind::Invalid {
@@ -1952,26 +880,9 @@ impl Problem {
         )
     }
 
-    /// Places a problem raised without a location at the value at `path`; the innermost wins.
-    fn at(mut self, path: &str) -> Problem {
-        if self.key.is_none() {
-            let key = match self.missing_field.take() {
-                Some(field) => join(path, field),
-                None => path.to_owned(),
-            };
-            self.key = (!key.is_empty()).then_some(key);
-        }
-        self
-    }
-
     fn into_error(self, origin: &str, overrides: &[Override]) -> ConfigError {
-        let key = match (self.key, self.missing_field) {
-            (Some(key), _) => Some(key),
-            (None, Some(field)) => Some(field.to_owned()),
-            (None, None) => None,
-        };
         let env_var = self.env_var.or_else(|| {
-            let key = key.as_deref()?;
+            let key = self.key.as_deref()?;
             let unknown_key = matches!(*self.kind, ConfigErrorKind::UnknownKey { .. });
             overrides
                 .iter()
@@ -1982,7 +893,7 @@ impl Problem {
                 })
                 .map(|o| o.var.clone())
         });
-        ConfigError::new(origin, key, env_var, *self.kind)
+        ConfigError::new(origin, self.key, env_var, *self.kind)
     }
 }
 
@@ -1995,56 +906,9 @@ impl fmt::Display for Problem {
     }
 }
 
-impl std::error::Error for Problem {}
-
-impl de::Error for Problem {
-    fn custom<T: fmt::Display>(message: T) -> Problem {
-        Problem::new(None, ConfigErrorKind::Other(message.to_string()))
-    }
-
-    fn invalid_type(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Problem {
-        Problem::new(
-            None,
-            ConfigErrorKind::Invalid {
-                expected: expected.to_string(),
-                got: describe_unexpected(&unexpected),
-            },
-        )
-    }
-
-    fn invalid_value(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Problem {
-        Self::invalid_type(unexpected, expected)
-    }
-
-    fn unknown_field(_field: &str, expected: &'static [&'static str]) -> Problem {
-        Problem::new(
-            None,
-            ConfigErrorKind::UnknownKey {
-                expected: expected.iter().map(|&field| field.to_owned()).collect(),
-            },
-        )
-    }
-
-    fn missing_field(field: &'static str) -> Problem {
-        Problem {
-            missing_field: Some(field),
-            ..Problem::new(None, ConfigErrorKind::Missing { note: None })
-        }
-    }
-}
-
-fn describe_unexpected(unexpected: &de::Unexpected<'_>) -> String {
-    match unexpected {
-        de::Unexpected::Signed(n) => n.to_string(),
-        de::Unexpected::Unsigned(n) => n.to_string(),
-        de::Unexpected::Str(text) => quote(text),
-        other => other.to_string(),
-    }
-}
-
 /// `parent.key`, or `key` at the top level; a key that is not bare (`A-Za-z0-9_-`) is quoted, as
 /// TOML would write it, escaped and cut like a value.
-fn join(parent: &str, key: &str) -> String {
+pub(crate) fn join(parent: &str, key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .bytes()
@@ -2066,12 +930,11 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Text to tree, and environment overrides.
 
-/// Parses TOML into the tree that [`ValueDe`] reads; values from the file have no origin.
+/// Parses TOML into a tree of values.
 ///
 /// The toml crate parses, keeping the position of every value, so that errors give the line and
-/// column: its own, and a number TOML allows but no 64-bit type holds (which the `config`
-/// crate's TOML reader reported without a position, let alone a key).
-fn parse_toml(text: &str) -> Result<Value, Problem> {
+/// column: its own, and a number TOML allows but no 64-bit type holds.
+fn parse_toml(text: &str) -> Result<toml::Table, Problem> {
     let table = toml::de::DeTable::parse(text).map_err(|error| {
         let message = error
             .message()
@@ -2088,16 +951,15 @@ fn parse_toml(text: &str) -> Result<Value, Problem> {
             },
         )
     })?;
-    let tree = table_tree(text, "", table.into_inner())?;
-    Ok(Value::new(None, ValueKind::Table(tree)))
+    table_tree(text, "", table.into_inner())
 }
 
 fn table_tree(
     text: &str,
     path: &str,
     table: toml::de::DeTable<'_>,
-) -> Result<Map<String, Value>, Problem> {
-    let mut tree = Map::new();
+) -> Result<toml::Table, Problem> {
+    let mut tree = toml::Table::new();
     for (key, value) in table {
         let key = key.into_inner().into_owned();
         let value = value_tree(text, join(path, &key), value)?;
@@ -2110,7 +972,7 @@ fn value_tree(
     text: &str,
     path: String,
     value: toml::Spanned<toml::de::DeValue<'_>>,
-) -> Result<Value, Problem> {
+) -> Result<toml::Value, Problem> {
     use toml::de::DeValue;
     let span = value.span();
     let out_of_range = |message: String| {
@@ -2122,10 +984,10 @@ fn value_tree(
             },
         )
     };
-    let kind = match value.into_inner() {
-        DeValue::String(string) => ValueKind::String(string.into_owned()),
+    Ok(match value.into_inner() {
+        DeValue::String(string) => toml::Value::String(string.into_owned()),
         DeValue::Integer(integer) => match i64::from_str_radix(integer.as_str(), integer.radix()) {
-            Ok(integer) => ValueKind::I64(integer),
+            Ok(integer) => toml::Value::Integer(integer),
             Err(error) => {
                 let message = match error.kind() {
                     std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
@@ -2150,21 +1012,20 @@ fn value_tree(
                     "the number does not fit in a 64-bit float".to_owned(),
                 ));
             }
-            ValueKind::Float(number)
+            toml::Value::Float(number)
         }
-        DeValue::Boolean(boolean) => ValueKind::Boolean(boolean),
-        // As the `config` crate read them: `start_time = 2026-11-01T00:00:00Z` is a string.
-        DeValue::Datetime(datetime) => ValueKind::String(datetime.to_string()),
-        DeValue::Array(items) => ValueKind::Array(
+        DeValue::Boolean(boolean) => toml::Value::Boolean(boolean),
+        // A date-time is read as the text it was: `start_time = 2026-11-01T00:00:00Z` is a string.
+        DeValue::Datetime(datetime) => toml::Value::String(datetime.to_string()),
+        DeValue::Array(items) => toml::Value::Array(
             items
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| value_tree(text, format!("{path}[{index}]"), item))
                 .collect::<Result<_, _>>()?,
         ),
-        DeValue::Table(table) => ValueKind::Table(table_tree(text, &path, table)?),
-    };
-    Ok(Value::new(None, kind))
+        DeValue::Table(table) => toml::Value::Table(table_tree(text, &path, table)?),
+    })
 }
 
 /// The 1-based line and column (in characters, as the toml crate counts) of a byte offset.
@@ -2186,16 +1047,25 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[derive(Debug)]
 struct Override {
     var: String,
+    /// The key path, as errors name it.
     path: String,
+    /// The way to the value in the tree.
+    steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
 /// Patches every `OP_EVENTS_FORWARDER__…` variable into the tree, in name order.
 ///
-/// The values stay strings, marked with the variable as their origin, and [`ValueDe`] parses them
-/// as the type the key needs. Keys are not checked here: an unknown one is reported by the
-/// deserializer like one in the file, with the variable named.
+/// The values are strings: [`retype`] reads one as the type its key takes when parsing the tree
+/// asks for another. Keys are not checked here: an unknown one is reported like one in the
+/// file, with the variable named.
 fn apply_env_overrides(
-    tree: &mut Value,
+    tree: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<Vec<Override>, Problem> {
     let mut vars: Vec<&(String, String)> = env
@@ -2223,71 +1093,75 @@ fn apply_env_overrides(
                 )
             });
         }
-        let path = apply_override(tree, var, &segments, value).map_err(|problem| Problem {
+        let (path, steps) = apply_override(tree, &segments, value).map_err(|problem| Problem {
             env_var: Some(var.clone()),
             ..problem
         })?;
         overrides.push(Override {
             var: var.clone(),
             path,
+            steps,
         });
     }
     Ok(overrides)
 }
 
 fn apply_override(
-    tree: &mut Value,
-    var: &str,
+    tree: &mut toml::Table,
     segments: &[String],
     value: &str,
-) -> Result<String, Problem> {
-    let origin = var.to_owned();
-    let leaf = || Value::new(Some(&origin), ValueKind::String(value.to_owned()));
-    let mut node = tree;
+) -> Result<(String, Vec<Step>), Problem> {
+    let leaf = || toml::Value::String(value.to_owned());
+    let mut steps = Vec::with_capacity(segments.len());
     let mut path = String::new();
-    for (depth, segment) in segments.iter().enumerate() {
-        let is_last = depth + 1 == segments.len();
-        let child = match &mut node.kind {
-            ValueKind::Table(table) => {
-                path = join(&path, segment);
-                if is_last {
-                    table.insert(segment.clone(), leaf());
-                    return Ok(path);
-                }
-                if !table.contains_key(segment) {
-                    if let Some(index) = segments.get(depth + 1).and_then(|next| parse_index(next))
-                    {
-                        return Err(Problem::new(
-                            Some(format!("{path}[{index}]")),
-                            ConfigErrorKind::NoSuchEntry { len: 0 },
-                        ));
-                    }
-                    let table_kind = ValueKind::Table(Map::new());
-                    table.insert(segment.clone(), Value::new(Some(&origin), table_kind));
-                }
-                table.get_mut(segment).expect("the table has this key")
+    let mut table = tree;
+    let mut segments = segments.iter().peekable();
+    while let Some(segment) = segments.next() {
+        path = join(&path, segment);
+        steps.push(Step::Key(segment.clone()));
+        let Some(next) = segments.peek() else {
+            table.insert(segment.clone(), leaf());
+            return Ok((path, steps));
+        };
+        if !table.contains_key(segment.as_str()) {
+            if let Some(index) = parse_index(next) {
+                return Err(Problem::new(
+                    Some(format!("{path}[{index}]")),
+                    ConfigErrorKind::NoSuchEntry { len: 0 },
+                ));
             }
-            ValueKind::Array(items) => {
-                let Some(index) = parse_index(segment) else {
-                    return Err(Problem::invalid(
-                        &path,
-                        "an array index (a number) as the next level",
-                        &quote(&segment.to_ascii_uppercase()),
-                    ));
-                };
-                path = format!("{path}[{index}]");
-                if index >= items.len() {
-                    return Err(Problem::new(
-                        Some(path),
-                        ConfigErrorKind::NoSuchEntry { len: items.len() },
-                    ));
-                }
-                if is_last {
-                    items[index] = leaf();
-                    return Ok(path);
-                }
-                &mut items[index]
+            table.insert(segment.clone(), toml::Value::Table(toml::Table::new()));
+        }
+        let mut node = table
+            .get_mut(segment.as_str())
+            .expect("the table has this key");
+        // Array entries, named by their index, down to the next table.
+        while let toml::Value::Array(items) = node {
+            let segment = segments.next().expect("peeked");
+            let Some(index) = parse_index(segment) else {
+                return Err(Problem::invalid(
+                    &path,
+                    "an array index (a number) as the next level",
+                    &quote(&segment.to_ascii_uppercase()),
+                ));
+            };
+            path = format!("{path}[{index}]");
+            steps.push(Step::Index(index));
+            let len = items.len();
+            let Some(item) = items.get_mut(index) else {
+                return Err(Problem::new(
+                    Some(path),
+                    ConfigErrorKind::NoSuchEntry { len },
+                ));
+            };
+            if segments.peek().is_none() {
+                *item = leaf();
+                return Ok((path, steps));
             }
+            node = item;
+        }
+        match node {
+            toml::Value::Table(inner) => table = inner,
             other => {
                 return Err(Problem::invalid(
                     &path,
@@ -2295,10 +1169,9 @@ fn apply_override(
                     &describe(other),
                 ));
             }
-        };
-        node = child;
+        }
     }
-    Ok(path)
+    Ok((path, steps))
 }
 
 fn parse_index(segment: &str) -> Option<usize> {
@@ -2309,435 +1182,157 @@ fn parse_index(segment: &str) -> Option<usize> {
 }
 
 /// A value for "got …": scalars as written, containers by their kind.
-fn describe(kind: &ValueKind) -> String {
-    match kind {
-        ValueKind::Nil => "nothing".to_owned(),
-        ValueKind::Boolean(value) => value.to_string(),
-        ValueKind::I64(value) => value.to_string(),
-        ValueKind::I128(value) => value.to_string(),
-        ValueKind::U64(value) => value.to_string(),
-        ValueKind::U128(value) => value.to_string(),
-        ValueKind::Float(value) => format!("{value:?}"),
-        ValueKind::String(value) => quote(value),
-        ValueKind::Table(_) => "a table".to_owned(),
-        ValueKind::Array(_) => "an array".to_owned(),
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Boolean(value) => value.to_string(),
+        toml::Value::Integer(value) => value.to_string(),
+        toml::Value::Float(value) => format!("{value:?}"),
+        toml::Value::String(value) => quote(value),
+        toml::Value::Datetime(value) => value.to_string(),
+        toml::Value::Table(_) => "a table".to_owned(),
+        toml::Value::Array(_) => "an array".to_owned(),
+    }
+}
+
+/// The types a string from the environment can be read as.
+#[derive(Debug, Clone, Copy)]
+enum Wants {
+    Integer,
+    Boolean,
+    /// Comma-separated strings.
+    Array,
+}
+
+/// Reads the string an override put in the tree as the type its key takes; `false` if the
+/// value there is not a string, or does not read as one.
+fn retype(tree: &mut toml::Table, target: &Override, wants: Wants) -> bool {
+    let mut steps = target.steps.iter();
+    let Some(Step::Key(first)) = steps.next() else {
+        return false;
+    };
+    let mut node = tree.get_mut(first.as_str());
+    for step in steps {
+        node = match (node, step) {
+            (Some(toml::Value::Table(table)), Step::Key(key)) => table.get_mut(key.as_str()),
+            (Some(toml::Value::Array(items)), Step::Index(index)) => items.get_mut(*index),
+            _ => None,
+        };
+    }
+    let Some(node) = node else {
+        return false;
+    };
+    let toml::Value::String(text) = &*node else {
+        return false;
+    };
+    let typed = match wants {
+        Wants::Integer => text.trim().parse().ok().map(toml::Value::Integer),
+        Wants::Boolean => match text.as_str() {
+            "true" => Some(toml::Value::Boolean(true)),
+            "false" => Some(toml::Value::Boolean(false)),
+            _ => None,
+        },
+        Wants::Array => Some(toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        )),
+    };
+    match typed {
+        Some(typed) => {
+            *node = typed;
+            true
+        }
+        None => false,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The strict deserializer over the tree.
+// The tree into raw structs.
 
-/// Deserializes one value of the tree, knowing its key path.
+/// Deserializes `value`, found at `key`, into a raw struct; every error names its key path.
 ///
-/// Strict where the `config` crate's deserializer is lenient: a string is not an integer, an
-/// integer is not a string. Strings from environment overrides are the exception: they parse as
-/// the type asked for (integers, booleans, and comma-separated arrays).
-/// Enums read as tables tagged by their `type` key, the variant reading the rest of the table.
-struct ValueDe<'a> {
-    value: &'a Value,
-    path: String,
-    /// The tag key of an enum's table, hidden from the variant's struct.
-    hidden_key: Option<&'static str>,
-}
-
-impl<'a> ValueDe<'a> {
-    fn new(value: &'a Value, path: String) -> ValueDe<'a> {
-        ValueDe {
-            value,
-            path,
-            hidden_key: None,
-        }
-    }
-
-    /// The value's text if it is a string from an environment override.
-    fn env_string(&self) -> Option<&'a str> {
-        match &self.value.kind {
-            ValueKind::String(text) if self.value.origin().is_some() => Some(text),
-            _ => None,
-        }
-    }
-
-    fn wrong_type(&self, expected: &str) -> Problem {
-        Problem::invalid(&self.path, expected, &describe(&self.value.kind))
-    }
-
-    fn table_access(&self, table: &'a Map<String, Value>) -> TableAccess<'a> {
-        // Sorted, so that the first error reported does not depend on hash order.
-        let mut entries: Vec<(&'a String, &'a Value)> = table
-            .iter()
-            .filter(|(key, _)| Some(key.as_str()) != self.hidden_key)
-            .collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        TableAccess {
-            entries: entries.into_iter(),
-            pending: None,
-            path: self.path.clone(),
-            hidden_key: self.hidden_key,
-        }
-    }
-}
-
-impl<'de> de::Deserializer<'de> for ValueDe<'_> {
-    type Error = Problem;
-
-    fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let result = match &self.value.kind {
-            ValueKind::Nil => visitor.visit_unit(),
-            ValueKind::Boolean(value) => visitor.visit_bool(*value),
-            ValueKind::I64(value) => visitor.visit_i64(*value),
-            ValueKind::I128(value) => visitor.visit_i128(*value),
-            ValueKind::U64(value) => visitor.visit_u64(*value),
-            ValueKind::U128(value) => visitor.visit_u128(*value),
-            ValueKind::Float(value) => visitor.visit_f64(*value),
-            ValueKind::String(value) => visitor.visit_str(value),
-            ValueKind::Table(table) => visitor.visit_map(self.table_access(table)),
-            ValueKind::Array(items) => {
-                visitor.visit_seq(ArrayAccess::new(items.clone(), &self.path))
-            }
-        };
-        result.map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_bool<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let value = match (&self.value.kind, self.env_string()) {
-            (ValueKind::Boolean(value), _) => *value,
-            (_, Some("true")) => true,
-            (_, Some("false")) => false,
-            _ => return Err(self.wrong_type("true or false")),
-        };
-        visitor
-            .visit_bool(value)
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_i64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let value = match (&self.value.kind, self.env_string()) {
-            (ValueKind::I64(value), _) => *value,
-            (_, Some(text)) => text
-                .trim()
-                .parse()
-                .map_err(|_| self.wrong_type("an integer"))?,
-            _ => return Err(self.wrong_type("an integer")),
-        };
-        visitor
-            .visit_i64(value)
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_i8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u8<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u16<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u32<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u64<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_str<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        match &self.value.kind {
-            ValueKind::String(value) => visitor
-                .visit_str(value)
-                .map_err(|problem: Problem| problem.at(&self.path)),
-            _ => Err(self.wrong_type("a string")),
-        }
-    }
-
-    fn deserialize_string<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_char<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_identifier<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        match &self.value.kind {
-            ValueKind::Nil => visitor.visit_none(),
-            _ => visitor.visit_some(self),
-        }
-    }
-
-    fn deserialize_newtype_struct<V: de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        let items = match (&self.value.kind, self.env_string()) {
-            (ValueKind::Array(items), _) => items.clone(),
-            (_, Some(text)) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(|item| Value::new(self.value.origin().map(str::to_owned).as_ref(), item))
-                .collect(),
-            _ => return Err(self.wrong_type("an array")),
-        };
-        visitor
-            .visit_seq(ArrayAccess::new(items, &self.path))
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_tuple<V: de::Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_tuple_struct<V: de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_map<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        match &self.value.kind {
-            ValueKind::Table(table) => visitor
-                .visit_map(self.table_access(table))
-                .map_err(|problem: Problem| problem.at(&self.path)),
-            _ => Err(self.wrong_type("a table")),
-        }
-    }
-
-    fn deserialize_struct<V: de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        self.deserialize_map(visitor)
-    }
-
-    fn deserialize_enum<V: de::Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        const TAG: &str = "type";
-        let ValueKind::Table(table) = &self.value.kind else {
-            return Err(self.wrong_type("a table"));
-        };
-        let tag_path = join(&self.path, TAG);
-        let expected: Vec<String> = variants.iter().map(|&variant| variant.to_owned()).collect();
-        let Some(tag_value) = table.get(TAG) else {
-            return Err(Problem::new(
-                Some(tag_path),
-                ConfigErrorKind::Missing {
-                    note: Some(format!("expected one of {}", expected.join(", "))),
-                },
-            ));
-        };
-        let ValueKind::String(tag) = &tag_value.kind else {
-            return Err(ValueDe::new(tag_value, tag_path).wrong_type("a string"));
-        };
-        if !variants.contains(&tag.as_str()) {
-            return Err(Problem::new(
-                Some(tag_path),
-                ConfigErrorKind::UnknownValue {
-                    what: format!("{name} type"),
-                    value: tag.clone(),
-                    expected,
-                },
-            ));
-        }
-        visitor
-            .visit_enum(TaggedTable {
-                tag,
-                de: ValueDe {
-                    value: self.value,
-                    path: self.path.clone(),
-                    hidden_key: Some(TAG),
-                },
-            })
-            .map_err(|problem: Problem| problem.at(&self.path))
-    }
-
-    fn deserialize_ignored_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Problem> {
-        visitor.visit_unit()
-    }
-
-    serde::forward_to_deserialize_any! {
-        f32 f64 i128 u128 bytes byte_buf unit unit_struct
-    }
-}
-
-/// The entries of a table, in key order, each deserialized with its key path.
-struct TableAccess<'a> {
-    entries: std::vec::IntoIter<(&'a String, &'a Value)>,
-    pending: Option<(&'a String, &'a Value)>,
-    path: String,
-    hidden_key: Option<&'static str>,
-}
-
-impl<'de> de::MapAccess<'de> for TableAccess<'_> {
-    type Error = Problem;
-
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Problem> {
-        let Some((key, value)) = self.entries.next() else {
-            return Ok(None);
-        };
-        self.pending = Some((key, value));
-        let deserializer: de::value::StrDeserializer<'_, Problem> =
-            key.as_str().into_deserializer();
-        seed.deserialize(deserializer)
-            .map(Some)
-            .map_err(|mut problem| {
-                // The tag key of an enum's table is accepted too, though the variant does not list it.
-                if let (ConfigErrorKind::UnknownKey { expected }, Some(hidden)) =
-                    (&mut *problem.kind, self.hidden_key)
-                {
-                    expected.insert(0, hidden.to_owned());
+/// serde_path_to_error gives the path of the value that failed; what failed is read from the
+/// message serde composes for the three mistakes a config can make (a missing key, an unknown
+/// key, a value of the wrong type), and the value found is described from the tree, escaped and
+/// cut like every value an error quotes.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|error| {
+        let mut path = key.to_owned();
+        let mut node = Some(value);
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => {
+                    path = format!("{path}[{index}]");
+                    node = node.and_then(|node| node.get(*index));
                 }
-                problem.at(&join(&self.path, key))
-            })
-    }
-
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, Problem> {
-        let (key, value) = self
-            .pending
-            .take()
-            .expect("next_value_seed follows next_key_seed");
-        seed.deserialize(ValueDe::new(value, join(&self.path, key)))
-    }
-}
-
-/// The elements of an array, each deserialized with its index in the key path.
-struct ArrayAccess {
-    items: std::iter::Enumerate<std::vec::IntoIter<Value>>,
-    path: String,
-}
-
-impl ArrayAccess {
-    fn new(items: Vec<Value>, path: &str) -> ArrayAccess {
-        ArrayAccess {
-            items: items.into_iter().enumerate(),
-            path: path.to_owned(),
-        }
-    }
-}
-
-impl<'de> de::SeqAccess<'de> for ArrayAccess {
-    type Error = Problem;
-
-    fn next_element_seed<T: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Problem> {
-        let Some((index, item)) = self.items.next() else {
-            return Ok(None);
-        };
-        seed.deserialize(ValueDe::new(&item, format!("{}[{index}]", self.path)))
-            .map(Some)
-    }
-}
-
-/// An enum's table: the variant named by its tag, its content the rest of the table.
-struct TaggedTable<'a> {
-    tag: &'a str,
-    de: ValueDe<'a>,
-}
-
-impl<'de, 'a> de::EnumAccess<'de> for TaggedTable<'a> {
-    type Error = Problem;
-    type Variant = TaggedTable<'a>;
-
-    fn variant_seed<V: de::DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, Self::Variant), Problem> {
-        let deserializer: de::value::StrDeserializer<'_, Problem> = self.tag.into_deserializer();
-        let variant = seed.deserialize(deserializer)?;
-        Ok((variant, self))
-    }
-}
-
-impl<'de> de::VariantAccess<'de> for TaggedTable<'_> {
-    type Error = Problem;
-
-    fn unit_variant(self) -> Result<(), Problem> {
-        Ok(())
-    }
-
-    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
-        self,
-        seed: T,
-    ) -> Result<T::Value, Problem> {
-        let tag = self.tag;
-        let table_path = self.de.path.clone();
-        seed.deserialize(self.de).map_err(|mut problem| {
-            // Keys of the variant's own table, except `name`, which every variant has.
-            let type_specific = problem.key.as_deref().is_some_and(|key| {
-                key.strip_prefix(table_path.as_str())
-                    .and_then(|rest| rest.strip_prefix('.'))
-                    .is_some_and(|field| !field.contains(['.', '[']) && field != "name")
-            });
-            if let ConfigErrorKind::Missing { note: note @ None } = &mut *problem.kind
-                && type_specific
-            {
-                *note = Some(format!("required for type \"{tag}\""));
+                serde_path_to_error::Segment::Map { key } => {
+                    path = join(&path, key);
+                    node = node.and_then(|node| node.get(key.as_str()));
+                }
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => {}
             }
-            problem
-        })
-    }
+        }
+        serde_problem(path, node, error.inner().message())
+    })
+}
 
-    fn tuple_variant<V: de::Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        de::Deserializer::deserialize_seq(self.de, visitor)
+/// The problem a serde message describes (serde's own wording of `missing_field`,
+/// `unknown_field` and `invalid_type`), at `path`, where the tree holds `found`.
+fn serde_problem(path: String, found: Option<&toml::Value>, message: &str) -> Problem {
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return Problem::new(
+            Some(join(&path, field)),
+            ConfigErrorKind::Missing { note: None },
+        );
     }
-
-    fn struct_variant<V: de::Visitor<'de>>(
-        self,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Problem> {
-        de::Deserializer::deserialize_map(self.de, visitor)
+    if message.starts_with("unknown field `") {
+        // "…, expected `a`", "…, expected `a` or `b`", "…, expected one of `a`, `b`", or
+        // "…, there are no fields": the names are between the backticks after the key's.
+        let names = message
+            .rsplit_once("`, expected ")
+            .map_or("", |(_, names)| names);
+        let expected = names
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        return Problem::new(Some(path), ConfigErrorKind::UnknownKey { expected });
     }
+    if let Some((_, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    {
+        let (expected, wants) = match expected {
+            "i64" => ("an integer", Some(Wants::Integer)),
+            "a boolean" => ("true or false", Some(Wants::Boolean)),
+            "a sequence" => ("an array", Some(Wants::Array)),
+            "a map" => ("a table", None),
+            other if other.starts_with("struct ") => ("a table", None),
+            other => (other, None),
+        };
+        let got = found.map_or_else(|| "nothing".to_owned(), describe);
+        return Problem {
+            wants,
+            ..Problem::invalid(&path, expected, &got)
+        };
+    }
+    Problem::new(Some(path), ConfigErrorKind::Other(message.to_owned()))
 }
 
 #[cfg(test)]
 mod span_tests {
     use super::*;
+    use crate::account::config::StartTime;
 
     #[test]
     fn spans_of_time() {
@@ -2765,16 +1360,15 @@ mod span_tests {
     }
 }
 
+/// The helpers of the config tests here and beside each sink and account.
 #[cfg(test)]
-mod tests {
-    use time::macros::datetime;
-
-    use super::*;
+pub(crate) mod testing {
+    use super::{Config, ConfigError, from_toml_str};
 
     /// The keys of an `[[accounts]]` table, in the order errors list them.
-    const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages, max_response_bytes, requests_per_minute, requests_per_hour, retry_max_secs, unauthorized_retry_secs, on_invalid_cursor";
+    pub(crate) const ACCOUNT_KEYS: &str = "name, token_file, token_env, base_url, region, ca_file, streams, api_version, start_time, end_time, v3_page_size_param, v3_page_token_param, page_size, poll_interval_secs, request_timeout_secs, max_pending_pages, max_response_bytes, requests_per_minute, requests_per_hour, retry_max_secs, unauthorized_retry_secs, on_invalid_cursor";
 
-    const VALID: &str = r#"
+    pub(crate) const VALID: &str = r#"
 [state]
 path = "/var/lib/op-events-forwarder/state.db"
 
@@ -2789,11 +1383,11 @@ type = "file"
 path = "/var/log/op-events/{stream}.ndjson"
 "#;
 
-    fn parse(toml: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(toml: &str) -> Result<Config, ConfigError> {
         from_toml_str("test.toml", toml, &[])
     }
 
-    fn parse_env(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(crate) fn parse_env(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
@@ -2802,13 +1396,13 @@ path = "/var/log/op-events/{stream}.ndjson"
     }
 
     /// `VALID` with `from` replaced by `to` (which must change it).
-    fn edit(from: &str, to: &str) -> String {
+    pub(crate) fn edit(from: &str, to: &str) -> String {
         assert!(VALID.contains(from), "{from:?} is not in VALID");
         VALID.replacen(from, to, 1)
     }
 
     #[track_caller]
-    fn check_err(toml: &str, expected: &str) {
+    pub(crate) fn check_err(toml: &str, expected: &str) {
         match parse(toml) {
             Ok(config) => panic!("expected the error {expected:?}, parsed {config:#?}"),
             Err(error) => assert_eq!(error.to_string(), expected),
@@ -2816,12 +1410,26 @@ path = "/var/log/op-events/{stream}.ndjson"
     }
 
     #[track_caller]
-    fn check_env_err(toml: &str, env: &[(&str, &str)], expected: &str) {
+    pub(crate) fn check_env_err(toml: &str, env: &[(&str, &str)], expected: &str) {
         match parse_env(toml, env) {
             Ok(config) => panic!("expected the error {expected:?}, parsed {config:#?}"),
             Err(error) => assert_eq!(error.to_string(), expected),
         }
     }
+
+    /// The test config with its sink replaced by a syslog sink made of `lines`.
+    pub(crate) fn with_syslog(lines: &str) -> String {
+        let head = VALID.split("[[sinks]]").next().unwrap();
+        format!("{head}[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\n{lines}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::account::config::{StartTime, TokenSource};
+    use crate::stream::{ApiVersion, Stream};
 
     #[test]
     fn shipped_example_parses() {
@@ -2860,39 +1468,6 @@ path = "/var/log/op-events/{stream}.ndjson"
     }
 
     #[test]
-    fn shipped_syslog_example_parses() {
-        let example = include_str!("../config/op-events-forwarder.toml");
-        let block = example
-            .split_once("# --- A syslog sink")
-            .expect("the example has a syslog sink")
-            .1;
-        let uncommented: String = block
-            .lines()
-            .filter(|line| !line.starts_with("##"))
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| line.starts_with("[[") || line.contains(" = "))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        let head = example.split("\n[[sinks]]").next().unwrap();
-        let config = from_toml_str(
-            "op-events-forwarder.toml",
-            &format!("{head}\n{uncommented}"),
-            &[],
-        )
-        .unwrap();
-        let SinkKind::Syslog(syslog) = &config.sinks[0].kind else {
-            panic!("a syslog sink")
-        };
-        assert_eq!(config.sinks[0].name, "siem");
-        assert_eq!(syslog.address, "siem.example.net:6514");
-        assert_eq!(syslog.transport, SyslogTransport::Tls);
-        assert_eq!(syslog.failed_signin_severity, Some(4));
-        assert_eq!(syslog.procid.as_deref(), Some("-"));
-        assert_eq!(syslog.sd_id.as_deref(), Some(DEFAULT_SD_ID));
-        assert!(syslog.tls.client_auth.is_some());
-    }
-
-    #[test]
     fn shipped_demo_parses() {
         let config = from_toml_str("demo.toml", include_str!("../config/demo.toml"), &[]).unwrap();
         assert_eq!(config.state.path, PathBuf::from("./demo-state/state.db"));
@@ -2916,85 +1491,6 @@ path = "/var/log/op-events/{stream}.ndjson"
     }
 
     #[test]
-    fn defaults() {
-        let config = parse(VALID).unwrap();
-        assert_eq!(
-            config.accounts,
-            vec![AccountConfig {
-                name: "acme".to_owned(),
-                token: TokenSource::File(PathBuf::from("/run/token")),
-                base_url: Some("https://events.1password.com".to_owned()),
-                region: None,
-                ca_file: None,
-                streams: None,
-                api_version: ApiVersion::V2,
-                start_time: None,
-                end_time: None,
-                v3_params: V3Params::default(),
-                page_size: 1000,
-                poll_interval: Duration::from_secs(10),
-                request_timeout: Duration::from_secs(30),
-                max_response_bytes: None,
-                limits: Limits::DOCUMENTED,
-                retry_max: Duration::from_secs(300),
-                unauthorized_retry: Duration::from_secs(300),
-                on_invalid_cursor: OnInvalidCursor::Stop,
-            }]
-        );
-    }
-
-    #[test]
-    fn every_account_key() {
-        let toml = edit(
-            "token_file = \"/run/token\"\nbase_url = \"https://events.1password.com\"",
-            r#"token_env = "OP_TOKEN"
-base_url = "https://events.ent.1password.com:8443/"
-ca_file = "/etc/ssl/ca.pem"
-streams = ["signinattempts", "audit_v3"]
-api_version = "v1"
-start_time = 2026-11-01T00:00:00Z
-end_time = "2026-11-02T00:00:00+01:00"
-v3_page_size_param = "page_size"
-v3_page_token_param = "next_page_token"
-page_size = 1
-poll_interval_secs = 86400
-request_timeout_secs = 3600
-max_response_bytes = 100000"#,
-        );
-        let account = parse(&toml).unwrap().accounts.remove(0);
-        assert_eq!(account.token, TokenSource::Env("OP_TOKEN".to_owned()));
-        assert_eq!(
-            account.base_url.as_deref(),
-            Some("https://events.ent.1password.com:8443")
-        );
-        assert_eq!(account.ca_file, Some(PathBuf::from("/etc/ssl/ca.pem")));
-        assert_eq!(
-            account.streams,
-            Some(vec![Stream::SignInAttempts, Stream::AuditV3])
-        );
-        assert_eq!(
-            account.start_time,
-            Some(StartTime::At(datetime!(2026-11-01 00:00 UTC)))
-        );
-        assert_eq!(account.api_version, ApiVersion::V1);
-        assert_eq!(
-            account.end_time,
-            Some(StartTime::At(datetime!(2026-11-01 23:00 UTC)))
-        );
-        assert_eq!(
-            account.v3_params,
-            V3Params {
-                page_size: "page_size".to_owned(),
-                page_token: "next_page_token".to_owned()
-            }
-        );
-        assert_eq!(account.page_size, 1);
-        assert_eq!(account.poll_interval, Duration::from_secs(86_400));
-        assert_eq!(account.request_timeout, Duration::from_secs(3_600));
-        assert_eq!(account.max_response_bytes, Some(100_000));
-    }
-
-    #[test]
     fn loopback_http_base_urls_are_accepted() {
         for (url, normalized) in [
             ("http://127.0.0.1:8722", "http://127.0.0.1:8722"),
@@ -3012,56 +1508,6 @@ max_response_bytes = 100000"#,
                 Some(normalized),
                 "{url}"
             );
-        }
-    }
-
-    #[test]
-    fn start_time_resolution() {
-        let now = datetime!(2026-11-03 12:00 UTC);
-        for (text, expected) in [
-            ("-2d", datetime!(2026-11-01 12:00 UTC)),
-            ("-24h", datetime!(2026-11-02 12:00 UTC)),
-            ("-30m", datetime!(2026-11-03 11:30 UTC)),
-            ("-90s", datetime!(2026-11-03 11:58:30 UTC)),
-            ("-0s", now),
-            ("2026-11-01T00:00:00Z", datetime!(2026-11-01 00:00 UTC)),
-            ("2026-11-01T02:00:00+02:00", datetime!(2026-11-01 00:00 UTC)),
-            // 0 to 9 fractional digits, any offset, lowercase separators.
-            (
-                "2026-11-01T00:00:00.5Z",
-                datetime!(2026-11-01 00:00:00.5 UTC),
-            ),
-            (
-                "2026-10-31T20:30:00.123456789-03:30",
-                datetime!(2026-11-01 00:00:00.123456789 UTC),
-            ),
-            (
-                "2026-11-01T05:45:00.000+05:45",
-                datetime!(2026-11-01 00:00 UTC),
-            ),
-            (
-                "2026-11-01t00:00:00.1234z",
-                datetime!(2026-11-01 00:00:00.1234 UTC),
-            ),
-        ] {
-            let start = start_time(text).unwrap_or_else(|| panic!("{text} does not parse"));
-            assert_eq!(start.resolve(now), expected, "{text}");
-        }
-        // Too far back to represent: the earliest time, not a panic.
-        let far = start_time("-99999999999999d").unwrap();
-        assert_eq!(far.resolve(now), time::PrimitiveDateTime::MIN.assume_utc());
-        for bad in [
-            "7d",
-            "-7w",
-            "-d",
-            "--7d",
-            "-7.5h",
-            "-1e3s",
-            "yesterday",
-            "2026-11-01",
-            "-99999999999999999d",
-        ] {
-            assert_eq!(start_time(bad), None, "{bad}");
         }
     }
 
@@ -3246,88 +1692,6 @@ max_response_bytes = 100000"#,
     }
 
     #[test]
-    fn resilience_keys_default_to_the_documented_limits_and_stop() {
-        let config = parse(VALID).unwrap();
-        let account = &config.accounts[0];
-        assert_eq!(account.limits, Limits::DOCUMENTED);
-        assert_eq!(account.retry_max, Duration::from_secs(300));
-        assert_eq!(account.unauthorized_retry, Duration::from_secs(300));
-        assert_eq!(account.on_invalid_cursor, OnInvalidCursor::Stop);
-
-        let config = parse(&edit(
-            "name = \"acme\"",
-            "name = \"acme\"\nrequests_per_minute = 60\nrequests_per_hour = 3000\n\
-             retry_max_secs = 30\nunauthorized_retry_secs = 5\non_invalid_cursor = \"reset\"",
-        ))
-        .unwrap();
-        let account = &config.accounts[0];
-        assert_eq!(account.limits.per_minute.get(), 60);
-        assert_eq!(account.limits.per_hour.get(), 3000);
-        assert_eq!(account.retry_max, Duration::from_secs(30));
-        assert_eq!(account.unauthorized_retry, Duration::from_secs(5));
-        assert_eq!(account.on_invalid_cursor, OnInvalidCursor::Reset);
-    }
-
-    #[test]
-    fn invalid_resilience_keys() {
-        let with = |line: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{line}"));
-        check_err(
-            &with("requests_per_minute = 0"),
-            "test.toml: accounts[0].requests_per_minute: expected an integer from 1 to 10000, got 0",
-        );
-        check_err(
-            &with("requests_per_hour = 200000"),
-            "test.toml: accounts[0].requests_per_hour: expected an integer from 1 to 100000, got 200000",
-        );
-        check_err(
-            &with("retry_max_secs = 0"),
-            "test.toml: accounts[0].retry_max_secs: expected an integer from 1 to 86400, got 0",
-        );
-        check_err(
-            &with("unauthorized_retry_secs = -5"),
-            "test.toml: accounts[0].unauthorized_retry_secs: expected an integer from 1 to 86400, got -5",
-        );
-        check_err(
-            &with("on_invalid_cursor = \"skip\""),
-            "test.toml: accounts[0].on_invalid_cursor: expected \"stop\" or \"reset\", got \"skip\"",
-        );
-        check_err(
-            &with("on_invalid_cursor = true"),
-            "test.toml: accounts[0].on_invalid_cursor: expected a string, got true",
-        );
-    }
-
-    #[test]
-    fn out_of_range_numbers() {
-        let with = |line: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{line}"));
-        check_err(
-            &with("page_size = 5000"),
-            "test.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 5000",
-        );
-        check_err(
-            &with("page_size = 0"),
-            "test.toml: accounts[0].page_size: expected an integer from 1 to 1000, got 0",
-        );
-        check_err(
-            &with("poll_interval_secs = 0"),
-            "test.toml: accounts[0].poll_interval_secs: expected an integer from 1 to 86400, got 0",
-        );
-        check_err(
-            &with("request_timeout_secs = -5"),
-            "test.toml: accounts[0].request_timeout_secs: expected an integer from 1 to 3600, got -5",
-        );
-        check_err(
-            &with("max_pending_pages = 100"),
-            "test.toml: accounts[0].max_pending_pages: no longer used: the outbox is bounded by its \
-             bytes on disk, state.max_outbox_bytes (default 1 GiB); remove this key",
-        );
-        check_err(
-            &with("max_response_bytes = 1000"),
-            "test.toml: accounts[0].max_response_bytes: expected an integer from 65536 to 1073741824, got 1000",
-        );
-    }
-
-    #[test]
     fn bad_base_urls() {
         let check_url = |url: &str, expected: &str| {
             check_err(
@@ -3354,116 +1718,6 @@ max_response_bytes = 100000"#,
         check_url("https://events.1password.com:99999", form);
         check_url("https://user@events.1password.com", form);
         check_url("https://[::1", form);
-    }
-
-    #[test]
-    fn base_url_is_optional_and_region_names_a_host() {
-        let without = edit("base_url = \"https://events.1password.com\"\n", "");
-        let account = parse(&without).unwrap().accounts.remove(0);
-        assert_eq!((account.base_url, account.region), (None, None));
-        for region in Region::ALL {
-            let toml = edit(
-                "base_url = \"https://events.1password.com\"",
-                &format!("region = \"{}\"", region.as_str()),
-            );
-            assert_eq!(parse(&toml).unwrap().accounts[0].region, Some(region));
-        }
-        check_err(
-            &edit(
-                "base_url = \"https://events.1password.com\"",
-                "region = \"uk\"",
-            ),
-            "test.toml: accounts[0].region: unknown region \"uk\" (expected one of us, ca, eu, ent)",
-        );
-        check_err(
-            &edit("name = \"acme\"", "name = \"acme\"\nregion = \"eu\""),
-            "test.toml: accounts[0]: expected at most one of base_url or region, got both",
-        );
-    }
-
-    #[test]
-    fn api_versions_and_v3_parameter_names() {
-        let with = |line: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{line}"));
-        assert_eq!(
-            parse(&with("api_version = \"v2\"")).unwrap().accounts[0].api_version,
-            ApiVersion::V2
-        );
-        check_err(
-            &with("api_version = \"v3\""),
-            "test.toml: accounts[0].api_version: unknown api_version \"v3\" (expected one of v1, v2)",
-        );
-        check_err(
-            &with("v3_page_token_param = \"page token\""),
-            "test.toml: accounts[0].v3_page_token_param: expected a query parameter name (1 to 64 characters \
-             from A-Z, a-z, 0-9, _, - and .), got \"page token\"",
-        );
-    }
-
-    #[test]
-    fn end_time_must_follow_start_time() {
-        let with = |lines: &str| edit("name = \"acme\"", &format!("name = \"acme\"\n{lines}"));
-        let account = parse(&with("start_time = \"-7d\"\nend_time = \"-1d\""))
-            .unwrap()
-            .accounts
-            .remove(0);
-        assert_eq!(
-            account.end_time,
-            Some(StartTime::Ago(Duration::from_secs(86_400)))
-        );
-        check_err(
-            &with("start_time = \"-1d\"\nend_time = \"-7d\""),
-            "test.toml: accounts[0].end_time: expected a time after start_time, got \"-604800s\"",
-        );
-        check_err(
-            &with("start_time = 2026-11-02T00:00:00Z\nend_time = 2026-11-01T00:00:00Z"),
-            "test.toml: accounts[0].end_time: expected a time after start_time, got \"2026-11-01T00:00:00Z\"",
-        );
-        check_err(
-            &with("end_time = \"soon\""),
-            "test.toml: accounts[0].end_time: expected an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time \
-             ago (like -7d, -24h, -30m or -90s), got \"soon\"",
-        );
-    }
-
-    #[test]
-    fn bad_start_time() {
-        check_err(
-            &edit("name = \"acme\"", "name = \"acme\"\nstart_time = \"7d\""),
-            "test.toml: accounts[0].start_time: expected an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time \
-             ago (like -7d, -24h, -30m or -90s), got \"7d\"",
-        );
-        // A TOML local date-time has no offset, so it is not RFC 3339.
-        check_err(
-            &edit(
-                "name = \"acme\"",
-                "name = \"acme\"\nstart_time = 2026-11-01T00:00:00",
-            ),
-            "test.toml: accounts[0].start_time: expected an RFC 3339 time (like 2026-11-01T00:00:00Z) or a time \
-             ago (like -7d, -24h, -30m or -90s), got \"2026-11-01T00:00:00\"",
-        );
-    }
-
-    #[test]
-    fn bad_streams() {
-        let with = |streams: &str| {
-            edit(
-                "name = \"acme\"",
-                &format!("name = \"acme\"\nstreams = {streams}"),
-            )
-        };
-        check_err(
-            &with("[\"auditevents\", \"audit\"]"),
-            "test.toml: accounts[0].streams[1]: unknown stream \"audit\" (expected one of auditevents, itemusages, \
-             signinattempts, audit_v3)",
-        );
-        check_err(
-            &with("[\"itemusages\", \"auditevents\", \"itemusages\"]"),
-            "test.toml: accounts[0].streams[2]: duplicate stream \"itemusages\" (already at accounts[0].streams[0])",
-        );
-        check_err(
-            &with("[]"),
-            "test.toml: accounts[0].streams: expected at least one stream, got an empty array",
-        );
     }
 
     #[test]
@@ -3496,30 +1750,6 @@ max_response_bytes = 100000"#,
         check_err(
             &format!("{VALID}{sinks}"),
             "test.toml: sinks[2].name: duplicate sink name \"archive\" (already at sinks[0].name)",
-        );
-    }
-
-    #[test]
-    fn token_sources() {
-        check_err(
-            &edit(
-                "token_file = \"/run/token\"",
-                "token_file = \"/run/token\"\ntoken_env = \"OP_TOKEN\"",
-            ),
-            "test.toml: accounts[0]: expected exactly one of token_file or token_env, got both",
-        );
-        check_err(
-            &edit("token_file = \"/run/token\"\n", ""),
-            "test.toml: accounts[0]: expected exactly one of token_file or token_env, got neither",
-        );
-        check_err(
-            &edit("token_file = \"/run/token\"", "token_env = \"OP-TOKEN\""),
-            "test.toml: accounts[0].token_env: expected an environment variable name (A-Z, a-z, 0-9 and _, not \
-             starting with a digit), got \"OP-TOKEN\"",
-        );
-        check_err(
-            &edit("token_file = \"/run/token\"", "token_file = \"\""),
-            "test.toml: accounts[0].token_file: expected a non-empty path, got \"\"",
         );
     }
 
@@ -3708,40 +1938,6 @@ max_response_bytes = 100000"#,
     }
 
     #[test]
-    fn path_templates() {
-        let with = |path: &str| edit("/var/log/op-events/{stream}.ndjson", path);
-        let config = parse(&with("/var/log/{account}/{stream}.ndjson")).unwrap();
-        let SinkKind::File(file) = &config.sinks[0].kind else {
-            panic!("a file sink")
-        };
-        assert_eq!(
-            file.path_for("acme", Stream::AuditEvents),
-            PathBuf::from("/var/log/acme/auditevents.ndjson")
-        );
-        parse(&with("/var/log/all.ndjson")).unwrap();
-        check_err(
-            &with("/var/log/{stream}-{date}.ndjson"),
-            "test.toml: sinks[0].path: unknown placeholder \"{date}\" (expected one of {stream}, {account})",
-        );
-        check_err(
-            &with("/var/log/{Stream}.ndjson"),
-            "test.toml: sinks[0].path: unknown placeholder \"{Stream}\" (expected one of {stream}, {account})",
-        );
-        let malformed = |path: &str| {
-            check_err(
-                &with(path),
-                &format!(
-                    "test.toml: sinks[0].path: expected a path whose only braces are the placeholders {{stream}} \
-                     and {{account}}, got \"{path}\""
-                ),
-            );
-        };
-        malformed("/var/log/{stream.ndjson");
-        malformed("/var/log/stream}.ndjson");
-        malformed("/var/log/{{stream}}.ndjson");
-    }
-
-    #[test]
     fn sink_types() {
         check_err(
             &edit("type = \"file\"", "type = \"kafka\""),
@@ -3754,315 +1950,6 @@ max_response_bytes = 100000"#,
         check_err(
             &format!("sinks = 3\n{}", VALID.split("[[sinks]]").next().unwrap()),
             "test.toml: sinks: expected an array, got 3",
-        );
-    }
-
-    const SYSLOG_KEYS: &str = "type, name, address, transport, format, framing, facility, severity, \
-        stream_severity, failed_signin_severity, hostname, app_name, procid, structured_data, sd_id, bom, \
-        max_message_bytes, timeout_secs, ca_file, server_name, client_cert, client_key, tls_insecure_skip_verify";
-
-    /// The test config with its sink replaced by a syslog sink made of `lines`.
-    fn with_syslog(lines: &str) -> String {
-        let head = VALID.split("[[sinks]]").next().unwrap();
-        format!("{head}[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\n{lines}\n")
-    }
-
-    fn syslog(lines: &str) -> SyslogSinkConfig {
-        let config = parse(&with_syslog(lines)).unwrap();
-        let SinkKind::Syslog(syslog) = &config.sinks[0].kind else {
-            panic!("a syslog sink")
-        };
-        (**syslog).clone()
-    }
-
-    #[test]
-    fn syslog_defaults() {
-        let config = syslog("address = \"siem.example.net:6514\"\ntransport = \"tls\"");
-        assert_eq!(
-            config,
-            SyslogSinkConfig {
-                address: "siem.example.net:6514".into(),
-                host: "siem.example.net".into(),
-                port: 6514,
-                transport: SyslogTransport::Tls,
-                format: SyslogFormat::Rfc5424,
-                framing: SyslogFraming::OctetCounting,
-                facility: 10,
-                severity: 6,
-                stream_severity: Vec::new(),
-                failed_signin_severity: None,
-                hostname: None,
-                app_name: "op-events-forwarder".into(),
-                procid: None,
-                sd_id: None,
-                bom: false,
-                max_message_bytes: None,
-                timeout: Duration::from_secs(30),
-                tls: SyslogTlsConfig::default(),
-            }
-        );
-        let udp = syslog("address = \"[::1]:514\"\ntransport = \"udp\"");
-        assert_eq!((udp.host.as_str(), udp.port), ("::1", 514));
-        assert_eq!(udp.max_message_bytes, Some(8192));
-        let ip = syslog("address = \"192.0.2.7:601\"\ntransport = \"tcp\"");
-        assert_eq!((ip.host.as_str(), ip.port), ("192.0.2.7", 601));
-        let relp = syslog("address = \"loghost:2514\"\ntransport = \"relp\"");
-        assert_eq!(relp.transport, SyslogTransport::Relp);
-        assert_eq!(relp.max_message_bytes, None);
-    }
-
-    #[test]
-    fn syslog_every_key() {
-        let config = syslog(
-            r#"address = "localhost:6514"
-transport = "tls"
-format = "rfc3164"
-framing = "lf"
-facility = "local3"
-severity = 5
-stream_severity = { signinattempts = "notice", itemusages = 7 }
-failed_signin_severity = "warning"
-hostname = "forwarder-1"
-app_name = "op"
-procid = "-"
-structured_data = true
-sd_id = "opev@12345.1"
-max_message_bytes = 65536
-timeout_secs = 5
-ca_file = "/etc/ca.pem"
-server_name = "siem.internal"
-client_cert = "/etc/client.pem"
-client_key = "/etc/client.key"
-"#,
-        );
-        assert_eq!(config.format, SyslogFormat::Rfc3164);
-        assert_eq!(config.framing, SyslogFraming::Lf);
-        assert_eq!((config.facility, config.severity), (19, 5));
-        assert_eq!(
-            config.stream_severity,
-            [(Stream::ItemUsages, 7), (Stream::SignInAttempts, 5)]
-        );
-        assert_eq!(config.failed_signin_severity, Some(4));
-        assert_eq!(config.hostname.as_deref(), Some("forwarder-1"));
-        assert_eq!(config.app_name, "op");
-        assert_eq!(config.procid.as_deref(), Some("-"));
-        assert_eq!(config.sd_id.as_deref(), Some("opev@12345.1"));
-        assert_eq!(config.max_message_bytes, Some(65536));
-        assert_eq!(config.timeout, Duration::from_secs(5));
-        assert_eq!(
-            config.tls,
-            SyslogTlsConfig {
-                ca_file: Some("/etc/ca.pem".into()),
-                server_name: Some("siem.internal".into()),
-                client_auth: Some(("/etc/client.pem".into(), "/etc/client.key".into())),
-                insecure_skip_verify: false,
-            }
-        );
-        let config =
-            syslog("address = \"h:1\"\ntransport = \"tcp\"\nstructured_data = true\nfacility = 0");
-        assert_eq!(config.sd_id.as_deref(), Some(DEFAULT_SD_ID));
-        assert_eq!(config.facility, 0);
-        // Environment overrides carry numbers as strings.
-        let config = parse_env(
-            &with_syslog("address = \"h:1\"\ntransport = \"udp\""),
-            &[
-                ("OP_EVENTS_FORWARDER__SINKS__0__FACILITY", "17"),
-                ("OP_EVENTS_FORWARDER__SINKS__0__SEVERITY", "err"),
-                ("OP_EVENTS_FORWARDER__SINKS__0__MAX_MESSAGE_BYTES", "1200"),
-            ],
-        )
-        .unwrap();
-        let SinkKind::Syslog(config) = &config.sinks[0].kind else {
-            panic!("a syslog sink")
-        };
-        assert_eq!((config.facility, config.severity), (17, 3));
-        assert_eq!(config.max_message_bytes, Some(1200));
-    }
-
-    #[test]
-    fn syslog_errors() {
-        let base = "address = \"h:514\"\ntransport = \"tcp\"";
-        let check =
-            |extra: &str, want: &str| check_err(&with_syslog(&format!("{base}\n{extra}")), want);
-        check_err(
-            &with_syslog("transport = \"tcp\""),
-            "test.toml: sinks[0].address: missing (required for type \"syslog\")",
-        );
-        check_err(
-            &with_syslog("address = \"h:514\""),
-            "test.toml: sinks[0].transport: missing (required for type \"syslog\")",
-        );
-        let address = |address: &str| {
-            check_err(
-                &with_syslog(&format!("address = \"{address}\"\ntransport = \"tcp\"")),
-                &format!(
-                    "test.toml: sinks[0].address: expected host:port (a name, an IPv4 address or a bracketed IPv6 \
-                     address, and a port from 1 to 65535), got \"{address}\""
-                ),
-            );
-        };
-        address("siem.example.net");
-        address("siem.example.net:");
-        address("siem.example.net:0");
-        address("siem.example.net:65536");
-        address("::1:514");
-        address("[::1]");
-        address("[nope]:514");
-        address("tcp://siem:514");
-        address(":514");
-        check(
-            "max_message_bytes = 100",
-            "test.toml: sinks[0].max_message_bytes: expected an integer from 480 to 16777216, got 100",
-        );
-        check_err(
-            &with_syslog("address = \"h:514\"\ntransport = \"udp\"\nmax_message_bytes = 70000"),
-            "test.toml: sinks[0].max_message_bytes: expected an integer from 480 to 65507, got 70000",
-        );
-        check_err(
-            &with_syslog("address = \"h:514\"\ntransport = \"quic\""),
-            "test.toml: sinks[0].transport: unknown transport \"quic\" (expected one of udp, tcp, tls, relp)",
-        );
-        check(
-            "format = \"json\"",
-            "test.toml: sinks[0].format: unknown format \"json\" (expected one of rfc5424, rfc3164)",
-        );
-        check(
-            "framing = \"octet\"",
-            "test.toml: sinks[0].framing: unknown framing \"octet\" (expected one of octet-counting, lf)",
-        );
-        check_err(
-            &with_syslog("address = \"h:514\"\ntransport = \"udp\"\nframing = \"lf\""),
-            "test.toml: sinks[0].framing: expected no framing with transport = \"udp\" (one message per datagram), \
-             got \"lf\"",
-        );
-        check_err(
-            &with_syslog(
-                "address = \"h:2514\"\ntransport = \"relp\"\nframing = \"octet-counting\"",
-            ),
-            "test.toml: sinks[0].framing: expected no framing with transport = \"relp\" (RELP frames each message \
-             itself), got \"octet-counting\"",
-        );
-        check_err(
-            &with_syslog("address = \"h:2514\"\ntransport = \"relp\"\nserver_name = \"h\""),
-            "test.toml: sinks[0].server_name: expected no TLS setting unless transport = \"tls\", got transport = \
-             \"relp\"",
-        );
-        check(
-            "facility = \"authpriv2\"",
-            "test.toml: sinks[0].facility: unknown name \"authpriv2\" (expected one of kern, user, mail, daemon, \
-             auth, syslog, lpr, news, uucp, cron, authpriv, ftp, ntp, security, console, solaris-cron, local0, \
-             local1, local2, local3, local4, local5, local6, local7, a number from 0 to 23)",
-        );
-        check(
-            "facility = 24",
-            "test.toml: sinks[0].facility: expected an integer from 0 to 23, got 24",
-        );
-        check(
-            "severity = \"warn\"",
-            "test.toml: sinks[0].severity: unknown name \"warn\" (expected one of emerg, alert, crit, err, \
-             warning, notice, info, debug, a number from 0 to 7)",
-        );
-        check(
-            "severity = true",
-            "test.toml: sinks[0].severity: expected a name or a number, got boolean `true`",
-        );
-        check(
-            "stream_severity = { audit = \"info\" }",
-            "test.toml: sinks[0].stream_severity.audit: unknown stream \"audit\" (expected one of auditevents, \
-             itemusages, signinattempts, audit_v3)",
-        );
-        check(
-            "stream_severity = { auditevents = 9 }",
-            "test.toml: sinks[0].stream_severity.auditevents: expected an integer from 0 to 7, got 9",
-        );
-        check(
-            "failed_signin_severity = -1",
-            "test.toml: sinks[0].failed_signin_severity: expected an integer from 0 to 7, got -1",
-        );
-        check(
-            "hostname = \"my host\"",
-            "test.toml: sinks[0].hostname: expected 1 to 255 printable US-ASCII characters without spaces, got \
-             \"my host\"",
-        );
-        check(
-            &format!("app_name = \"{}\"", "a".repeat(49)),
-            &format!(
-                "test.toml: sinks[0].app_name: expected 1 to 48 printable US-ASCII characters without spaces, got \
-                 \"{}\"",
-                "a".repeat(49)
-            ),
-        );
-        check(
-            "procid = \"\"",
-            "test.toml: sinks[0].procid: expected 1 to 128 printable US-ASCII characters without spaces, got \"\"",
-        );
-        check(
-            "sd_id = \"op@1\"",
-            "test.toml: sinks[0].sd_id: expected structured_data = true alongside it (the SD-ID names the \
-             structured data element), got \"op@1\"",
-        );
-        for sd_id in [
-            "opevents", "op ev@1", "op@", "@1", "op@x", "op=x@1", "a@1@2",
-        ] {
-            check(
-                &format!("structured_data = true\nsd_id = \"{sd_id}\""),
-                &format!(
-                    "test.toml: sinks[0].sd_id: expected an SD-ID of the form name@<private enterprise number>, \
-                     at most 32 printable US-ASCII characters without =, ], \" or spaces (like op-events@32473), \
-                     got \"{sd_id}\""
-                ),
-            );
-        }
-        check(
-            "format = \"rfc3164\"\nbom = true",
-            "test.toml: sinks[0].bom: expected false with format = \"rfc3164\" (the byte order mark is an RFC 5424 \
-             feature), got true",
-        );
-        check(
-            "timeout_secs = 0",
-            "test.toml: sinks[0].timeout_secs: expected an integer from 1 to 600, got 0",
-        );
-        check(
-            "ca_file = \"/ca.pem\"",
-            "test.toml: sinks[0].ca_file: expected no TLS setting unless transport = \"tls\", got transport = \"tcp\"",
-        );
-        check(
-            "tls_insecure_skip_verify = true",
-            "test.toml: sinks[0].tls_insecure_skip_verify: expected no TLS setting unless transport = \"tls\", got \
-             transport = \"tcp\"",
-        );
-        let tls = |extra: &str, want: &str| {
-            check_err(
-                &with_syslog(&format!(
-                    "address = \"h:6514\"\ntransport = \"tls\"\n{extra}"
-                )),
-                want,
-            );
-        };
-        tls(
-            "client_cert = \"/c.pem\"",
-            "test.toml: sinks[0].client_key: missing (required with client_cert)",
-        );
-        tls(
-            "client_key = \"/c.key\"",
-            "test.toml: sinks[0].client_cert: missing (required with client_key)",
-        );
-        tls(
-            "ca_file = \"\"",
-            "test.toml: sinks[0].ca_file: expected a non-empty path, got \"\"",
-        );
-        tls(
-            "server_name = \"a b\"",
-            "test.toml: sinks[0].server_name: expected a DNS name or an IP address, got \"a b\"",
-        );
-        tls(
-            "tls_insecure_skip_verify = true\nca_file = \"/ca.pem\"",
-            "test.toml: sinks[0].tls_insecure_skip_verify: expected false when ca_file or server_name is set (they \
-             configure the verification it turns off), got true",
-        );
-        check(
-            "path = \"/x\"",
-            &format!("test.toml: sinks[0].path: unknown key (expected one of {SYSLOG_KEYS})"),
         );
     }
 

@@ -56,7 +56,8 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AccountConfig, Config, TokenSource};
+use crate::account::config::{AccountConfig, TokenSource};
+use crate::config::Config;
 use crate::governor::AccountGovernor;
 use crate::poller::StreamPoller;
 use crate::sink::{Sink, SinkWorker};

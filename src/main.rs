@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use op_events_forwarder::account::config::StartTime;
 use op_events_forwarder::governor::Limits;
 use op_events_forwarder::sim::jwt::{MintClaims, SigningKey};
 use op_events_forwarder::sim::{Faults, SimConfig, SimToken, Simulator, V3Revision};
@@ -495,7 +496,7 @@ fn dead_letters(config: &config::Config, action: DeadLettersAction) -> anyhow::R
         }
         DeadLettersAction::Purge { sink, before } => {
             known(&sink)?;
-            let at = config::StartTime::parse(&before)
+            let at = StartTime::parse(&before)
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "--before {before:?}: expected an RFC 3339 time or a time ago like -7d, -24h, -30m, -90s"

@@ -19,9 +19,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::account::config::{AccountConfig, OnInvalidCursor, TokenSource};
 use crate::api::v3::V3State;
 use crate::api::{self, ApiError, ErrorClass, PageRequest};
-use crate::config::{AccountConfig, OnInvalidCursor, TokenSource};
 use crate::governor::AccountGovernor;
 use crate::retry::Backoff;
 use crate::stats::Stats;

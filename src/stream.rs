@@ -1,4 +1,8 @@
-//! The Events API streams: the shared vocabulary of config, client, store, poller and simulator.
+//! The Events API's vocabulary, shared by config, client, store, poller and simulator: the
+//! streams, the cursor endpoints' versions, the regions' hosts and the v3 beta's parameter names.
+//!
+//! It sits below both `config` and `api`, so that neither imports the other: the config names
+//! these values, the client takes them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -78,6 +82,82 @@ impl FromStr for Stream {
             .into_iter()
             .find(|stream| stream.as_str() == s)
             .ok_or_else(|| UnknownStream(s.to_owned()))
+    }
+}
+
+/// Which generation of the cursor endpoints an account reads: `POST /api/v1/<stream>` or
+/// `POST /api/v2/<stream>`. Both take the same requests; the v2 events carry the MSP fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiVersion {
+    V1,
+    #[default]
+    V2,
+}
+
+impl ApiVersion {
+    /// The path segment and config value: `v1` or `v2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        }
+    }
+}
+
+/// The four documented Events API hosts, by where the account lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// 1password.com (Business).
+    Us,
+    /// 1password.ca.
+    Ca,
+    /// 1password.eu.
+    Eu,
+    /// ent.1password.com (Enterprise).
+    Ent,
+}
+
+impl Region {
+    /// The config values, in the order error messages list them.
+    pub const ALL: [Region; 4] = [Region::Us, Region::Ca, Region::Eu, Region::Ent];
+
+    /// The config value: `us`, `ca`, `eu` or `ent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::Us => "us",
+            Region::Ca => "ca",
+            Region::Eu => "eu",
+            Region::Ent => "ent",
+        }
+    }
+
+    /// The region's Events API base URL.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://events.1password.com",
+            Region::Ca => "https://events.1password.ca",
+            Region::Eu => "https://events.1password.eu",
+            Region::Ent => "https://events.ent.1password.com",
+        }
+    }
+}
+
+/// The names of the v3 beta endpoint's paging parameters. The defaults are the 3.0.0 revision
+/// (`max_page_size`, `page_token`); the early beta used `page_size` and `next_page_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V3Params {
+    /// `v3_page_size_param`.
+    pub page_size: String,
+    /// `v3_page_token_param`.
+    pub page_token: String,
+}
+
+impl Default for V3Params {
+    fn default() -> Self {
+        V3Params {
+            page_size: "max_page_size".to_owned(),
+            page_token: "page_token".to_owned(),
+        }
     }
 }
 

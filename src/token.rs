@@ -5,7 +5,7 @@
 
 use secrecy::SecretString;
 
-use crate::config::TokenSource;
+use crate::account::config::TokenSource;
 
 /// Why a token could not be read. Never holds the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -26,7 +26,7 @@ use time::format_description::well_known::Rfc3339;
 pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt, redact};
 
 use crate::net::tls::{self, TlsOptions};
-use crate::stream::Stream;
+use crate::stream::{ApiVersion, Stream, V3Params};
 
 /// How much of a response body goes into an error message.
 const BODY_EXCERPT_CHARS: usize = 300;
@@ -40,63 +40,6 @@ const RESPONSE_OVERHEAD_BYTES: u64 = 64 * 1024;
 /// Beyond this difference between the API's clock (its `Date` header) and ours, relative
 /// times are resolved against the API's clock, and a warning says so.
 pub const CLOCK_SKEW_TOLERANCE: time::Duration = time::Duration::minutes(5);
-
-/// Which generation of the cursor endpoints an account reads: `POST /api/v1/<stream>` or
-/// `POST /api/v2/<stream>`. Both take the same requests; the v2 events carry the MSP fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ApiVersion {
-    V1,
-    #[default]
-    V2,
-}
-
-impl ApiVersion {
-    /// The path segment and config value: `v1` or `v2`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiVersion::V1 => "v1",
-            ApiVersion::V2 => "v2",
-        }
-    }
-}
-
-/// The four documented Events API hosts, by where the account lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Region {
-    /// 1password.com (Business).
-    Us,
-    /// 1password.ca.
-    Ca,
-    /// 1password.eu.
-    Eu,
-    /// ent.1password.com (Enterprise).
-    Ent,
-}
-
-impl Region {
-    /// The config values, in the order error messages list them.
-    pub const ALL: [Region; 4] = [Region::Us, Region::Ca, Region::Eu, Region::Ent];
-
-    /// The config value: `us`, `ca`, `eu` or `ent`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Region::Us => "us",
-            Region::Ca => "ca",
-            Region::Eu => "eu",
-            Region::Ent => "ent",
-        }
-    }
-
-    /// The region's Events API base URL.
-    pub fn base_url(self) -> &'static str {
-        match self {
-            Region::Us => "https://events.1password.com",
-            Region::Ca => "https://events.1password.ca",
-            Region::Eu => "https://events.1password.eu",
-            Region::Ent => "https://events.ent.1password.com",
-        }
-    }
-}
 
 /// What to ask an event endpoint for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,7 +323,7 @@ impl Client {
     /// Fetches one page of the beta `GET /api/v3/auditevents`.
     pub async fn fetch_v3(
         &self,
-        params: &crate::config::V3Params,
+        params: &V3Params,
         request: &v3::V3Request,
         max_items: u16,
     ) -> Result<v3::V3Page, ApiError> {

@@ -11,7 +11,7 @@
 //! | continuation (query) | `next_page_token` | `page_token` |
 //! | in the response | `meta: {next_page_token, has_more}` | top-level `next_page_token` |
 //!
-//! Requests use the 3.0.0 names unless the config names others ([`crate::config::V3Params`]);
+//! Requests use the 3.0.0 names unless the config names others ([`crate::stream::V3Params`]);
 //! responses in either shape are accepted. `start_time`/`end_time` are never sent with a page
 //! token (the API answers 400). The early beta called `start_time` inclusive, 3.0.0 exclusive:
 //! the state remembers the uuids of the events at the window's start, and drops them if a new
@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::V3Params;
+use crate::stream::V3Params;
 
 /// The request for one page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use op_events_forwarder::Daemon;
-use op_events_forwarder::api::{self, ApiVersion, PageRequest};
+use op_events_forwarder::api::{self, PageRequest};
 use op_events_forwarder::sim::{Fault, Faults, RequestRecord, SimToken, Simulator, WindowLimit};
 use op_events_forwarder::store::Store;
-use op_events_forwarder::stream::Stream;
+use op_events_forwarder::stream::{ApiVersion, Stream};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -15,7 +15,7 @@ use std::io::Write as _;
 
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::config::{SyslogFormat, SyslogFraming, SyslogSinkConfig};
+use super::config::{SyslogFormat, SyslogFraming, SyslogSinkConfig};
 pub use crate::event::{EventFields, parse_timestamp};
 use crate::stream::Stream;
 
@@ -261,7 +261,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::config::{SyslogTlsConfig, SyslogTransport};
+    use crate::sink::syslog::config::{SyslogTlsConfig, SyslogTransport};
 
     fn config(format: SyslogFormat) -> SyslogSinkConfig {
         SyslogSinkConfig {

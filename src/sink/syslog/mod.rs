@@ -23,6 +23,7 @@
 //! so one such event cannot block its stream; `dead-letters replay` sends it again, after
 //! `max_message_bytes` is raised.
 
+pub mod config;
 pub mod format;
 pub mod relp;
 mod tls;
@@ -38,9 +39,9 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 
+use self::config::{SyslogFraming, SyslogSinkConfig, SyslogTransport};
 use self::format::{EventFields, MessageSettings, write_framed};
 use super::{DeadLetter, Delivered, SinkError, one_line};
-use crate::config::{SyslogFraming, SyslogSinkConfig, SyslogTransport};
 use crate::net::tls::{Checked, explain_io};
 use crate::store::OutboxPage;
 use crate::stream::Stream;

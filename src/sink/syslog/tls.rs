@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::{SyslogSinkConfig, SyslogTlsConfig};
+use super::config::{SyslogSinkConfig, SyslogTlsConfig};
 use crate::net::tls::{self, Checked, NameFrom, TlsOptions};
 
 /// Builds the client config; errors name the key, the file and the problem.

@@ -5,6 +5,8 @@
 //! back to the file's previous length where possible, so a retried batch does not leave a
 //! torn line behind.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,8 +14,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use self::config::FileSinkConfig;
 use super::{SinkError, one_line};
-use crate::config::FileSinkConfig;
 use crate::store::OutboxPage;
 use crate::stream::Stream;
 

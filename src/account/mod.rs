@@ -6,6 +6,8 @@
 //! `base_url` nor `region` is set, the `1password.com/fts` features give the streams when
 //! `streams` is not set, and every configured stream must be among the features.
 
+pub mod config;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use self::config::AccountConfig;
 use crate::api;
 use crate::api::jwt::{LEGACY_AUDIENCE, TokenClaims, TokenError};
-use crate::config::AccountConfig;
 use crate::stream::Stream;
 
 /// How often the token is introspected and its expiry checked.
@@ -371,10 +373,10 @@ pub fn log_token_report(account: &Arc<str>, report: TokenReport) {
 
 #[cfg(test)]
 mod tests {
+    use super::config::TokenSource;
     use super::*;
     use crate::api::jwt::decode_claims;
-    use crate::api::{ApiVersion, Region};
-    use crate::config::{TokenSource, V3Params};
+    use crate::stream::{ApiVersion, Region, V3Params};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);
@@ -399,7 +401,7 @@ mod tests {
             limits: crate::governor::Limits::DOCUMENTED,
             retry_max: Duration::from_secs(300),
             unauthorized_retry: Duration::from_secs(300),
-            on_invalid_cursor: crate::config::OnInvalidCursor::Stop,
+            on_invalid_cursor: super::config::OnInvalidCursor::Stop,
         }
     }
 

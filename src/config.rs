@@ -72,6 +72,16 @@ pub enum SinkKind {
     Syslog(Box<SyslogSinkConfig>),
 }
 
+impl SinkConfig {
+    /// The longest one delivery may take, for sinks that bound it (`timeout_secs`).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        match &self.kind {
+            SinkKind::File(_) => None,
+            SinkKind::Syslog(syslog) => Some(syslog.timeout),
+        }
+    }
+}
+
 /// Why the config could not be loaded: where, which key, and what was wrong with it.
 ///
 /// Displays as `<origin>: <key path>: <problem>`, with ` (from <VARIABLE>)` after the key path

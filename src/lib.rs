@@ -105,6 +105,10 @@ pub struct Daemon {
     tokens: Vec<(String, TokenSource, api::Client)>,
     /// `state.max_outbox_bytes`, for the pollers.
     max_outbox_bytes: u64,
+    /// Which tasks are busy in one operation, for the watchdog.
+    liveness: Arc<systemd::Liveness>,
+    /// The longest one operation may take before its task counts as wedged.
+    wedged_after: Duration,
 }
 
 impl Daemon {
@@ -175,6 +179,8 @@ impl Daemon {
             sinks,
             tokens: Vec::new(),
             max_outbox_bytes: config.state.max_outbox_bytes,
+            liveness: Arc::default(),
+            wedged_after: wedged_after(config),
         };
         for (account, resolved, client) in accounts {
             daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
@@ -237,6 +243,7 @@ impl Daemon {
                     appended: appended.subscribe(),
                     acked: Arc::clone(&acked),
                     stats: Arc::clone(&self.stats),
+                    liveness: Arc::clone(&self.liveness),
                 };
                 self.tasks.spawn(worker.run(self.shutdown.clone()));
             }
@@ -248,6 +255,7 @@ impl Daemon {
                 store: self.store.clone(),
                 config: Arc::clone(&shared_config),
                 max_outbox_bytes: self.max_outbox_bytes,
+                liveness: Arc::clone(&self.liveness),
                 token_source: account.token.clone(),
                 appended,
                 acked,
@@ -279,6 +287,40 @@ impl Daemon {
         );
     }
 
+    /// Pings systemd's watchdog every `every` while no task is wedged (see [`systemd`]).
+    pub fn start_watchdog(&self, every: Duration) {
+        self.tasks.spawn(systemd::watchdog(
+            Arc::clone(&self.liveness),
+            every,
+            self.wedged_after,
+            systemd::ping,
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// A line for `systemctl status`: how many streams are current, which are not and why.
+    pub fn status_line(&self) -> String {
+        let streams = self.stats.streams();
+        let current = streams
+            .iter()
+            .filter(|(_, s)| s.caught_up && s.unhealthy.is_none())
+            .count();
+        let mut line = format!("{current} of {} streams current", streams.len());
+        let troubled: Vec<String> = streams
+            .iter()
+            .filter_map(|((account, stream), s)| {
+                s.unhealthy
+                    .as_ref()
+                    .map(|why| format!("{account}/{stream}: {why}"))
+            })
+            .collect();
+        if !troubled.is_empty() {
+            line.push_str("; ");
+            line.push_str(&troubled.join("; "));
+        }
+        line
+    }
+
     /// What has been fetched and delivered so far.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
@@ -305,6 +347,20 @@ impl Daemon {
         }
         tracing::info!("op-events-forwarder stopped");
     }
+}
+
+/// How long one operation (a request, a store call, a delivery) may take before its task
+/// counts as wedged: twice the longest configured timeout, and never under five minutes (a
+/// slow disk or a large batch is not a hang).
+fn wedged_after(config: &Config) -> Duration {
+    let longest = config
+        .accounts
+        .iter()
+        .map(|account| account.request_timeout)
+        .chain(config.sinks.iter().filter_map(|sink| sink.timeout()))
+        .max()
+        .unwrap_or_default();
+    (longest * 2).max(Duration::from_secs(300))
 }
 
 /// Refuses to start while the state holds cursors or pages of accounts that are no longer

@@ -16,6 +16,8 @@ use op_events_forwarder::stream::Stream;
 use op_events_forwarder::{bench, config, demo, shutdown};
 use tracing_subscriber::EnvFilter;
 
+/// How often the line `systemctl status` shows is brought up to date.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 const EXIT_CONFIG: u8 = 78;
 /// EX_DATAERR: the state file cannot be used as it is (another program's file, empty, of a
@@ -239,15 +241,33 @@ async fn async_main(command: Command) -> ExitCode {
                 },
                 () = stop.cancelled() => return ExitCode::SUCCESS,
             };
+            use op_events_forwarder::systemd;
+            systemd::ready(&format!("started; {}", daemon.status_line()));
+            if let Some(interval) = systemd::watchdog_interval() {
+                daemon.start_watchdog(interval / 2);
+            }
+            // STATUS= for `systemctl status`, when it changes.
+            let mut status = tokio::time::interval(STATUS_EVERY);
+            let mut said = String::new();
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     Some(()) = reloads.recv() => {
                         tracing::info!(signal = "SIGHUP", "reloading");
+                        systemd::reloading();
                         daemon.reload();
+                        systemd::reloaded();
+                    }
+                    _ = status.tick() => {
+                        let line = daemon.status_line();
+                        if line != said {
+                            systemd::status(&line);
+                            said = line;
+                        }
                     }
                 }
             }
+            systemd::stopping();
             daemon.stop().await;
             ExitCode::SUCCESS
         }

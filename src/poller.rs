@@ -98,6 +98,8 @@ pub struct StreamPoller {
     /// Backpressure: no fetch while the state database uses this many bytes on disk
     /// (`state.max_outbox_bytes`).
     pub max_outbox_bytes: u64,
+    /// Where the watchdog sees this task busy.
+    pub liveness: Arc<crate::systemd::Liveness>,
     /// Bumped after each page appended to the outbox; the stream's sink workers watch it.
     pub appended: watch::Sender<u64>,
     /// Notified by the stream's sink workers after each acknowledgement; wakes a poller that
@@ -179,6 +181,7 @@ impl StreamPoller {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
                     let _permit = self.governor.acquire().await;
+                    let _busy = self.liveness.busy(&self.task_name(), "a request to the API");
                     self.fetch_next(&request, end_time, max_items).await
                 } => fetched,
             };
@@ -497,8 +500,14 @@ impl StreamPoller {
         }
     }
 
+    /// How the watchdog names this task.
+    fn task_name(&self) -> String {
+        format!("poller {}/{}", self.account, self.stream)
+    }
+
     /// Makes a page durable with its cursor, then tells the sinks.
     async fn keep(&self, page: &Fetched) -> Result<(), crate::store::StoreError> {
+        let _busy = self.liveness.busy(&self.task_name(), "storing a page");
         let (account, stream) = (self.account.clone(), self.stream);
         let (items, n_events, cursor) = (page.items.clone(), page.n_events, page.cursor.clone());
         let newest = newest_event_time(&page.items);

@@ -82,6 +82,15 @@ impl Stats {
         self.add(&self.delivered, sink, account, stream, n_events);
     }
 
+    /// Every stream's counters, by (account, stream).
+    pub fn streams(&self) -> Vec<(StreamKey, StreamStats)> {
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams
+            .iter()
+            .map(|(key, stats)| (key.clone(), stats.clone()))
+            .collect()
+    }
+
     pub fn stream(&self, account: &str, stream: Stream) -> StreamStats {
         let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         streams

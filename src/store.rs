@@ -852,6 +852,8 @@ fn offset(conn: &Connection, sink: &str, account: &str, stream: &str) -> rusqlit
 
 /// `PRAGMA application_id` of op-events-forwarder state files: "OPEF" in ASCII.
 pub const APPLICATION_ID: i32 = 0x4F50_4546;
+/// How long a state held by another process is waited for before it is refused.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 /// Mode of the state file, its `-wal` and `-shm`, and the lock file.
 const STATE_MODE: u32 = 0o600;
 /// The tables every version of the schema has; a file with them and no application id is a
@@ -882,17 +884,26 @@ fn take_lock(path: &Path) -> Result<std::fs::File, StoreError> {
         .mode(STATE_MODE)
         .open(lock_path(path))
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(StoreError::Locked {
-                path: path.to_owned(),
-                pid: text.trim().parse().ok(),
-            });
+    // A holder that is going away (a daemon just stopped, or a child process in the moment
+    // between fork and exec, which holds copies of its parent's descriptors) releases the
+    // lock within moments: look again for a little while before refusing.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
         }
-        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
     }
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;

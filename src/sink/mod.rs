@@ -216,6 +216,8 @@ pub struct SinkWorker {
     /// Told after each acknowledgement, so a poller waiting for room in the outbox wakes.
     pub acked: Arc<Notify>,
     pub stats: Arc<Stats>,
+    /// Where the watchdog sees this task busy.
+    pub liveness: Arc<crate::systemd::Liveness>,
 }
 
 impl SinkWorker {
@@ -272,7 +274,12 @@ impl SinkWorker {
             let n_events: u64 = pages.iter().map(|page| page.n_events).sum();
             // The events, kept in case the whole batch is refused for good.
             let events = whole_batch(&pages);
-            let rejected = match self.sink.deliver(&self.account, self.stream, pages).await {
+            let busy = self
+                .liveness
+                .busy(&self.task_name(&sink_name), "a delivery");
+            let delivered = self.sink.deliver(&self.account, self.stream, pages).await;
+            drop(busy);
+            let rejected = match delivered {
                 Ok(delivered) => delivered.rejected,
                 Err(err) => {
                     let action = err.action();
@@ -315,6 +322,11 @@ impl SinkWorker {
         }
         self.sink.close(&self.account, self.stream).await;
         tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, "sink worker stopped");
+    }
+
+    /// How the watchdog names this task.
+    fn task_name(&self, sink_name: &str) -> String {
+        format!("sink {sink_name}/{}/{}", self.account, self.stream)
     }
 
     /// Counts and logs a failed delivery that will be tried again after `delay`.
@@ -487,11 +499,15 @@ impl SinkWorker {
         loop {
             let (name, account, stream) = (sink_name.to_owned(), self.account.clone(), self.stream);
             let letters = dead.to_vec();
-            match self
+            let busy = self
+                .liveness
+                .busy(&self.task_name(sink_name), "recording a delivery");
+            let recorded = self
                 .store
                 .run(move |s| s.ack_with(&name, &account, stream, seq, &letters))
-                .await
-            {
+                .await;
+            drop(busy);
+            match recorded {
                 Ok(_) => {
                     self.log_dead_letters(sink_name, dead);
                     if let Some(since) = failing_since {

@@ -618,3 +618,71 @@ fn the_dockerfile_builds_as_the_tests_do_and_runs_unprivileged() {
         assert!(ignore.lines().any(|line| line == kept_out), "{kept_out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_watchdog_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new(100, 33).await;
+    let config = env.path("config.toml");
+    std::fs::write(&config, env.config_toml("")).unwrap();
+    let socket_path = env.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(child);
+    let next = |socket: &UnixDatagram| -> String {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = tokio::task::block_in_place(|| next(&socket));
+    assert!(ready.starts_with("READY=1\nSTATUS=started; "), "{ready:?}");
+    // The watchdog pings (at half the interval) while every task is alive.
+    let pings = tokio::task::block_in_place(|| {
+        (0..20)
+            .map(|_| next(&socket))
+            .filter(|m| m.trim_end() == "WATCHDOG=1")
+            .count()
+    });
+    assert!(pings >= 3, "{pings} pings");
+    // A reload says so, and that it is over.
+    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+    assert_eq!(unsafe { kill(daemon.0.id() as i32, 1) }, 0);
+    let heard: Vec<String> = tokio::task::block_in_place(|| {
+        let mut heard = Vec::new();
+        while !heard.iter().any(|m: &String| m.starts_with("READY=1")) {
+            heard.push(next(&socket));
+        }
+        heard
+    });
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.starts_with("RELOADING=1\nMONOTONIC_USEC=")),
+        "{heard:?}"
+    );
+    crate::support::sigterm(&daemon.0);
+    let stopping = tokio::task::block_in_place(|| {
+        loop {
+            let message = next(&socket);
+            if message.starts_with("STOPPING=1") {
+                break message;
+            }
+        }
+    });
+    assert!(stopping.contains("STATUS=stopping"), "{stopping:?}");
+    assert!(daemon.0.wait().unwrap().success());
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}

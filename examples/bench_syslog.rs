@@ -154,6 +154,7 @@ async fn run_once(
         appended: appended.subscribe(),
         acked: Arc::new(Notify::new()),
         stats: Arc::clone(&stats),
+        liveness: Arc::default(),
     };
     let shutdown = CancellationToken::new();
     let mut changes = stats.subscribe();

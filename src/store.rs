@@ -191,8 +191,8 @@ struct Inner {
     path: PathBuf,
     state: Mutex<State>,
     /// The open lock file; its `flock` is released when the last clone is dropped (or the
-    /// process dies, however it dies).
-    _lock: std::fs::File,
+    /// process dies, however it dies). `None` for the tools beside a daemon.
+    _lock: Option<std::fs::File>,
 }
 
 struct State {
@@ -263,7 +263,11 @@ impl Store {
         let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
         configure(&conn).map_err(sqlite)?;
         migrate(&mut conn, path)?;
-        Ok(Store {
+        Ok(Store::with(path, conn, Some(lock)))
+    }
+
+    fn with(path: &Path, conn: Connection, lock: Option<std::fs::File>) -> Store {
+        Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 state: Mutex::new(State {
@@ -272,7 +276,7 @@ impl Store {
                 }),
                 _lock: lock,
             }),
-        })
+        }
     }
 
     /// Opens an existing state database beside the daemon that may be running on it, for the
@@ -303,22 +307,8 @@ impl Store {
                 known,
             });
         }
-        // The lock file is only opened, not locked: the daemon may hold it.
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .open(lock_path(path))
-            .or_else(|_| std::fs::File::open(path))
-            .map_err(io)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                state: Mutex::new(State {
-                    conn,
-                    sinks: Vec::new(),
-                }),
-                _lock: lock,
-            }),
-        })
+        // No lock: the daemon may hold it, and each change here is one transaction.
+        Ok(Store::with(path, conn, None))
     }
 
     /// Runs `f` on tokio's blocking pool, where SQLite may wait on the disk.

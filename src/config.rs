@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use crate::account::config::{AccountConfig, RawAccount};
 use crate::sink::file::config::FileSinkConfig;
+use crate::sink::http::config::HttpSinkConfig;
 use crate::sink::syslog::config::SyslogSinkConfig;
 
 /// The validated config of the whole daemon.
@@ -70,6 +71,8 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "syslog"`: RFC 5424 or RFC 3164 messages over UDP, TCP or TLS.
     Syslog(Box<SyslogSinkConfig>),
+    /// `type = "http"`: Splunk HEC, Elasticsearch/OpenSearch `_bulk`, NDJSON or JSON webhooks.
+    Http(Box<HttpSinkConfig>),
 }
 
 impl SinkConfig {
@@ -78,6 +81,7 @@ impl SinkConfig {
         match &self.kind {
             SinkKind::File(_) => None,
             SinkKind::Syslog(syslog) => Some(syslog.timeout),
+            SinkKind::Http(http) => Some(http.longest_delivery()),
         }
     }
 }
@@ -453,12 +457,15 @@ type SinkParser = fn(&str, toml::Table) -> Result<SinkKind, Problem>;
 
 impl SinkKind {
     /// Every sink type by its `type`, in the order errors list them, with its parser.
-    const TYPES: [(&'static str, SinkParser); 2] = [
+    const TYPES: [(&'static str, SinkParser); 3] = [
         ("file", |key, table| {
             FileSinkConfig::parse(key, table).map(SinkKind::File)
         }),
         ("syslog", |key, table| {
             SyslogSinkConfig::parse(key, table).map(|syslog| SinkKind::Syslog(Box::new(syslog)))
+        }),
+        ("http", |key, table| {
+            HttpSinkConfig::parse(key, table).map(|http| SinkKind::Http(Box::new(http)))
         }),
     ];
 }
@@ -735,7 +742,7 @@ pub(crate) fn base_url(url: &str) -> Result<String, ConfigErrorKind> {
 }
 
 /// The host of a lowercased `host[:port]` or `[v6][:port]`, if it is well formed.
-fn url_host(authority: &str) -> Option<&str> {
+pub(crate) fn url_host(authority: &str) -> Option<&str> {
     let (host, port) = match authority.strip_prefix('[') {
         Some(bracketed) => {
             let (v6, rest) = bracketed.split_once(']')?;
@@ -801,6 +808,7 @@ fn check_files(config: &Config) -> Result<(), Problem> {
         match &sink.kind {
             SinkKind::File(file) => file.check_files(&key, &config.accounts)?,
             SinkKind::Syslog(syslog) => syslog.check_files(&key)?,
+            SinkKind::Http(http) => http.check_files(&key)?,
         }
     }
     Ok(())

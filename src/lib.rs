@@ -169,7 +169,7 @@ impl Daemon {
         let sinks: Vec<Arc<Sink>> = config
             .sinks
             .iter()
-            .map(|s| Sink::from_config(s).map(Arc::new))
+            .map(|s| Sink::from_config(s, &store).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let mut daemon = Daemon {
             shutdown: CancellationToken::new(),
@@ -182,6 +182,23 @@ impl Daemon {
             liveness: Arc::default(),
             wedged_after: wedged_after(config),
         };
+        // HEC's health at start: a clear word when it is unreachable, disabled or refuses the
+        // token. Nothing waits for it: events stay in the outbox until HEC takes them.
+        for sink in daemon
+            .sinks
+            .iter()
+            .filter(|s| matches!(***s, Sink::Http(_)))
+        {
+            let sink = Arc::clone(sink);
+            daemon.tasks.spawn(async move {
+                let Sink::Http(http) = &*sink else { return };
+                match http.check_health().await {
+                    Some(Ok(said)) => tracing::info!(sink = %http.name(), %said, "HEC health check passed"),
+                    Some(Err(problem)) => tracing::error!(sink = %http.name(), %problem, "HEC health check failed; events wait in the outbox until HEC takes them"),
+                    None => {}
+                }
+            });
+        }
         for (account, resolved, client) in accounts {
             daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
             daemon

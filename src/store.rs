@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_dead_letters.sql",
         include_str!("../migrations/0003_dead_letters.sql"),
     ),
+    (
+        "0004_sink_settings.sql",
+        include_str!("../migrations/0004_sink_settings.sql"),
+    ),
 ];
 
 /// Where a stream stands, as saved.
@@ -540,6 +544,38 @@ impl Store {
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(seq)
+    }
+
+    /// A sink's setting `key`, made by `make` and kept the first time it is asked for, the
+    /// same ever after (a HEC sink's request channel).
+    pub fn sink_setting(
+        &self,
+        sink: &str,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        let state = self.lock();
+        let found: Option<String> = state
+            .conn
+            .query_row(
+                "SELECT value FROM sink_settings WHERE sink = ?1 AND key = ?2",
+                [sink, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(value) = found {
+            return Ok(value);
+        }
+        let value = make();
+        state
+            .conn
+            .execute(
+                "INSERT INTO sink_settings (sink, key, value) VALUES (?1, ?2, ?3)",
+                [sink, key, value.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(value)
     }
 
     /// The bytes the database uses on disk (pages in use, free pages left out): what

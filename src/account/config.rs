@@ -436,7 +436,7 @@ fn query_param_name(key: &str, name: String) -> Result<String, Problem> {
     }
 }
 
-fn env_var_name(key: &str, name: String) -> Result<String, Problem> {
+pub(crate) fn env_var_name(key: &str, name: String) -> Result<String, Problem> {
     let valid = name
         .bytes()
         .next()

@@ -20,6 +20,7 @@
 pub mod file;
 pub mod http;
 pub mod syslog;
+pub mod tls;
 
 pub use crate::store::DeadLetter;
 
@@ -55,6 +56,7 @@ const LOGGED_DEAD_LETTERS: usize = 10;
 pub enum Sink {
     File(file::FileSink),
     Syslog(syslog::SyslogSink),
+    Http(Box<http::HttpSink>),
 }
 
 /// What a delivery did besides delivering.
@@ -81,6 +83,14 @@ pub enum SinkError {
     Syslog {
         sink: String,
         address: String,
+        detail: String,
+    },
+    /// An HTTP collector could not be reached, broke the connection, did not answer in time,
+    /// or asked for the batch (or some of its events) again: retried with backoff.
+    #[error("sink {sink}: {url}: {detail}")]
+    Http {
+        sink: String,
+        url: String,
         detail: String,
     },
     /// The receiver said when to come back (`Retry-After`).
@@ -126,7 +136,9 @@ impl SinkError {
     /// The one place a failure's kind becomes the worker's action.
     pub fn action(&self) -> Action {
         match self {
-            SinkError::Io { .. } | SinkError::Syslog { .. } => Action::Retry,
+            SinkError::Io { .. } | SinkError::Syslog { .. } | SinkError::Http { .. } => {
+                Action::Retry
+            }
             SinkError::RetryAfter { after, .. } => Action::RetryAfter(*after),
             SinkError::Blocked { .. } => Action::RetrySlowly,
             SinkError::Rejected { reason, .. } => Action::Reject(reason.clone()),
@@ -154,11 +166,28 @@ impl Sink {
     ///
     /// Certificates and keys (syslog over TLS) are read here, so an unreadable or invalid one
     /// stops the daemon at start, naming the key and the file.
-    pub fn from_config(config: &SinkConfig) -> Result<Sink, SinkError> {
+    ///
+    /// `store` keeps what a sink must find again after a restart (HEC's request channel).
+    pub fn from_config(config: &SinkConfig, store: &Store) -> Result<Sink, SinkError> {
         Ok(match &config.kind {
             SinkKind::File(file) => Sink::File(file::FileSink::new(&config.name, file)),
             SinkKind::Syslog(syslog) => {
                 Sink::Syslog(syslog::SyslogSink::new(&config.name, syslog)?)
+            }
+            SinkKind::Http(settings) => {
+                let channel = match &settings.format {
+                    http::config::HttpFormat::SplunkHec(hec) if hec.ack => Some(
+                        store
+                            .sink_setting(&config.name, http::CHANNEL_SETTING, http::new_channel)
+                            .map_err(|err| SinkError::Blocked {
+                                sink: config.name.clone(),
+                                target: settings.url.clone(),
+                                detail: format!("cannot keep the HEC request channel: {err}"),
+                            })?,
+                    ),
+                    _ => None,
+                };
+                Sink::Http(Box::new(http::HttpSink::new(&config.name, settings, channel)?))
             }
         })
     }
@@ -167,22 +196,25 @@ impl Sink {
         match self {
             Sink::File(sink) => sink.name(),
             Sink::Syslog(sink) => sink.name(),
+            Sink::Http(sink) => sink.name(),
         }
     }
 
     /// Closes what a reload should open again by its name: the file sink's files (after a
-    /// rotation). Connections are kept: a receiver's restart is noticed on its own.
+    /// rotation); reads an HTTP collector's credential again. Connections are kept: a
+    /// receiver's restart is noticed on its own.
     pub fn reopen(&self) {
         match self {
             Sink::File(sink) => sink.reopen(),
             Sink::Syslog(_) => {}
+            Sink::Http(sink) => sink.reload(),
         }
     }
 
     /// Ends what the sink holds open for one stream, politely (for TLS: a close_notify).
     pub async fn close(&self, account: &str, stream: Stream) {
         match self {
-            Sink::File(_) => {}
+            Sink::File(_) | Sink::Http(_) => {}
             Sink::Syslog(sink) => sink.close(account, stream).await,
         }
     }
@@ -201,6 +233,7 @@ impl Sink {
                 .await
                 .map(|()| Delivered::default()),
             Sink::Syslog(sink) => sink.deliver(account, stream, pages).await,
+            Sink::Http(sink) => sink.deliver(account, stream, pages).await,
         }
     }
 }

@@ -268,7 +268,9 @@ fn build_sink(sink: &str) -> Sink {
     let env_toml = "[state]\npath = \"/nonexistent/state.db\"\n\n[[accounts]]\nname = \"it\"\ntoken_env = \"T\"\n\
                     base_url = \"https://events.1password.com\"\n";
     let config = config::from_toml_str("it.toml", &format!("{env_toml}{sink}"), &[]).unwrap();
-    Sink::from_config(&config.sinks[0]).unwrap()
+    let dir = tempfile::tempdir().unwrap();
+    let store = op_events_forwarder::store::Store::open(&dir.path().join("state.db")).unwrap();
+    Sink::from_config(&config.sinks[0], &store).unwrap()
 }
 
 fn page(seq: u64, events: &[String]) -> OutboxPage {

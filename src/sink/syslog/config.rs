@@ -4,16 +4,13 @@
 
 use std::fmt;
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de;
 
-use crate::config::{
-    ConfigErrorKind, Problem, deserialize, file_path, file_problem, int_in, join, pem_file, quote,
-    unknown_value,
-};
+use crate::config::{ConfigErrorKind, Problem, deserialize, int_in, join, quote, unknown_value};
+use crate::sink::tls::{RawTls, SinkTlsConfig, host_valid};
 use crate::stream::Stream;
 
 /// The settings of a syslog sink (`type = "syslog"`).
@@ -91,18 +88,7 @@ pub enum SyslogFraming {
 }
 
 /// The TLS settings of a syslog sink.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyslogTlsConfig {
-    /// `ca_file`: the CA certificates (PEM) to trust instead of the public roots
-    /// ([`crate::net::tls`]).
-    pub ca_file: Option<PathBuf>,
-    /// `server_name`: the name to verify the certificate against instead of the address's host.
-    pub server_name: Option<String>,
-    /// `client_cert` and `client_key`: a certificate chain and key (PEM) for mutual TLS.
-    pub client_auth: Option<(PathBuf, PathBuf)>,
-    /// `tls_insecure_skip_verify`: accept any server certificate (logged loudly).
-    pub insecure_skip_verify: bool,
-}
+pub type SyslogTlsConfig = SinkTlsConfig;
 
 /// The syslog facilities by name, in numeric order (RFC 5424 table 1, with the names rsyslog
 /// and syslog(3) use).
@@ -382,15 +368,15 @@ impl SyslogSinkConfig {
             SYSLOG_TIMEOUT_SECS_MAX,
         )?;
 
-        let tls_keys = [
-            ("ca_file", raw.ca_file.is_some()),
-            ("server_name", raw.server_name.is_some()),
-            ("client_cert", raw.client_cert.is_some()),
-            ("client_key", raw.client_key.is_some()),
-            ("tls_insecure_skip_verify", raw.tls_insecure_skip_verify),
-        ];
+        let raw_tls = RawTls {
+            ca_file: raw.ca_file,
+            server_name: raw.server_name,
+            client_cert: raw.client_cert,
+            client_key: raw.client_key,
+            insecure_skip_verify: raw.tls_insecure_skip_verify,
+        };
         if transport != SyslogTransport::Tls
-            && let Some((name, _)) = tls_keys.iter().find(|(_, set)| *set)
+            && let Some(name) = raw_tls.first_set()
         {
             return Err(Problem::invalid(
                 &at(name),
@@ -398,54 +384,7 @@ impl SyslogSinkConfig {
                 &format!("transport = {}", quote(&raw.transport)),
             ));
         }
-        let ca_file = raw
-            .ca_file
-            .map(|path| file_path(&at("ca_file"), path))
-            .transpose()?;
-        let server_name = raw
-            .server_name
-            .map(|name| {
-                if syslog_host_valid(&name) {
-                    Ok(name)
-                } else {
-                    Err(Problem::invalid(
-                        &at("server_name"),
-                        "a DNS name or an IP address",
-                        &quote(&name),
-                    ))
-                }
-            })
-            .transpose()?;
-        let client_auth = match (raw.client_cert, raw.client_key) {
-            (Some(cert), Some(key)) => Some((
-                file_path(&at("client_cert"), cert)?,
-                file_path(&at("client_key"), key)?,
-            )),
-            (Some(_), None) => {
-                return Err(Problem::new(
-                    Some(at("client_key")),
-                    ConfigErrorKind::Missing {
-                        note: Some("required with client_cert".to_owned()),
-                    },
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Problem::new(
-                    Some(at("client_cert")),
-                    ConfigErrorKind::Missing {
-                        note: Some("required with client_key".to_owned()),
-                    },
-                ));
-            }
-            (None, None) => None,
-        };
-        if raw.tls_insecure_skip_verify && (ca_file.is_some() || server_name.is_some()) {
-            return Err(Problem::invalid(
-                &at("tls_insecure_skip_verify"),
-                "false when ca_file or server_name is set (they configure the verification it turns off)",
-                "true",
-            ));
-        }
+        let tls = SinkTlsConfig::from_raw(key, raw_tls)?;
         Ok(SyslogSinkConfig {
             address: raw.address,
             host,
@@ -464,12 +403,7 @@ impl SyslogSinkConfig {
             bom: raw.bom,
             max_message_bytes,
             timeout: Duration::from_secs(timeout_secs.unsigned_abs()),
-            tls: SyslogTlsConfig {
-                ca_file,
-                server_name,
-                client_auth,
-                insecure_skip_verify: raw.tls_insecure_skip_verify,
-            },
+            tls,
         })
     }
 }
@@ -482,17 +416,7 @@ impl SyslogSinkConfig {
     /// Reads the TLS files the sink names as the sink will at start: the CA file, and the client
     /// certificate and key, which must belong together (for `config::load` only).
     pub(crate) fn check_files(&self, key: &str) -> Result<(), Problem> {
-        let at = |name: &str| join(key, name);
-        if let Some(path) = &self.tls.ca_file {
-            pem_file(&at("ca_file"), path, crate::pem::read_roots)?;
-        }
-        if let Some((cert_path, key_path)) = &self.tls.client_auth {
-            let certs = pem_file(&at("client_cert"), cert_path, crate::pem::read_certs)?;
-            let key = pem_file(&at("client_key"), key_path, crate::pem::read_private_key)?;
-            crate::pem::check_key_pair(&certs, &key)
-                .map_err(|error| file_problem(&at("client_key"), key_path, error.to_string()))?;
-        }
-        Ok(())
+        self.tls.check_files(key)
     }
 }
 
@@ -568,7 +492,7 @@ fn syslog_address(address: &str) -> Option<(String, u16)> {
         }
         None => {
             let (host, port) = address.rsplit_once(':')?;
-            if host.contains(':') || !syslog_host_valid(host) {
+            if host.contains(':') || !host_valid(host) {
                 return None;
             }
             (host, port)
@@ -579,16 +503,6 @@ fn syslog_address(address: &str) -> Option<(String, u16)> {
     }
     let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
     Some((host.to_owned(), port))
-}
-
-/// A host name (letters, digits, `-`, `.`), an IPv4 address or an IPv6 address.
-fn syslog_host_valid(host: &str) -> bool {
-    host.parse::<Ipv6Addr>().is_ok()
-        || (!host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
 }
 
 #[cfg(test)]

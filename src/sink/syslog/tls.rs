@@ -10,16 +10,11 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 
 use super::config::{SyslogSinkConfig, SyslogTlsConfig};
-use crate::net::tls::{self, Checked, NameFrom, TlsOptions};
+use crate::net::tls::{self, Checked, NameFrom};
 
 /// Builds the client config; errors name the key, the file and the problem.
 pub fn client_config(config: &SyslogTlsConfig) -> Result<rustls::ClientConfig, String> {
-    let options = TlsOptions {
-        ca_file: config.ca_file.clone(),
-        client_auth: config.client_auth.clone(),
-        insecure_skip_verify: config.insecure_skip_verify,
-        alpn_protocols: Vec::new(),
-    };
+    let options = config.options(Vec::new());
     let mut client = tls::client_config(&options).map_err(|err| err.to_string())?;
     // No session resumption: connections are long-lived, so it saves nothing, and rsyslog's
     // OpenSSL driver fails a resumed handshake under mutual TLS ("session id context

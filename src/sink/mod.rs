@@ -187,7 +187,11 @@ impl Sink {
                     ),
                     _ => None,
                 };
-                Sink::Http(Box::new(http::HttpSink::new(&config.name, settings, channel)?))
+                Sink::Http(Box::new(http::HttpSink::new(
+                    &config.name,
+                    settings,
+                    channel,
+                )?))
             }
         })
     }

@@ -81,3 +81,75 @@ async fn bulk_creates_index_each_event_once_and_a_second_delivery_is_409s() {
     let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
     assert_eq!(doc["_source"]["message"], event.json.as_str());
 }
+
+/// The daemon's HTTP sinks into the emulator, both document shapes at once (one gzipped):
+/// every event indexed exactly once; with the state deleted, everything is delivered again
+/// and the counts do not move (each create a 409, counted as delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_indexes_every_event_once_and_a_full_redelivery_changes_nothing() {
+    use op_events_forwarder::Daemon;
+    let env = Env::new(300, 102).await;
+    let search = OpenSearch::start();
+    let sinks = format!(
+        "[[sinks]]\nname = \"integration\"\ntype = \"http\"\nurl = \"{url}\"\nformat = \"elasticsearch\"\n\
+         compression = \"gzip\"\n\n\
+         [[sinks]]\nname = \"events\"\ntype = \"http\"\nurl = \"{url}\"\nformat = \"elasticsearch\"\n\
+         document = \"event\"\nindex = \"op-{{stream}}\"\nmax_events = 250\n",
+        url = search.url
+    );
+    let toml = env.config_toml("");
+    let toml = format!("{}\n{sinks}", toml.split("[[sinks]]").next().unwrap());
+    let config = op_events_forwarder::config::from_toml_str("it.toml", &toml, &[]).unwrap();
+    let want = crate::support::generated(&env.sim);
+    let drained = |stats: &op_events_forwarder::stats::Stats| {
+        ["integration", "events"].iter().all(|sink| {
+            want.iter().all(|(stream, n)| {
+                stats.delivered(sink, crate::support::ACCOUNT, *stream) >= *n as u64
+            })
+        })
+    };
+    let counts = async || {
+        let (status, _) = request(
+            "POST",
+            &format!("{}/_refresh", search.url),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let mut counts = Vec::new();
+        for stream in Stream::ALL {
+            counts.push(count(&search, &integration_data_stream(stream, "default")).await);
+            counts.push(count(&search, &format!("op-{stream}")).await);
+        }
+        counts
+    };
+    let expected: Vec<u64> = Stream::ALL
+        .iter()
+        .flat_map(|stream| [want[stream] as u64; 2])
+        .collect();
+    for round in 0..2 {
+        if round == 1 {
+            // A lost state: every event is fetched and delivered again.
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(env.path(&format!("state.db{suffix}")));
+            }
+        }
+        let daemon = Daemon::start(&config).await.unwrap();
+        crate::support::wait_for(daemon.stats(), "both sinks to take every event", drained).await;
+        let dead = daemon.store().dead_letters(None).unwrap();
+        daemon.stop().await;
+        assert!(dead.is_empty(), "{dead:?}");
+        assert_eq!(counts().await, expected, "round {round}");
+    }
+    // An event-shaped document is the event's own fields, with @timestamp.
+    let event = &env.sim.events(Stream::ItemUsages)[5];
+    let url = format!("{}/op-itemusages/_doc/{}", search.url, event.uuid);
+    let (status, doc) = request("GET", &url, "application/json", Vec::new()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&doc));
+    let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    let served: serde_json::Value = serde_json::from_str(&event.json).unwrap();
+    assert_eq!(doc["_source"]["uuid"], served["uuid"]);
+    assert_eq!(doc["_source"]["timestamp"], served["timestamp"]);
+    assert!(doc["_source"]["@timestamp"].is_string());
+}

@@ -8,6 +8,7 @@ mod support;
 mod accounts;
 mod apiversions;
 mod binary;
+mod collectors;
 mod daemon;
 mod hostile;
 mod http;

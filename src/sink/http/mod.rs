@@ -513,21 +513,21 @@ impl HttpSink {
     /// What an answer means for the request of `n` events.
     fn outcome(&self, answer: Answer, n: usize) -> Outcome {
         let hec = matches!(self.config.format, HttpFormat::SplunkHec(_));
-        let ok = (200..300).contains(&answer.status);
-        let body = if ok {
-            answer.body.clone()
-        } else {
-            self.clean(&answer.body)
-        };
+        // Answers are read as they came; only what is quoted from them is cleaned of secrets.
+        let body = &answer.body;
         if hec {
-            let said = HecAnswer::parse(&body);
+            let ok = (200..300).contains(&answer.status);
+            let said = HecAnswer::parse(body);
             if let Some(said) = &said {
                 if answer.status == 400
                     && let Some(index) = said.invalid_event()
                 {
                     return Outcome::InvalidEvent {
                         index,
-                        reason: format!("HEC refused the event (HTTP 400, code 6): {}", said.text),
+                        reason: format!(
+                            "HEC refused the event (HTTP 400, code 6): {}",
+                            self.clean_text(&said.text)
+                        ),
                     };
                 }
                 if answer.status == 400 && said.channel_missing() {
@@ -537,7 +537,7 @@ impl HttpSink {
                         detail: format!(
                             "HEC requires a request channel (HTTP 400, code 10: {}): indexer \
                              acknowledgement is on for this token; set ack = true",
-                            said.text
+                            self.clean_text(&said.text)
                         ),
                     });
                 }
@@ -556,14 +556,15 @@ impl HttpSink {
                 };
             }
         }
-        match classify(
+        let verdict = classify(
             answer.status,
             &answer.headers,
-            &body,
+            &self.clean(body),
             &self.config.retry_on_status,
-        ) {
+        );
+        match verdict {
             Verdict::Delivered => match &self.config.format {
-                HttpFormat::Elasticsearch(_) => match bulk_items(&body, n) {
+                HttpFormat::Elasticsearch(_) => match bulk_items(body, n) {
                     Some(items) => {
                         let items = items
                             .into_iter()
@@ -582,7 +583,7 @@ impl HttpSink {
                     None => Outcome::Failed(self.error(format!(
                         "HTTP {} but not a bulk answer for {n} items: {}",
                         answer.status,
-                        self.excerpt(&self.clean(&body))
+                        self.excerpt(&self.clean(body))
                     ))),
                 },
                 _ => Outcome::Delivered,
@@ -905,6 +906,122 @@ pub fn new_channel() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SinkKind;
+    use crate::config::testing::{VALID, parse};
+
+    /// A sink of `lines`, its token `token` in a file.
+    fn sink(lines: &str, token: &str) -> (HttpSink, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        let toml = format!(
+            "{VALID}\n[[sinks]]\nname = \"web\"\ntype = \"http\"\ntoken_file = \"{}\"\n{lines}\n",
+            path.display()
+        );
+        let config = parse(&toml).unwrap();
+        let SinkKind::Http(http) = &config.sinks[1].kind else {
+            panic!("an http sink")
+        };
+        let channel = Some(new_channel());
+        (HttpSink::new("web", http, channel).unwrap(), dir)
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            headers: http::HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn hec_answers_are_read_before_secrets_are_cleaned_from_them() {
+        // A one-letter token is in "text" and "invalid-event-number": cleaning it first
+        // would hide the event number (a regression: every event of the request became a
+        // dead letter).
+        let (hec, _dir) = sink(
+            "url = \"https://splunk:8088\"\nformat = \"splunk_hec\"",
+            "t",
+        );
+        let said = r#"{"text":"Invalid data format","code":6,"invalid-event-number":3}"#;
+        let Outcome::InvalidEvent { index, reason } = hec.outcome(answer(400, said), 5) else {
+            panic!("code 6 names the event")
+        };
+        assert_eq!(index, 3);
+        assert!(reason.contains("code 6"), "{reason}");
+        assert!(!reason.contains("text"), "quoted text is cleaned: {reason}");
+    }
+
+    #[test]
+    fn what_each_hec_answer_means() {
+        let (hec, _dir) = sink(
+            "url = \"https://splunk:8088\"\nformat = \"splunk_hec\"\nack = true",
+            "hec-secret-token",
+        );
+        assert!(matches!(
+            hec.outcome(answer(200, r#"{"text":"Success","code":0,"ackId":7}"#), 1),
+            Outcome::AwaitingAck(7)
+        ));
+        let Outcome::Failed(err) = hec.outcome(
+            answer(400, r#"{"text":"Data channel is missing","code":10}"#),
+            1,
+        ) else {
+            panic!()
+        };
+        assert!(err.to_string().contains("set ack = true"), "{err}");
+        assert_eq!(err.action(), crate::sink::Action::RetrySlowly);
+        let Outcome::Failed(err) = hec.outcome(
+            answer(403, r#"{"text":"Invalid token hec-secret-token","code":4}"#),
+            1,
+        ) else {
+            panic!()
+        };
+        let text = err.to_string();
+        assert!(!text.contains("hec-secret-token"), "{text}");
+        assert!(text.contains("Invalid token [REDACTED]"), "{text}");
+        assert!(text.contains("token_file"), "says what to fix: {text}");
+        assert!(matches!(
+            hec.outcome(answer(503, r#"{"text":"Server is busy","code":9}"#), 1),
+            Outcome::Failed(SinkError::Http { .. })
+        ));
+        let (plain, _dir) = sink(
+            "url = \"https://splunk:8088\"\nformat = \"splunk_hec\"",
+            "x-token",
+        );
+        assert!(matches!(
+            plain.outcome(answer(200, r#"{"text":"Success","code":0}"#), 1),
+            Outcome::Delivered
+        ));
+    }
+
+    #[test]
+    fn what_each_bulk_answer_means() {
+        let (bulk, _dir) = sink(
+            "url = \"https://search:9200\"\nformat = \"elasticsearch\"",
+            "es-token",
+        );
+        let items = r#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"es-token in field"}}}]}"#;
+        let Outcome::Items(verdicts) = bulk.outcome(answer(200, items), 2) else {
+            panic!()
+        };
+        assert_eq!(verdicts[0], ItemVerdict::Delivered);
+        assert_eq!(
+            verdicts[1],
+            ItemVerdict::Reject("HTTP 400 mapper_parsing_exception: [REDACTED] in field".into())
+        );
+        assert!(matches!(
+            bulk.outcome(answer(200, "<html>proxy</html>"), 2),
+            Outcome::Failed(SinkError::Http { .. })
+        ));
+        assert!(matches!(
+            bulk.outcome(answer(413, ""), 2),
+            Outcome::TooLarge(_)
+        ));
+        assert!(matches!(
+            bulk.outcome(answer(400, "bad request"), 2),
+            Outcome::Rejected(reason) if reason == "HTTP 400: bad request"
+        ));
+    }
 
     #[test]
     fn channels_are_version_4_uuids() {

@@ -1,6 +1,7 @@
 //! Shared harness: a simulator, a temporary directory, configs written as a user would, and
 //! waits on the daemon's own progress signal rather than on the clock.
 
+pub mod collector;
 pub mod hostile;
 pub mod opensearch;
 pub mod rsyslog;

@@ -1,0 +1,521 @@
+//! The HTTP sink in the daemon, against in-process collectors: a Splunk HEC faithful to its
+//! documented contract (busy, refused events, indexer acknowledgement, lost acks, a wrong
+//! token), a `_bulk` collector with mixed item results, a collector that refuses large
+//! requests, one that never answers, HTTPS with a private CA and mutual TLS, and a CONNECT
+//! proxy. Loss and duplication are checked by event uuid.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use op_events_forwarder::Daemon;
+use op_events_forwarder::config::{self, Config};
+use op_events_forwarder::sink::http::format::default_sourcetype;
+use op_events_forwarder::stats::Stats;
+use op_events_forwarder::stream::Stream;
+
+use crate::support::collector::{Collector, Hec, Proxy, Reply, Seen, ServerTls, values};
+use crate::support::{ACCOUNT, Env, generated, wait_for};
+
+/// The environment's config with its file sink replaced by `sinks` (or beside it, with
+/// `keep_files`).
+fn config_with(env: &Env, sinks: &str, keep_files: bool) -> Config {
+    let toml = env.config_toml("");
+    let toml = if keep_files {
+        format!("{toml}\n{sinks}")
+    } else {
+        let head = toml.split("[[sinks]]").next().unwrap();
+        format!("{head}\n{sinks}")
+    };
+    config::from_toml_str("it.toml", &toml, &[]).expect("the test config is valid")
+}
+
+/// True when `sink` has delivered or dead-lettered every event generated so far.
+fn done(stats: &Stats, sink: &str, want: &HashMap<Stream, usize>) -> bool {
+    want.iter().all(|(stream, n)| {
+        stats.delivered(sink, ACCOUNT, *stream) + stats.rejected(sink, ACCOUNT, *stream)
+            >= *n as u64
+    })
+}
+
+async fn drain(daemon: &Daemon, env: &Env, sink: &str) {
+    let want = generated(&env.sim);
+    wait_for(
+        daemon.stats(),
+        &format!("sink {sink} to take every event"),
+        |s| done(s, sink, &want),
+    )
+    .await;
+}
+
+/// The served events by uuid, with their stream.
+fn served(env: &Env) -> HashMap<String, (Stream, String)> {
+    Stream::ALL
+        .into_iter()
+        .flat_map(|stream| {
+            env.sim
+                .events(stream)
+                .into_iter()
+                .map(move |event| (event.uuid, (stream, event.json)))
+        })
+        .collect()
+}
+
+/// Asserts that `got` (uuids) holds every served event but `except` exactly once.
+fn assert_once_each(env: &Env, got: &[String], except: &HashSet<String>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for uuid in got {
+        *seen.entry(uuid).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let served = served(env);
+    for uuid in seen.keys() {
+        assert!(served.contains_key(*uuid), "never served: {uuid}");
+    }
+    let missing: Vec<_> = served
+        .keys()
+        .filter(|u| !seen.contains_key(u.as_str()) && !except.contains(*u))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    for uuid in except {
+        assert!(
+            !seen.contains_key(uuid.as_str()),
+            "{uuid} should not be delivered"
+        );
+    }
+}
+
+fn hec_sink(collector: &Collector, env: &Env, extra: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"hec\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"splunk_hec\"\n\
+         token_file = \"{}\"\n{extra}\n",
+        collector.url,
+        env.path("hec-token").display()
+    )
+}
+
+async fn hec_collector(hec: &Arc<Hec>) -> Collector {
+    let hec = Arc::clone(hec);
+    Collector::start(move |seen| hec.answer(seen)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_indexes_every_event_once_acknowledged_with_the_apps_sourcetypes() {
+    let env = Env::new(700, 301).await;
+    std::fs::write(env.path("hec-token"), "hec-token-1\n").unwrap();
+    let hec = Hec::new("hec-token-1", true);
+    hec.state().busy = 2;
+    let collector = hec_collector(&hec).await;
+    let sink = hec_sink(
+        &collector,
+        &env,
+        "host = \"loghost\"\nack = true\ncompression = \"gzip\"\nmax_events = 300\n\
+         [sinks.streams.itemusages]\nindex = \"op_items\"",
+    );
+    let config = config_with(&env, &sink, false);
+    let daemon = Daemon::start(&config).await.unwrap();
+    drain(&daemon, &env, "hec").await;
+    daemon.stop().await;
+
+    let served = served(&env);
+    let indexed = hec.state().indexed.clone();
+    let mut uuids = Vec::new();
+    for object in &indexed {
+        let uuid = object["event"]["uuid"].as_str().unwrap().to_owned();
+        let (stream, json) = &served[&uuid];
+        let event: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(object["event"], event, "the event as served");
+        assert_eq!(object["sourcetype"], default_sourcetype(*stream));
+        assert_eq!(object["host"], "loghost");
+        let index = (*stream == Stream::ItemUsages).then_some("op_items");
+        assert_eq!(object["index"].as_str(), index);
+        // `time`: the event's timestamp, in epoch seconds.
+        let at = time::OffsetDateTime::parse(
+            event["timestamp"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let time = object["time"].as_f64().unwrap();
+        assert!(
+            (time - at.unix_timestamp_nanos() as f64 / 1e9).abs() < 1e-3,
+            "{time} vs {at}"
+        );
+        uuids.push(uuid);
+    }
+    assert_once_each(&env, &uuids, &HashSet::new());
+    let seen = collector.seen();
+    assert!(
+        seen.iter()
+            .filter(|s| s.path == "/services/collector/event")
+            .all(|s| s.header("content-encoding") == Some("gzip") && s.wire_bytes < s.body.len()),
+        "gzipped requests"
+    );
+    assert!(seen.iter().any(|s| s.path == "/services/collector/health"));
+    let channels = hec.state().channels.clone();
+    assert_eq!(channels.len(), 1, "one channel per sink: {channels:?}");
+
+    // A restart keeps the channel, so acknowledgements are asked on the same one.
+    env.sim.insert(Stream::AuditEvents, 5);
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "the 5 new events", |s| {
+        s.delivered("hec", ACCOUNT, Stream::AuditEvents) >= 5
+    })
+    .await;
+    daemon.stop().await;
+    assert_eq!(hec.state().channels, channels);
+    assert_eq!(hec.state().indexed.len(), served.len() + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_code_6_makes_that_event_a_dead_letter_and_the_rest_arrive() {
+    let env = Env::new(300, 302).await;
+    std::fs::write(env.path("hec-token"), "hec-token-2\n").unwrap();
+    let hec = Hec::new("hec-token-2", false);
+    let bad = env.sim.events(Stream::SignInAttempts)[137].uuid.clone();
+    hec.state().refuse.insert(bad.clone());
+    let collector = hec_collector(&hec).await;
+    let config = config_with(&env, &hec_sink(&collector, &env, ""), false);
+    let daemon = Daemon::start(&config).await.unwrap();
+    drain(&daemon, &env, "hec").await;
+    let dead = daemon.store().dead_letters(Some("hec")).unwrap();
+    daemon.stop().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].uuid.as_deref(), Some(bad.as_str()));
+    assert!(dead[0].reason.contains("code 6"), "{}", dead[0].reason);
+    let uuids: Vec<String> = hec
+        .state()
+        .indexed
+        .iter()
+        .map(|o| o["event"]["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_once_each(&env, &uuids, &HashSet::from([bad]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_acks_that_never_come_are_resent_after_the_timeout() {
+    let env = Env::new(250, 303).await;
+    std::fs::write(env.path("hec-token"), "hec-token-3\n").unwrap();
+    let hec = Hec::new("hec-token-3", true);
+    // The first two requests' ackIds are never acknowledged: indexed nowhere, as far as the
+    // sink can tell.
+    hec.state().lose_acks = 2;
+    let collector = hec_collector(&hec).await;
+    let config = config_with(
+        &env,
+        &hec_sink(
+            &collector,
+            &env,
+            "ack = true\nack_timeout_secs = 1\nmax_events = 100",
+        ),
+        false,
+    );
+    let daemon = Daemon::start(&config).await.unwrap();
+    drain(&daemon, &env, "hec").await;
+    daemon.stop().await;
+    let state = hec.state();
+    // Every event acknowledged once (lost acks' events were never indexed here), and the
+    // requests of the lost ones were sent again: at most those 2 × 100 events twice.
+    let uuids: Vec<String> = state
+        .indexed
+        .iter()
+        .map(|o| o["event"]["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_once_each(&env, &uuids, &HashSet::new());
+    let total: usize = Stream::ALL.iter().map(|s| env.sim.generated(*s)).sum();
+    let sent_events: usize = collector
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/services/collector/event")
+        .map(|s| values(&s.body).len())
+        .sum();
+    assert!(
+        sent_events > total && sent_events <= total + 200,
+        "{sent_events} events sent for {total}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_collector_retries_exactly_the_failed_items_and_dead_letters_the_refused() {
+    let env = Env::new(120, 304).await;
+    let events = env.sim.events(Stream::AuditEvents);
+    let busy: HashSet<String> = events[10..15].iter().map(|e| e.uuid.clone()).collect();
+    let refused: HashSet<String> = events[20..23].iter().map(|e| e.uuid.clone()).collect();
+    let existing: HashSet<String> = events[30..40].iter().map(|e| e.uuid.clone()).collect();
+    // The documents stored, by _id; busy ones are refused once.
+    let stored: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let tried_busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let collector = {
+        let (stored, tried_busy) = (Arc::clone(&stored), Arc::clone(&tried_busy));
+        let (busy, refused, existing) = (busy.clone(), refused.clone(), existing.clone());
+        Collector::start(move |seen: &Seen| {
+            assert_eq!(
+                (seen.method.as_str(), seen.path.as_str()),
+                ("POST", "/_bulk?pipeline=onepassword")
+            );
+            assert_eq!(seen.header("content-type"), Some("application/x-ndjson"));
+            let lines: Vec<serde_json::Value> = values(&seen.body);
+            let mut items = Vec::new();
+            let mut errors = false;
+            for pair in lines.chunks(2) {
+                let id = pair[0]["create"]["_id"].as_str().unwrap().to_owned();
+                let (status, error) = if existing.contains(&id) {
+                    (
+                        409,
+                        Some((
+                            "version_conflict_engine_exception",
+                            "document already exists",
+                        )),
+                    )
+                } else if refused.contains(&id) {
+                    (
+                        400,
+                        Some((
+                            "mapper_parsing_exception",
+                            "failed to parse field [details]",
+                        )),
+                    )
+                } else if busy.contains(&id) && tried_busy.lock().unwrap().insert(id.clone()) {
+                    (
+                        429,
+                        Some(("es_rejected_execution_exception", "rejected execution")),
+                    )
+                } else {
+                    *stored.lock().unwrap().entry(id.clone()).or_default() += 1;
+                    (201, None)
+                };
+                errors |= error.is_some();
+                let mut item = serde_json::json!({"_index": "x", "_id": id, "status": status});
+                if let Some((kind, reason)) = error {
+                    item["error"] = serde_json::json!({"type": kind, "reason": reason});
+                }
+                items.push(serde_json::json!({ "create": item }));
+            }
+            Reply::json(
+                200,
+                serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string(),
+            )
+        })
+        .await
+    };
+    let sink = format!(
+        "[[sinks]]\nname = \"search\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"elasticsearch\"\n\
+         pipeline = \"onepassword\"\n",
+        collector.url
+    );
+    let config = config_with(&env, &sink, false);
+    let daemon = Daemon::start(&config).await.unwrap();
+    drain(&daemon, &env, "search").await;
+    let dead = daemon.store().dead_letters(Some("search")).unwrap();
+    daemon.stop().await;
+
+    let dead_uuids: HashSet<String> = dead.iter().filter_map(|d| d.uuid.clone()).collect();
+    assert_eq!(dead_uuids, refused);
+    assert!(
+        dead.iter()
+            .all(|d| d.reason.contains("mapper_parsing_exception"))
+    );
+    let stored = stored.lock().unwrap().clone();
+    let mut got: Vec<String> = stored.keys().cloned().collect();
+    got.extend(existing.iter().cloned());
+    assert_once_each(&env, &got, &refused);
+    assert!(stored.values().all(|n| *n == 1));
+    // The request after the one with the 429s carried exactly those five, and nothing else.
+    let seen = collector.seen();
+    let retried = seen
+        .iter()
+        .find(|s| {
+            values(&s.body)
+                .chunks(2)
+                .all(|pair| busy.contains(pair[0]["create"]["_id"].as_str().unwrap()))
+        })
+        .expect("a request with the busy items alone");
+    assert_eq!(values(&retried.body).len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_splits_the_request_and_a_single_event_still_too_large_is_a_dead_letter() {
+    let env = Env::new(200, 305).await;
+    let big = env.sim.events(Stream::ItemUsages)[77].uuid.clone();
+    let taken: Arc<Mutex<Vec<String>>> = Arc::default();
+    let collector = {
+        let (taken, big) = (Arc::clone(&taken), big.clone());
+        Collector::start(move |seen: &Seen| {
+            let lines: Vec<String> = values(&seen.body)
+                .iter()
+                .map(|v| v["uuid"].as_str().unwrap().to_owned())
+                .collect();
+            if lines.len() > 40 || lines.contains(&big) {
+                return Reply::json(413, r#"{"error":"request entity too large"}"#);
+            }
+            taken.lock().unwrap().extend(lines);
+            Reply::json(200, "{}")
+        })
+        .await
+    };
+    let sink = format!(
+        "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/ingest\"\nformat = \"ndjson\"\n\
+         max_bytes = 65536\n",
+        collector.url
+    );
+    let config = config_with(&env, &sink, false);
+    let daemon = Daemon::start(&config).await.unwrap();
+    drain(&daemon, &env, "web").await;
+    let dead = daemon.store().dead_letters(Some("web")).unwrap();
+    daemon.stop().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].uuid.as_deref(), Some(big.as_str()));
+    assert!(dead[0].reason.contains("too large"), "{}", dead[0].reason);
+    let taken = taken.lock().unwrap().clone();
+    assert_once_each(&env, &taken, &HashSet::from([big]));
+    // max_bytes holds for every request.
+    assert!(collector.seen().iter().all(|s| s.body.len() <= 65536));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_times_out_and_the_other_sinks_go_on() {
+    let env = Env::new(200, 306).await;
+    let collector = Collector::start(|_| Reply::Hang).await;
+    let sink = format!(
+        "[[sinks]]\nname = \"stuck\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"json\"\n\
+         timeout_secs = 1\n",
+        collector.url
+    );
+    let config = config_with(&env, &sink, true);
+    let daemon = Daemon::start(&config).await.unwrap();
+    // The file sink takes everything while the collector hangs.
+    let want = generated(&env.sim);
+    wait_for(daemon.stats(), "the file sink and two timeouts", |s| {
+        crate::support::delivered_all(s, &want)
+            && Stream::ALL
+                .iter()
+                .map(|stream| s.failed_deliveries("stuck", ACCOUNT, *stream))
+                .sum::<u64>()
+                >= 6
+    })
+    .await;
+    let delivered: u64 = Stream::ALL
+        .iter()
+        .map(|stream| daemon.stats().delivered("stuck", ACCOUNT, *stream))
+        .sum();
+    daemon.stop().await;
+    assert_eq!(delivered, 0);
+    for stream in Stream::ALL {
+        env.assert_exactly_once(stream);
+    }
+    // Each stream's batch was sent again after its timeout.
+    assert!(collector.seen().len() >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_mutual_tls_through_a_connect_proxy() {
+    let certs = crate::support::rsyslog::certs();
+    let env = Env::new(150, 307).await;
+    let collector = Collector::start_with(
+        Some(ServerTls {
+            cert: &certs.receiver.join("server.crt"),
+            key: &certs.receiver.join("server.key"),
+            client_ca: Some(&certs.ca),
+        }),
+        |seen: &Seen| {
+            assert_eq!(seen.path, "/hook");
+            Reply::json(202, "")
+        },
+    )
+    .await;
+    let proxy = Proxy::start().await;
+    std::fs::write(env.path("bearer"), "s3cret-bearer\n").unwrap();
+    let sink = format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{}/hook\"\nformat = \"ndjson\"\n\
+         envelope = true\ntoken_file = \"{}\"\nca_file = \"{}\"\nclient_cert = \"{}\"\n\
+         client_key = \"{}\"\nproxy_url = \"{}\"\nheaders = {{ X-Source = \"op\" }}\n",
+        collector.url,
+        env.path("bearer").display(),
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display(),
+        proxy.url
+    );
+    let config = config_with(&env, &sink, false);
+    let daemon = Daemon::start(&config).await.unwrap();
+    drain(&daemon, &env, "hook").await;
+    daemon.stop().await;
+    let seen = collector.seen();
+    let served = served(&env);
+    let mut uuids = Vec::new();
+    for request in &seen {
+        assert_eq!(
+            request.header("authorization"),
+            Some("Bearer s3cret-bearer")
+        );
+        assert_eq!(request.header("x-source"), Some("op"));
+        for line in request.text().lines() {
+            let wrapped: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(wrapped["account"], ACCOUNT);
+            let uuid = wrapped["event"]["uuid"].as_str().unwrap().to_owned();
+            let (stream, json) = &served[&uuid];
+            assert_eq!(wrapped["stream"], stream.as_str());
+            // The event embedded byte for byte.
+            assert!(line.contains(json.as_str()));
+            uuids.push(uuid);
+        }
+    }
+    assert_once_each(&env, &uuids, &HashSet::new());
+    let connects = proxy.connects.lock().unwrap().clone();
+    assert!(!connects.is_empty());
+    assert!(
+        connects
+            .iter()
+            .all(|c| *c == format!("localhost:{}", collector.port)),
+        "{connects:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_whose_certificate_is_not_trusted_gets_nothing_and_nothing_is_lost() {
+    let certs = crate::support::rsyslog::certs();
+    let env = Env::new(50, 308).await;
+    let collector = Collector::start_with(
+        Some(ServerTls {
+            cert: &certs.receiver.join("server.crt"),
+            key: &certs.receiver.join("server.key"),
+            client_ca: None,
+        }),
+        |_| Reply::json(200, ""),
+    )
+    .await;
+    let sink = format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{}/hook\"\nformat = \"json\"\n\
+         ca_file = \"{}\"\n",
+        collector.url,
+        certs.other_ca.display()
+    );
+    let config = config_with(&env, &sink, true);
+    let daemon = Daemon::start(&config).await.unwrap();
+    let want = generated(&env.sim);
+    wait_for(
+        daemon.stats(),
+        "the file sink and a refused handshake",
+        |s| {
+            crate::support::delivered_all(s, &want)
+                && Stream::ALL
+                    .iter()
+                    .all(|stream| s.failed_deliveries("hook", ACCOUNT, *stream) >= 1)
+        },
+    )
+    .await;
+    // Retried slowly, never dropped: nothing is a dead letter, the pages wait.
+    assert!(
+        daemon
+            .store()
+            .dead_letters(Some("hook"))
+            .unwrap()
+            .is_empty()
+    );
+    daemon.stop().await;
+    assert!(collector.seen().is_empty());
+}

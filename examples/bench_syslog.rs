@@ -153,6 +153,7 @@ async fn run_once(
         store: store.clone(),
         appended: appended.subscribe(),
         acked: Arc::new(Notify::new()),
+        reloaded: watch::channel(0u64).1,
         stats: Arc::clone(&stats),
         liveness: Arc::default(),
     };

@@ -109,6 +109,8 @@ pub struct Daemon {
     liveness: Arc<systemd::Liveness>,
     /// The longest one operation may take before its task counts as wedged.
     wedged_after: Duration,
+    /// Counts reloads, for the sink workers.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Daemon {
@@ -181,6 +183,7 @@ impl Daemon {
             max_outbox_bytes: config.state.max_outbox_bytes,
             liveness: Arc::default(),
             wedged_after: wedged_after(config),
+            reloads: tokio::sync::watch::Sender::new(0),
         };
         // HEC's health at start: a clear word when it is unreachable, disabled or refuses the
         // token. Nothing waits for it: events stay in the outbox until HEC takes them.
@@ -261,6 +264,7 @@ impl Daemon {
                     acked: Arc::clone(&acked),
                     stats: Arc::clone(&self.stats),
                     liveness: Arc::clone(&self.liveness),
+                    reloaded: self.reloads.subscribe(),
                 };
                 self.tasks.spawn(worker.run(self.shutdown.clone()));
             }
@@ -299,8 +303,10 @@ impl Daemon {
                 }
             }
         }
+        self.reloads.send_modify(|n| *n += 1);
         tracing::info!(
-            "reloaded: files reopened, tokens read again (config changes need a restart)"
+            "reloaded: files reopened, tokens and sink credentials read again, refused deliveries \
+             tried again (config changes need a restart)"
         );
     }
 

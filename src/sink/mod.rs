@@ -255,6 +255,9 @@ pub struct SinkWorker {
     pub stats: Arc<Stats>,
     /// Where the watchdog sees this task busy.
     pub liveness: Arc<crate::systemd::Liveness>,
+    /// Changes on each reload (SIGHUP): a batch waiting out a slow retry for an operator's
+    /// fix is tried again at once.
+    pub reloaded: watch::Receiver<u64>,
 }
 
 impl SinkWorker {
@@ -323,7 +326,21 @@ impl SinkWorker {
                     match wait_after(&action, &mut backoff) {
                         Some(delay) => {
                             self.failed(&sink_name, &err, &action, delay);
-                            if !sleep_or_shutdown(delay, &shutdown).await {
+                            self.reloaded.borrow_and_update();
+                            let slow = action == Action::RetrySlowly;
+                            let go_on = tokio::select! {
+                                go_on = sleep_or_shutdown(delay, &shutdown) => go_on,
+                                changed = self.reloaded.changed(), if slow => {
+                                    if changed.is_ok() {
+                                        tracing::info!(sink = %sink_name, account = %self.account, stream = %self.stream, "reloaded: trying the delivery again now");
+                                        true
+                                    } else {
+                                        // No reloads can come: wait the whole delay.
+                                        sleep_or_shutdown(delay, &shutdown).await
+                                    }
+                                }
+                            };
+                            if !go_on {
                                 break;
                             }
                             continue;

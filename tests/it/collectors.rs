@@ -519,3 +519,266 @@ async fn a_collector_whose_certificate_is_not_trusted_gets_nothing_and_nothing_i
     daemon.stop().await;
     assert!(collector.seen().is_empty());
 }
+
+/// An HTTP sink built from a `[[sinks]]` table, as the daemon builds it.
+fn build_sink(sink: &str, dir: &std::path::Path) -> op_events_forwarder::sink::Sink {
+    let head = format!(
+        "[state]\npath = \"{}/state.db\"\n\n[[accounts]]\nname = \"it\"\ntoken_env = \"T\"\n\
+         base_url = \"https://events.1password.com\"\n",
+        dir.display()
+    );
+    let config = config::from_toml_str("it.toml", &format!("{head}{sink}"), &[]).unwrap();
+    let store = op_events_forwarder::store::Store::open(&dir.join("state.db")).unwrap();
+    op_events_forwarder::sink::Sink::from_config(&config.sinks[0], &store).unwrap()
+}
+
+fn page(seq: u64, events: &[String]) -> op_events_forwarder::store::OutboxPage {
+    op_events_forwarder::store::OutboxPage {
+        seq,
+        events: format!("[{}]", events.join(",")),
+        n_events: events.len() as u64,
+        fetched_at: 1_700_000_000,
+    }
+}
+
+fn events(n: usize, tag: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"uuid":"{tag}-{i}","timestamp":"2026-11-30T10:00:{:02}Z"}}"#,
+                i % 60
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_credential_is_read_again_after_a_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("hec-token");
+    std::fs::write(&token, "old-token\n").unwrap();
+    let hec = Hec::new("new-token", false);
+    let collector = hec_collector(&hec).await;
+    let sink = build_sink(
+        &format!(
+            "[[sinks]]\nname = \"hec\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"splunk_hec\"\n\
+             token_file = \"{}\"\nmax_events = 10\n",
+            collector.url,
+            token.display()
+        ),
+        dir.path(),
+    );
+    let batch = events(30, "R");
+    // Refused: the error says what to fix; the file is read again for the next try.
+    let err = sink
+        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.action(), op_events_forwarder::sink::Action::RetrySlowly);
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 403") && text.contains("token_file"),
+        "{text}"
+    );
+    assert!(!text.contains("old-token"), "{text}");
+    std::fs::write(&token, "new-token\n").unwrap();
+    let delivered = sink
+        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .await
+        .unwrap();
+    assert!(delivered.rejected.is_empty());
+    let uuids: Vec<String> = hec
+        .state()
+        .indexed
+        .iter()
+        .map(|o| o["event"]["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = (0..30).map(|i| format!("R-{i}")).collect();
+    assert_eq!(uuids, want, "every event once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_taken_batch_is_not_sent_whole_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Takes the first request, then fails every second one.
+    let taken: Arc<Mutex<Vec<String>>> = Arc::default();
+    let collector = {
+        let taken = Arc::clone(&taken);
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        Collector::start(move |seen: &Seen| {
+            if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 1 {
+                return Reply::json(503, "busy");
+            }
+            taken.lock().unwrap().extend(
+                values(&seen.body)
+                    .iter()
+                    .map(|v| v["uuid"].as_str().unwrap().to_owned()),
+            );
+            Reply::json(200, "")
+        })
+        .await
+    };
+    let sink = build_sink(
+        &format!(
+            "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"ndjson\"\n\
+             max_events = 7\n",
+            collector.url
+        ),
+        dir.path(),
+    );
+    let pages = vec![page(1, &events(20, "A")), page(2, &events(15, "B"))];
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match sink.deliver("it", Stream::ItemUsages, pages.clone()).await {
+            Ok(delivered) => {
+                assert!(delivered.rejected.is_empty());
+                break;
+            }
+            Err(err) => assert_eq!(err.action(), op_events_forwarder::sink::Action::Retry),
+        }
+        assert!(tries < 20);
+    }
+    let want: Vec<String> = (0..20)
+        .map(|i| format!("A-{i}"))
+        .chain((0..15).map(|i| format!("B-{i}")))
+        .collect();
+    assert_eq!(*taken.lock().unwrap(), want, "each event once, in order");
+}
+
+/// Waits until `done` holds, checking every 20 ms: the daemon is another process, and what
+/// it sent or logged is the only signal it gives.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_never_prints_a_collectors_secret_and_a_reload_retries_at_once() {
+    let env = Env::new(40, 309).await;
+    let hec = Hec::new("good-hec-token-5e1f", false);
+    // A collector that echoes the credential it was sent in every refusal.
+    let collector = {
+        let hec = Arc::clone(&hec);
+        Collector::start(move |seen: &Seen| {
+            let auth = seen.header("authorization").unwrap_or("").to_owned();
+            if auth == "Splunk good-hec-token-5e1f" {
+                hec.answer(seen)
+            } else {
+                Reply::json(
+                    403,
+                    format!(r#"{{"text":"Invalid token: you sent {auth}","code":4}}"#),
+                )
+            }
+        })
+        .await
+    };
+    std::fs::write(env.path("hec-token"), "bad-hec-token-77aa\n").unwrap();
+    let toml = env.config_toml("");
+    let toml = format!(
+        "{}\n{}",
+        toml.split("[[sinks]]").next().unwrap(),
+        hec_sink(&collector, &env, "")
+    );
+    let config_path = env.path("config.toml");
+    std::fs::write(&config_path, toml).unwrap();
+    let log = env.path("daemon.log");
+    let mut daemon = crate::support::spawn_daemon(&config_path, &log, "trace");
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the refusal to be logged", || {
+        let text = logged();
+        text.contains("HEC health check failed") && text.contains("refuses our credential")
+    })
+    .await;
+    // Fixed by the operator, then `systemctl reload`: delivered at once, not after the slow
+    // retry's minute.
+    std::fs::write(env.path("hec-token"), "good-hec-token-5e1f\n").unwrap();
+    let reloaded_at = std::time::Instant::now();
+    crate::support::sighup(&daemon);
+    let total: usize = Stream::ALL.iter().map(|s| env.sim.generated(*s)).sum();
+    wait_until("every event indexed", || hec.state().indexed.len() >= total).await;
+    assert!(
+        reloaded_at.elapsed() < op_events_forwarder::sink::SLOW_RETRY,
+        "delivered {:?} after the reload",
+        reloaded_at.elapsed()
+    );
+    let status = crate::support::terminate(&mut daemon);
+    assert!(status.success(), "{status}");
+    let text = logged();
+    assert!(
+        !text.contains("bad-hec-token-77aa"),
+        "the old token was printed:\n{text}"
+    );
+    assert!(
+        !text.contains("good-hec-token-5e1f"),
+        "the token was printed:\n{text}"
+    );
+    assert!(text.contains("you sent Splunk [REDACTED]"), "{text}");
+    let uuids: Vec<String> = hec
+        .state()
+        .indexed
+        .iter()
+        .map(|o| o["event"]["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_once_each(&env, &uuids, &HashSet::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_and_no_proxy_from_the_environment() {
+    let env = Env::new(20, 310).await;
+    let collector = Collector::start(|_| Reply::json(200, "")).await;
+    let proxy = Proxy::start().await;
+    let toml = env.config_toml("");
+    let sink = format!(
+        "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"json\"\n",
+        collector.url
+    );
+    let toml = format!("{}\n{sink}", toml.split("[[sinks]]").next().unwrap());
+    let config_path = env.path("config.toml");
+    std::fs::write(&config_path, toml).unwrap();
+    let total: usize = Stream::ALL.iter().map(|s| env.sim.generated(*s)).sum();
+    let received = || -> usize {
+        collector
+            .seen()
+            .iter()
+            .map(|s| {
+                serde_json::from_slice::<Vec<serde_json::Value>>(&s.body)
+                    .unwrap()
+                    .len()
+            })
+            .sum()
+    };
+    for (no_proxy, tunnelled) in [("", true), ("127.0.0.1", false)] {
+        let before = received();
+        let connects_before = proxy.connects.lock().unwrap().len();
+        let log = env.path("daemon.log");
+        let mut daemon = std::process::Command::new(crate::support::BIN)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("HTTP_PROXY", &proxy.url)
+            .env("NO_PROXY", no_proxy)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The state is deleted each round, so everything is delivered again.
+        wait_until("every event", || received() >= before + total).await;
+        crate::support::terminate(&mut daemon);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(env.path(&format!("state.db{suffix}")));
+        }
+        let connects = proxy.connects.lock().unwrap().len() - connects_before;
+        assert_eq!(
+            connects > 0,
+            tunnelled,
+            "NO_PROXY={no_proxy:?}: {connects} tunnels"
+        );
+    }
+}

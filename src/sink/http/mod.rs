@@ -70,6 +70,8 @@ pub struct HttpSink {
     progress: Mutex<HashMap<(String, Stream), Progress>>,
     /// HEC answered a request without an `ackId` although `ack = true` (said once).
     ack_missing_said: AtomicBool,
+    /// The collector refused the credential: it is read again before the next try.
+    refused: AtomicBool,
 }
 
 /// The `Authorization` header and the texts to clean from anything quoted.
@@ -174,6 +176,7 @@ impl HttpSink {
             credential: RwLock::new(credential),
             progress: Mutex::default(),
             ack_missing_said: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
         })
     }
 
@@ -210,9 +213,10 @@ impl HttpSink {
         Some(match self.client.send(request).await {
             Err(failure) => Err(format!("HEC is unreachable: {failure}")),
             Ok(answer) => {
+                // Cleaned: a collector may echo the credential it was sent.
                 let text = HecAnswer::parse(&answer.body)
-                    .map(|a| a.text)
-                    .unwrap_or_else(|| self.excerpt(&answer.body));
+                    .map(|a| self.clean_text(&a.text))
+                    .unwrap_or_else(|| self.excerpt(&self.clean(&answer.body)));
                 match answer.status {
                     200 => Ok(text),
                     401 | 403 => Err(format!(
@@ -235,6 +239,22 @@ impl HttpSink {
         stream: Stream,
         pages: Vec<OutboxPage>,
     ) -> Result<Delivered, SinkError> {
+        if self.refused.swap(false, Ordering::SeqCst) {
+            // Perhaps rotated meanwhile: this try uses what is there now.
+            match read_credential(&self.name, &self.config) {
+                Ok(credential) => {
+                    *self.credential.write().unwrap_or_else(|p| p.into_inner()) = credential;
+                }
+                Err(err) => {
+                    self.refused.store(true, Ordering::SeqCst);
+                    return Err(SinkError::Blocked {
+                        sink: self.name.clone(),
+                        target: self.config.url.clone(),
+                        detail: err,
+                    });
+                }
+            }
+        }
         let key = (account.to_owned(), stream);
         let mut progress = {
             let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -599,8 +619,7 @@ impl HttpSink {
             }),
             Verdict::Retry { after: None, why } => Outcome::Failed(self.error(why)),
             Verdict::Blocked(why) => {
-                // Perhaps rotated: the next try uses what is there now.
-                self.reload_quietly();
+                self.refused.store(true, Ordering::SeqCst);
                 Outcome::Failed(SinkError::Blocked {
                     sink: self.name.clone(),
                     target: self.config.url.clone(),
@@ -727,12 +746,6 @@ impl HttpSink {
             .unwrap_or_else(|p| p.into_inner())
             .header
             .clone()
-    }
-
-    fn reload_quietly(&self) {
-        if let Ok(credential) = read_credential(&self.name, &self.config) {
-            *self.credential.write().unwrap_or_else(|p| p.into_inner()) = credential;
-        }
     }
 
     /// The keys that hold the credential, for what an operator must fix.

@@ -48,6 +48,13 @@ pub fn spawn_daemon(
         .expect("the binary starts")
 }
 
+/// Sends SIGHUP, as `systemctl reload` does.
+pub fn sighup(child: &std::process::Child) {
+    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+    let rc = unsafe { kill(child.id() as i32, 1) };
+    assert_eq!(rc, 0, "kill -HUP {}", child.id());
+}
+
 /// Sends SIGTERM, as systemd does to stop a service.
 pub fn sigterm(child: &std::process::Child) {
     // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.

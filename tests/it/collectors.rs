@@ -258,6 +258,10 @@ async fn a_bulk_collector_retries_exactly_the_failed_items_and_dead_letters_the_
                 ("POST", "/_bulk?pipeline=onepassword")
             );
             assert_eq!(seen.header("content-type"), Some("application/x-ndjson"));
+            assert_eq!(
+                seen.header("authorization"),
+                Some("ApiKey aWQ6a2V5LXNlY3JldA==")
+            );
             let lines: Vec<serde_json::Value> = values(&seen.body);
             let mut items = Vec::new();
             let mut errors = false;
@@ -302,10 +306,12 @@ async fn a_bulk_collector_retries_exactly_the_failed_items_and_dead_letters_the_
         })
         .await
     };
+    std::fs::write(env.path("es-key"), "aWQ6a2V5LXNlY3JldA==\n").unwrap();
     let sink = format!(
         "[[sinks]]\nname = \"search\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"elasticsearch\"\n\
-         pipeline = \"onepassword\"\n",
-        collector.url
+         pipeline = \"onepassword\"\napi_key_file = \"{}\"\n",
+        collector.url,
+        env.path("es-key").display()
     );
     let config = config_with(&env, &sink, false);
     let daemon = Daemon::start(&config).await.unwrap();
@@ -349,6 +355,8 @@ async fn a_413_splits_the_request_and_a_single_event_still_too_large_is_a_dead_l
                 .iter()
                 .map(|v| v["uuid"].as_str().unwrap().to_owned())
                 .collect();
+            // "ops:pa ss" in base64.
+            assert_eq!(seen.header("authorization"), Some("Basic b3BzOnBhIHNz"));
             if lines.len() > 40 || lines.contains(&big) {
                 return Reply::json(413, r#"{"error":"request entity too large"}"#);
             }
@@ -357,10 +365,12 @@ async fn a_413_splits_the_request_and_a_single_event_still_too_large_is_a_dead_l
         })
         .await
     };
+    std::fs::write(env.path("password"), "pa ss\n").unwrap();
     let sink = format!(
         "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/ingest\"\nformat = \"ndjson\"\n\
-         max_bytes = 65536\n",
-        collector.url
+         max_bytes = 65536\nbasic_user = \"ops\"\npassword_file = \"{}\"\n",
+        collector.url,
+        env.path("password").display()
     );
     let config = config_with(&env, &sink, false);
     let daemon = Daemon::start(&config).await.unwrap();
@@ -781,4 +791,33 @@ async fn https_proxy_and_no_proxy_from_the_environment() {
             "NO_PROXY={no_proxy:?}: {connects} tunnels"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hec_token_with_acknowledgement_on_tells_a_sink_without_it_to_set_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("hec-token");
+    std::fs::write(&token, "ack-token\n").unwrap();
+    let hec = Hec::new("ack-token", true);
+    let collector = hec_collector(&hec).await;
+    let sink = build_sink(
+        &format!(
+            "[[sinks]]\nname = \"hec\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"splunk_hec\"\n\
+             token_file = \"{}\"\n",
+            collector.url,
+            token.display()
+        ),
+        dir.path(),
+    );
+    let err = sink
+        .deliver("it", Stream::AuditEvents, vec![page(1, &events(3, "C"))])
+        .await
+        .unwrap_err();
+    assert_eq!(err.action(), op_events_forwarder::sink::Action::RetrySlowly);
+    let text = err.to_string();
+    assert!(
+        text.contains("code 10") && text.contains("set ack = true"),
+        "{text}"
+    );
+    assert!(hec.state().indexed.is_empty());
 }

@@ -1653,7 +1653,7 @@ mod tests {
         );
         check_err(
             &edit("type = \"file\"\n", ""),
-            "test.toml: sinks[0].type: missing (expected one of file, syslog)",
+            "test.toml: sinks[0].type: missing (expected one of file, syslog, http)",
         );
     }
 
@@ -1959,11 +1959,11 @@ mod tests {
     fn sink_types() {
         check_err(
             &edit("type = \"file\"", "type = \"kafka\""),
-            "test.toml: sinks[0].type: unknown sink type \"kafka\" (expected one of file, syslog)",
+            "test.toml: sinks[0].type: unknown sink type \"kafka\" (expected one of file, syslog, http)",
         );
         check_err(
             &format!("{VALID}\n[[sinks]]\nname = \"x\"\ntype = \"File\"\npath = \"/x\"\n"),
-            "test.toml: sinks[1].type: unknown sink type \"File\" (expected one of file, syslog)",
+            "test.toml: sinks[1].type: unknown sink type \"File\" (expected one of file, syslog, http)",
         );
         check_err(
             &format!("sinks = 3\n{}", VALID.split("[[sinks]]").next().unwrap()),

@@ -1172,9 +1172,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "state database {}: schema version 99 is newer than this program knows (3); \
+                "state database {}: schema version 99 is newer than this program knows ({}); \
                  use a newer op-events-forwarder or another state file",
-                path.display()
+                path.display(),
+                MIGRATIONS.len()
             )
         );
     }
@@ -1395,7 +1396,7 @@ mod tests {
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
         let application_id: i32 = store
             .lock()
             .conn

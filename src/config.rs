@@ -1435,6 +1435,30 @@ path = "/var/log/op-events/{stream}.ndjson"
         }
     }
 
+    /// The shipped example config with the sink block that follows `marker` uncommented in
+    /// place of its own sinks (lines `# key = value` are taken, `## ...` are prose).
+    pub(crate) fn shipped_example_with(marker: &str) -> Config {
+        let example = include_str!("../config/op-events-forwarder.toml");
+        let block = example
+            .split_once(marker)
+            .unwrap_or_else(|| panic!("the example has {marker:?}"))
+            .1;
+        let uncommented: String = block
+            .lines()
+            .filter(|line| !line.starts_with("##"))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with("[[") || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let head = example.split("\n[[sinks]]").next().unwrap();
+        from_toml_str(
+            "op-events-forwarder.toml",
+            &format!("{head}\n{uncommented}"),
+            &[],
+        )
+        .unwrap()
+    }
+
     /// The test config with its sink replaced by a syslog sink made of `lines`.
     pub(crate) fn with_syslog(lines: &str) -> String {
         let head = VALID.split("[[sinks]]").next().unwrap();

@@ -14,7 +14,7 @@ use op_events_forwarder::stats::Stats;
 use op_events_forwarder::stream::Stream;
 
 use crate::support::collector::{Collector, Hec, Proxy, Reply, Seen, ServerTls, values};
-use crate::support::{ACCOUNT, Env, generated, wait_for};
+use crate::support::{ACCOUNT, Env, generated, page, wait_for};
 
 /// The environment's config with its file sink replaced by `sinks` (or beside it, with
 /// `keep_files`).
@@ -47,19 +47,6 @@ async fn drain(daemon: &Daemon, env: &Env, sink: &str) {
     .await;
 }
 
-/// The served events by uuid, with their stream.
-fn served(env: &Env) -> HashMap<String, (Stream, String)> {
-    Stream::ALL
-        .into_iter()
-        .flat_map(|stream| {
-            env.sim
-                .events(stream)
-                .into_iter()
-                .map(move |event| (event.uuid, (stream, event.json)))
-        })
-        .collect()
-}
-
 /// Asserts that `got` (uuids) holds every served event but `except` exactly once.
 fn assert_once_each(env: &Env, got: &[String], except: &HashSet<String>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -68,7 +55,7 @@ fn assert_once_each(env: &Env, got: &[String], except: &HashSet<String>) {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let served = served(env);
+    let served = env.served_by_uuid();
     for uuid in seen.keys() {
         assert!(served.contains_key(*uuid), "never served: {uuid}");
     }
@@ -122,7 +109,7 @@ async fn hec_indexes_every_event_once_acknowledged_with_the_apps_sourcetypes() {
     drain(&daemon, &env, "hec").await;
     daemon.stop().await;
 
-    let served = served(&env);
+    let served = env.served_by_uuid();
     let indexed = hec.state().indexed.clone();
     let mut uuids = Vec::new();
     for object in &indexed {
@@ -455,7 +442,7 @@ async fn https_with_a_private_ca_and_mutual_tls_through_a_connect_proxy() {
     drain(&daemon, &env, "hook").await;
     daemon.stop().await;
     let seen = collector.seen();
-    let served = served(&env);
+    let served = env.served_by_uuid();
     let mut uuids = Vec::new();
     for request in &seen {
         assert_eq!(
@@ -542,15 +529,6 @@ fn build_sink(sink: &str, dir: &std::path::Path) -> op_events_forwarder::sink::S
     op_events_forwarder::sink::Sink::from_config(&config.sinks[0], &store).unwrap()
 }
 
-fn page(seq: u64, events: &[String]) -> op_events_forwarder::store::OutboxPage {
-    op_events_forwarder::store::OutboxPage {
-        seq,
-        events: format!("[{}]", events.join(",")),
-        n_events: events.len() as u64,
-        fetched_at: 1_700_000_000,
-    }
-}
-
 fn events(n: usize, tag: &str) -> Vec<String> {
     (0..n)
         .map(|i| {
@@ -562,22 +540,39 @@ fn events(n: usize, tag: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_credential_is_read_again_after_a_403() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("hec-token");
-    std::fs::write(&token, "old-token\n").unwrap();
-    let hec = Hec::new("new-token", false);
-    let collector = hec_collector(&hec).await;
+/// A HEC sink of its own (no daemon) in front of `hec`, its token file holding `token`, with
+/// `extra` keys; the sink, the token file and the collector.
+async fn hec_alone(
+    hec: &Arc<Hec>,
+    dir: &std::path::Path,
+    token: &str,
+    extra: &str,
+) -> (
+    op_events_forwarder::sink::Sink,
+    std::path::PathBuf,
+    Collector,
+) {
+    let path = dir.join("hec-token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    let collector = hec_collector(hec).await;
     let sink = build_sink(
         &format!(
             "[[sinks]]\nname = \"hec\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"splunk_hec\"\n\
-             token_file = \"{}\"\nmax_events = 10\n",
+             token_file = \"{}\"\n{extra}\n",
             collector.url,
-            token.display()
+            path.display()
         ),
-        dir.path(),
+        dir,
     );
+    (sink, path, collector)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_credential_is_read_again_after_a_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = Hec::new("new-token", false);
+    let (sink, token, _collector) =
+        hec_alone(&hec, dir.path(), "old-token", "max_events = 10").await;
     let batch = events(30, "R");
     // Refused: the error says what to fix; the file is read again for the next try.
     let err = sink
@@ -796,19 +791,8 @@ async fn https_proxy_and_no_proxy_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hec_token_with_acknowledgement_on_tells_a_sink_without_it_to_set_ack() {
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("hec-token");
-    std::fs::write(&token, "ack-token\n").unwrap();
     let hec = Hec::new("ack-token", true);
-    let collector = hec_collector(&hec).await;
-    let sink = build_sink(
-        &format!(
-            "[[sinks]]\nname = \"hec\"\ntype = \"http\"\nurl = \"{}\"\nformat = \"splunk_hec\"\n\
-             token_file = \"{}\"\n",
-            collector.url,
-            token.display()
-        ),
-        dir.path(),
-    );
+    let (sink, _token, _collector) = hec_alone(&hec, dir.path(), "ack-token", "").await;
     let err = sink
         .deliver("it", Stream::AuditEvents, vec![page(1, &events(3, "C"))])
         .await

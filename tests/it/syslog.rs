@@ -6,13 +6,12 @@ use std::collections::HashMap;
 use op_events_forwarder::Daemon;
 use op_events_forwarder::config::{self, Config};
 use op_events_forwarder::sink::{Delivered, Sink};
-use op_events_forwarder::store::OutboxPage;
 use op_events_forwarder::stream::Stream;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::support::rsyslog::{Input, Record, Rsyslog, certs};
-use crate::support::{ACCOUNT, Env, generated, uuid_of, wait_for};
+use crate::support::{ACCOUNT, Env, generated, page, uuid_of, wait_for};
 
 /// The test config of `env` with its file sink replaced by `sinks` (TOML `[[sinks]]` tables).
 fn config_with_sinks(env: &Env, account_extra: &str, sinks: &str) -> Config {
@@ -120,15 +119,7 @@ async fn every_combination_arrives_parsed_right_and_byte_identical() {
     .await;
     daemon.stop().await;
 
-    let served: HashMap<String, (Stream, String)> = Stream::ALL
-        .into_iter()
-        .flat_map(|stream| {
-            env.sim
-                .events(stream)
-                .into_iter()
-                .map(move |event| (event.uuid, (stream, event.json)))
-        })
-        .collect();
+    let served = env.served_by_uuid();
     let total: usize = want.values().sum();
     for (_, combination) in &combinations {
         let records: Vec<Record> = rsyslog
@@ -271,15 +262,6 @@ fn build_sink(sink: &str) -> Sink {
     let dir = tempfile::tempdir().unwrap();
     let store = op_events_forwarder::store::Store::open(&dir.path().join("state.db")).unwrap();
     Sink::from_config(&config.sinks[0], &store).unwrap()
-}
-
-fn page(seq: u64, events: &[String]) -> OutboxPage {
-    OutboxPage {
-        seq,
-        events: format!("[{}]", events.join(",")),
-        n_events: events.len() as u64,
-        fetched_at: 1_700_000_000,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

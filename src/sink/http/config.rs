@@ -729,25 +729,7 @@ mod tests {
 
     #[test]
     fn shipped_http_example_parses() {
-        let example = include_str!("../../../config/op-events-forwarder.toml");
-        let block = example
-            .split_once("# --- An HTTP collector")
-            .expect("the example has an HTTP collector")
-            .1;
-        let uncommented: String = block
-            .lines()
-            .filter(|line| !line.starts_with("##"))
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| line.starts_with("[[") || line.contains(" = "))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        let head = example.split("\n[[sinks]]").next().unwrap();
-        let config = crate::config::from_toml_str(
-            "op-events-forwarder.toml",
-            &format!("{head}\n{uncommented}"),
-            &[],
-        )
-        .unwrap();
+        let config = shipped_example_with("# --- An HTTP collector");
         let SinkKind::Http(http) = &config.sinks[0].kind else {
             panic!("an http sink")
         };

@@ -510,30 +510,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::SinkKind;
     use crate::config::testing::*;
-    use crate::config::{SinkKind, from_toml_str};
 
     #[test]
     fn shipped_syslog_example_parses() {
-        let example = include_str!("../../../config/op-events-forwarder.toml");
-        let block = example
-            .split_once("# --- A syslog sink")
-            .expect("the example has a syslog sink")
-            .1;
-        let uncommented: String = block
-            .lines()
-            .filter(|line| !line.starts_with("##"))
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| line.starts_with("[[") || line.contains(" = "))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        let head = example.split("\n[[sinks]]").next().unwrap();
-        let config = from_toml_str(
-            "op-events-forwarder.toml",
-            &format!("{head}\n{uncommented}"),
-            &[],
-        )
-        .unwrap();
+        let config = shipped_example_with("# --- A syslog sink");
         let SinkKind::Syslog(syslog) = &config.sinks[0].kind else {
             panic!("a syslog sink")
         };

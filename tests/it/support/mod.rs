@@ -160,6 +160,19 @@ path = "{dir}/out/{{stream}}.ndjson"
             .collect()
     }
 
+    /// Every event served so far by uuid, with its stream and its bytes as served.
+    pub fn served_by_uuid(&self) -> HashMap<String, (Stream, String)> {
+        Stream::ALL
+            .into_iter()
+            .flat_map(|stream| {
+                self.sim
+                    .events(stream)
+                    .into_iter()
+                    .map(move |event| (event.uuid, (stream, event.json)))
+            })
+            .collect()
+    }
+
     /// Every line of a stream's output file.
     pub fn lines(&self, stream: Stream) -> Vec<String> {
         match std::fs::read_to_string(self.output(stream)) {
@@ -270,4 +283,14 @@ pub fn mint(sim: &Simulator, features: &[Stream], valid_for: Option<time::Durati
         issued_at: now,
         expires_at: valid_for.map(|valid_for| now + valid_for),
     })
+}
+
+/// An outbox page of these events, as a sink worker hands it to a sink.
+pub fn page(seq: u64, events: &[String]) -> op_events_forwarder::store::OutboxPage {
+    op_events_forwarder::store::OutboxPage {
+        seq,
+        events: format!("[{}]", events.join(",")),
+        n_events: events.len() as u64,
+        fetched_at: 1_700_000_000,
+    }
 }

@@ -42,6 +42,30 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// Where events go, at least one, names unique.
     pub sinks: Vec<SinkConfig>,
+    /// The admin endpoint (`[admin]`).
+    pub admin: AdminConfig,
+}
+
+/// The `[admin]` table: the HTTP endpoint with `/metrics`, `/healthz`, `/readyz`, `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `listen`: the address to serve on; `None` (`listen = ""`) turns the endpoint off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `sink_stall_secs`: how long a sink may fail before `/readyz` says not ready.
+    pub sink_stall: std::time::Duration,
+}
+
+/// The admin endpoint's default address: loopback only, the port Prometheus' registry of
+/// default ports lists for nothing else in this space.
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9464";
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: ADMIN_LISTEN_DEFAULT.parse().ok(),
+            sink_stall: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// The `[state]` table.
@@ -374,6 +398,14 @@ struct RawConfig {
     /// Read by [`SinkHead`] and the parser of each sink's type.
     #[serde(default)]
     sinks: Vec<toml::Table>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    sink_stall_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -443,10 +475,37 @@ impl Config {
             sinks.push(SinkConfig { name, kind });
         }
 
+        let admin = match raw.admin {
+            None => AdminConfig::default(),
+            Some(raw) => AdminConfig {
+                listen: match raw.listen.as_deref() {
+                    None => AdminConfig::default().listen,
+                    Some("") => None,
+                    Some(text) => Some(text.parse().map_err(|_| {
+                        Problem::invalid(
+                            "admin.listen",
+                            "an IP address and port like 127.0.0.1:9464 or [::1]:9464, or \"\" for none",
+                            &quote(text),
+                        )
+                    })?),
+                },
+                sink_stall: std::time::Duration::from_secs(
+                    int_in(
+                        "admin.sink_stall_secs",
+                        raw.sink_stall_secs.unwrap_or(300),
+                        1,
+                        86_400,
+                    )?
+                    .unsigned_abs(),
+                ),
+            },
+        };
+
         Ok(Config {
             state,
             accounts,
             sinks,
+            admin,
         })
     }
 }
@@ -1632,7 +1691,7 @@ mod tests {
     fn unknown_keys() {
         check_err(
             &format!("logging = \"debug\"\n{VALID}"),
-            "test.toml: logging: unknown key (expected one of state, accounts, sinks)",
+            "test.toml: logging: unknown key (expected one of state, accounts, sinks, admin)",
         );
         check_err(
             &edit("[state]\n", "[state]\ndir = \"/var/lib\"\n"),
@@ -1980,6 +2039,31 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_table() {
+        let config = parse(VALID).unwrap();
+        assert_eq!(config.admin, AdminConfig::default());
+        assert_eq!(config.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let config = parse(&format!(
+            "{VALID}\n[admin]\nlisten = \"[::]:9100\"\nsink_stall_secs = 60\n"
+        ))
+        .unwrap();
+        assert_eq!(config.admin.listen, Some("[::]:9100".parse().unwrap()));
+        assert_eq!(config.admin.sink_stall, std::time::Duration::from_secs(60));
+        // Turned off from the environment, as a container would.
+        let config = parse_env(VALID, &[("OP_EVENTS_FORWARDER__ADMIN__LISTEN", "")]).unwrap();
+        assert_eq!(config.admin.listen, None);
+        check_err(
+            &format!("{VALID}\n[admin]\nlisten = \"localhost:9464\"\n"),
+            "test.toml: admin.listen: expected an IP address and port like 127.0.0.1:9464 or \
+             [::1]:9464, or \"\" for none, got \"localhost:9464\"",
+        );
+        check_err(
+            &format!("{VALID}\n[admin]\nport = 1\n"),
+            "test.toml: admin.port: unknown key (expected one of listen, sink_stall_secs)",
+        );
+    }
+
+    #[test]
     fn sink_types() {
         check_err(
             &edit("type = \"file\"", "type = \"kafka\""),
@@ -2089,7 +2173,7 @@ mod tests {
             VALID,
             &[("OP_EVENTS_FORWARDER__LOGGING__LEVEL", "debug")],
             "test.toml: logging (from OP_EVENTS_FORWARDER__LOGGING__LEVEL): unknown key (expected one of state, \
-             accounts, sinks)",
+             accounts, sinks, admin)",
         );
         check_env_err(
             VALID,

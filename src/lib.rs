@@ -26,6 +26,7 @@
 //! [`Daemon::start`] wires them; [`run`] is the daemon until a shutdown future resolves.
 
 pub mod account;
+pub mod admin;
 pub mod api;
 pub mod base64;
 pub mod bench;
@@ -41,6 +42,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod stream;
 pub mod systemd;
@@ -111,6 +113,8 @@ pub struct Daemon {
     wedged_after: Duration,
     /// Counts reloads, for the sink workers.
     reloads: tokio::sync::watch::Sender<u64>,
+    /// Where the admin endpoint listens, once bound.
+    admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Daemon {
@@ -184,6 +188,7 @@ impl Daemon {
             liveness: Arc::default(),
             wedged_after: wedged_after(config),
             reloads: tokio::sync::watch::Sender::new(0),
+            admin_addr: None,
         };
         // HEC's health at start: a clear word when it is unreachable, disabled or refuses the
         // token. Nothing waits for it: events stay in the outbox until HEC takes them.
@@ -202,11 +207,41 @@ impl Daemon {
                 }
             });
         }
+        let mut token_expiry = Vec::new();
+        let mut polled = Vec::new();
         for (account, resolved, client) in accounts {
             daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
             daemon
                 .tokens
                 .push((account.name.clone(), account.token.clone(), client));
+            token_expiry.push((
+                account.name.clone(),
+                resolved.claims.as_ref().and_then(|c| c.expires_at),
+            ));
+            for &stream in &resolved.streams {
+                polled.push((account.name.clone(), stream, account.poll_interval));
+            }
+        }
+        if let Some(listen) = config.admin.listen {
+            let admin = Arc::new(admin::Admin {
+                config: Arc::new(config.clone()),
+                stats: Arc::clone(&daemon.stats),
+                store: daemon.store.clone(),
+                started_at: time::OffsetDateTime::now_utc(),
+                token_expiry,
+                streams: polled,
+            });
+            match admin::serve(admin, listen, daemon.shutdown.clone()).await {
+                Ok((bound, serving)) => {
+                    tracing::info!(address = %bound, "admin endpoint listening: /metrics /healthz /readyz /status");
+                    daemon.admin_addr = Some(bound);
+                    daemon.tasks.spawn(serving);
+                }
+                Err(err) => {
+                    // Forwarding matters more than being watched: go on without it, loudly.
+                    tracing::error!(address = %listen, error = %err, "cannot serve the admin endpoint; running without /metrics, /healthz, /readyz and /status (set [admin] listen to a free address, or \"\" for none)");
+                }
+            }
         }
         tracing::info!(
             state = %config.state.path.display(),
@@ -342,6 +377,11 @@ impl Daemon {
             line.push_str(&troubled.join("; "));
         }
         line
+    }
+
+    /// Where the admin endpoint listens, if it does.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
     }
 
     /// What has been fetched and delivered so far.

@@ -20,6 +20,8 @@ use tracing_subscriber::EnvFilter;
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 const EXIT_CONFIG: u8 = 78;
+/// A command line without what it needs (EX_USAGE, as clap exits for the others).
+const EXIT_USAGE: u8 = 2;
 /// EX_DATAERR: the state file cannot be used as it is (another program's file, empty, of a
 /// newer schema, not on disk, or in use by another daemon); restarting will not help.
 const EXIT_STATE: u8 = 65;
@@ -62,8 +64,31 @@ enum DeadLettersAction {
     Purge {
         #[arg(long)]
         sink: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         before: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CursorAction {
+    /// One line per stream: whether it has a cursor, when it was saved, the newest event, the
+    /// pages pending, and a restart time set by `cursor reset`.
+    Show,
+    /// Forget a stream's cursor so that the daemon starts it again from --start-time at its
+    /// next start (pages already fetched are still delivered; events after the time are
+    /// fetched again, so sinks see them twice). Refused while a daemon holds the state.
+    Reset {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        stream: String,
+        /// RFC 3339, or a time ago like -7d, -24h, -30m.
+        #[arg(long, allow_hyphen_values = true)]
+        start_time: String,
+        /// Write it even though a daemon holds the state; that daemon must be restarted at
+        /// once, and overwrites the reset if it stores a page of the stream first.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -89,10 +114,38 @@ enum Command {
     /// Events a sink refused for good: list them, deliver them again, or delete them. Safe
     /// beside the running daemon.
     DeadLetters {
-        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
-        config: PathBuf,
+        /// The TOML config file (before or after the action).
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG", global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: DeadLettersAction,
+    },
+    /// Where each stream and sink stands: cursor age, newest event, lag, pages pending,
+    /// health, dead letters, last errors. Safe beside the running daemon, whose live figures
+    /// it adds when its admin endpoint answers.
+    Status {
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
+        config: PathBuf,
+        /// JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon's admin endpoint whether it is alive (exit 0) or not (1); for
+    /// container health checks.
+    Health {
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
+        config: PathBuf,
+        /// Ask /readyz (every stream fetching, no sink stalled) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Show the saved cursors, or make a stream start again from a time.
+    Cursor {
+        /// The TOML config file (before or after the action).
+        #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: CursorAction,
     },
     /// Serve a simulated Events API (for trying the daemon out, and for tests).
     Simulate {
@@ -272,11 +325,66 @@ async fn async_main(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::DeadLetters { config, action } => {
+            let Some(config) = config else {
+                return missing_config();
+            };
             let config = match config::load(&config) {
                 Ok(config) => config,
                 Err(err) => return config_error(&err),
             };
             match dead_letters(&config, action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(err),
+            }
+        }
+        Command::Status { config, json } => {
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(err) => return config_error(&err),
+            };
+            match status(&config, json).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(err),
+            }
+        }
+        Command::Health { config, ready } => {
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(err) => return config_error(&err),
+            };
+            let Some(addr) = config.admin.listen else {
+                eprintln!(
+                    "error: the admin endpoint is off ([admin] listen = \"\"): nothing to ask"
+                );
+                return ExitCode::FAILURE;
+            };
+            let path = if ready { "/readyz" } else { "/healthz" };
+            match op_events_forwarder::admin::get(admin_target(addr), path, Duration::from_secs(5))
+                .await
+            {
+                Ok((200, body)) => {
+                    print!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    eprintln!("not ready (HTTP {status}): {body}");
+                    ExitCode::FAILURE
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Cursor { config, action } => {
+            let Some(config) = config else {
+                return missing_config();
+            };
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(err) => return config_error(&err),
+            };
+            match cursor(&config, action) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(err),
             }
@@ -460,6 +568,157 @@ fn parse_faults(text: &str) -> Result<Faults, String> {
 }
 
 /// `dead-letters list|replay|purge` on the state the config names.
+/// `--config` left out of a command that takes it before or after its action.
+fn missing_config() -> ExitCode {
+    eprintln!("error: --config FILE (or OP_EVENTS_FORWARDER_CONFIG) is required");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Where to ask an admin endpoint that listens on `addr`: an unspecified address
+/// (0.0.0.0, ::) is asked on loopback.
+fn admin_target(addr: SocketAddr) -> SocketAddr {
+    let mut target = addr;
+    if addr.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    target
+}
+
+/// `status`: the running daemon's `/status` when it answers, else the state read alone.
+async fn status(config: &config::Config, json: bool) -> anyhow::Result<()> {
+    use op_events_forwarder::status::Status;
+    let live = match config.admin.listen {
+        Some(addr) => {
+            match op_events_forwarder::admin::get(
+                admin_target(addr),
+                "/status",
+                Duration::from_secs(3),
+            )
+            .await
+            {
+                Ok((200, body)) => serde_json::from_str::<Status>(&body).ok(),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let status = match live {
+        Some(status) => status,
+        None => {
+            let store = op_events_forwarder::store::Store::open_existing(&config.state.path)?;
+            let report = store.report()?;
+            Status::build(config, &report, None, time::OffsetDateTime::now_utc())
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        use std::io::IsTerminal as _;
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", status.render(color));
+    }
+    Ok(())
+}
+
+/// `cursor show` and `cursor reset`.
+fn cursor(config: &config::Config, action: CursorAction) -> anyhow::Result<()> {
+    use op_events_forwarder::store::Store;
+    use op_events_forwarder::stream::Stream;
+    match action {
+        CursorAction::Show => {
+            let store = Store::open_existing(&config.state.path)?;
+            let report = store.report()?;
+            println!(
+                "{:<20} {:<16} {:<7} {:<22} {:<32} {:>8}  restart from",
+                "account", "stream", "cursor", "saved", "newest event", "pending"
+            );
+            for s in &report.streams {
+                let stream: Option<Stream> = s.stream.parse().ok();
+                let restart = stream
+                    .and_then(|stream| store.restart_from(&s.account, stream).ok().flatten())
+                    .map_or_else(|| "-".to_owned(), op_events_forwarder::api::rfc3339);
+                let saved = time::OffsetDateTime::from_unix_timestamp(s.saved_at)
+                    .map(op_events_forwarder::api::rfc3339)
+                    .unwrap_or_default();
+                let newest = s
+                    .last_event_ns
+                    .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns.into()).ok())
+                    .map_or_else(|| "-".to_owned(), op_events_forwarder::api::rfc3339);
+                println!(
+                    "{:<20} {:<16} {:<7} {:<22} {:<32} {:>8}  {restart}",
+                    s.account,
+                    s.stream,
+                    if s.has_cursor { "yes" } else { "no" },
+                    saved,
+                    newest,
+                    s.pending_pages
+                );
+            }
+            Ok(())
+        }
+        CursorAction::Reset {
+            account,
+            stream,
+            start_time,
+            force,
+        } => {
+            if !config.accounts.iter().any(|a| a.name == account) {
+                anyhow::bail!(
+                    "no account \"{account}\" in the config (accounts: {})",
+                    config
+                        .accounts
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let stream: Stream = stream.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "unknown stream \"{stream}\" (expected one of {})",
+                    Stream::KNOWN
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            let at = op_events_forwarder::account::config::StartTime::parse(&start_time)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--start-time {start_time:?}: expected an RFC 3339 time like 2026-11-01T00:00:00Z or a time ago like -7d, -24h, -30m"
+                    )
+                })?
+                .resolve(time::OffsetDateTime::now_utc());
+            // The daemon's own open takes the lock: a running daemon refuses it, naming its pid.
+            let store = if force {
+                eprintln!(
+                    "warning: --force: restart the running daemon at once; it overwrites this reset if it stores a page of {account}/{stream} first"
+                );
+                Store::open_existing(&config.state.path)?
+            } else {
+                Store::open(&config.state.path).map_err(|err| {
+                    anyhow::anyhow!("{err}; stop the daemon first (or pass --force)")
+                })?
+            };
+            let old = store.reset_cursor(&account, stream, at)?;
+            println!(
+                "{account}/{stream}: {}; starts again from {} at the daemon's next start",
+                if old.is_some() {
+                    "cursor forgotten"
+                } else {
+                    "had no cursor"
+                },
+                op_events_forwarder::api::rfc3339(at)
+            );
+            Ok(())
+        }
+    }
+}
+
 fn dead_letters(config: &config::Config, action: DeadLettersAction) -> anyhow::Result<()> {
     use op_events_forwarder::store::Store;
     let store = Store::open_existing(&config.state.path)?;

@@ -140,8 +140,23 @@ impl StreamPoller {
         let mut asked = api::MAX_PAGE_ITEMS;
         // Set while the API answers `has_more: true` with the cursor it was sent.
         let mut stuck: Option<Stuck> = None;
-        // Set when the API rejected the cursor and the stream restarts from a time.
+        // Set when the API rejected the cursor and the stream restarts from a time, or when
+        // `cursor reset` asked for it.
         let mut restart_at: Option<Option<OffsetDateTime>> = None;
+        if cursor.is_none() {
+            let (account, stream) = (self.account.clone(), self.stream);
+            if let Ok(Some(at)) = self
+                .store
+                .run(move |s| s.restart_from(&account, stream))
+                .await
+            {
+                tracing::info!(
+                    account = %self.account, stream = %self.stream, start_time = %api::rfc3339(at),
+                    "starting again from the time `cursor reset` set"
+                );
+                restart_at = Some(Some(at));
+            }
+        }
         // A reset request is resolved once and sent again unchanged until it succeeds: a
         // relative start_time resolved again at each retry would move the window forward and
         // skip the events at its start.
@@ -180,7 +195,14 @@ impl StreamPoller {
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
+                    let waiting = tokio::time::Instant::now();
                     let _permit = self.governor.acquire().await;
+                    let waited = waiting.elapsed();
+                    if waited > Duration::ZERO {
+                        self.stats.update_stream(&self.account, self.stream, |s| {
+                            s.governor_wait += waited;
+                        });
+                    }
                     let _busy = self.liveness.busy(&self.task_name(), "a request to the API");
                     self.fetch_next(&request, end_time, max_items).await
                 } => fetched,
@@ -240,7 +262,7 @@ impl StreamPoller {
                         cursor = Some(page.cursor);
                         if let Some(stuck) = &stuck {
                             // Kept once; the same cursor is asked again after a backoff.
-                            self.set_unhealthy(stuck.reason());
+                            self.set_unhealthy("stuck_cursor", stuck.reason());
                             continue;
                         }
                         if page.has_more {
@@ -375,7 +397,9 @@ impl StreamPoller {
         }
         self.stats.update_stream(&self.account, self.stream, |s| {
             s.requests += 1;
+            *s.responses.entry("2xx").or_default() += 1;
             s.unhealthy = Some(state.reason());
+            s.unhealthy_code = Some("stuck_cursor");
         });
         Progress::Repeated(backoff.next_delay())
     }
@@ -521,9 +545,13 @@ impl StreamPoller {
         let mut recovered = None;
         self.stats.update_stream(&self.account, self.stream, |s| {
             s.requests += 1;
+            *s.responses.entry("2xx").or_default() += 1;
             s.fetched_events += page.n_events;
+            s.fetched_pages += 1;
             s.caught_up = !page.has_more;
             s.last_error = None;
+            s.last_success = Some(OffsetDateTime::now_utc());
+            s.unhealthy_code = None;
             recovered = s.unhealthy.take();
         });
         if let Some(reason) = recovered {
@@ -542,6 +570,9 @@ impl StreamPoller {
         self.stats.update_stream(&self.account, self.stream, |s| {
             s.requests += 1;
             s.failed_requests += 1;
+            *s.responses
+                .entry(crate::stats::response_class(err.status()))
+                .or_default() += 1;
             s.last_error = Some(err.to_string());
             attempts = s.failed_requests;
         });
@@ -567,7 +598,10 @@ impl StreamPoller {
             }
             ErrorClass::Unauthorized => {
                 let delay = self.config.unauthorized_retry;
-                self.set_unhealthy(format!("the API refused the token (HTTP {status})"));
+                self.set_unhealthy(
+                    "unauthorized",
+                    format!("the API refused the token (HTTP {status})"),
+                );
                 tracing::error!(
                     %account, %stream, status, error = %err, retry_in_secs = delay.as_secs(),
                     "the API refused the token: it is invalid, expired, revoked, or lacks the {stream} feature; \
@@ -581,7 +615,10 @@ impl StreamPoller {
             }
             ErrorClass::BadRequest | ErrorClass::Fatal => {
                 let delay = self.config.unauthorized_retry;
-                self.set_unhealthy(format!("the API rejected the request (HTTP {status})"));
+                self.set_unhealthy(
+                    "rejected_request",
+                    format!("the API rejected the request (HTTP {status})"),
+                );
                 tracing::error!(
                     %account, %stream, status, error = %err, request = %request.body(),
                     retry_in_secs = delay.as_secs(),
@@ -601,7 +638,10 @@ impl StreamPoller {
         match self.config.on_invalid_cursor {
             OnInvalidCursor::Stop => {
                 let delay = self.config.unauthorized_retry;
-                self.set_unhealthy("the API rejected the saved cursor (HTTP 400)".to_owned());
+                self.set_unhealthy(
+                    "invalid_cursor",
+                    "the API rejected the saved cursor (HTTP 400)".to_owned(),
+                );
                 tracing::error!(
                     %account, %stream, cursor_age_secs, error = %err, retry_in_secs = delay.as_secs(),
                     "the API rejected the saved cursor; the stream stops advancing and keeps it \
@@ -638,9 +678,10 @@ impl StreamPoller {
         (saved, age)
     }
 
-    fn set_unhealthy(&self, reason: String) {
+    fn set_unhealthy(&self, code: &'static str, reason: String) {
         self.stats.update_stream(&self.account, self.stream, |s| {
             s.unhealthy = Some(reason);
+            s.unhealthy_code = Some(code);
         });
     }
 

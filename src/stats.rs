@@ -1,11 +1,13 @@
 //! Live counters of what the daemon has fetched and delivered, per stream and per sink.
 //!
-//! Shared by pollers and sink workers (writers) and by `demo`'s progress display (reader);
-//! `/metrics` and `status` will read them too.
+//! Shared by pollers and sink workers (writers) and by `demo`'s progress display, the admin
+//! endpoint's `/metrics`, `/readyz` and `/status` (readers).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::stream::Stream;
@@ -13,37 +15,62 @@ use crate::stream::Stream;
 /// A stream of one account.
 pub type StreamKey = (String, Stream);
 
+/// A stream of one account as one sink delivers it.
+pub type SinkKey = (String, String, Stream);
+
 /// Counters of one stream's poller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamStats {
     pub requests: u64,
     pub failed_requests: u64,
+    /// Answers by class: `2xx`, `4xx`, `429`, `5xx`, or `error` (no answer: network, timeout,
+    /// a body cut short).
+    pub responses: BTreeMap<&'static str, u64>,
     pub fetched_events: u64,
+    pub fetched_pages: u64,
     /// The last page said `has_more: false`.
     pub caught_up: bool,
     pub last_error: Option<String>,
+    /// When a page was last fetched and stored.
+    pub last_success: Option<OffsetDateTime>,
+    /// Time spent waiting for the account's governor.
+    pub governor_wait: Duration,
     /// A bounded backfill (`end_time`) is complete and the stream's poller has stopped.
     pub finished: bool,
     /// Why the stream cannot make progress until an operator acts (a refused token, a
     /// rejected cursor); `None` while it is healthy.
     pub unhealthy: Option<String>,
+    /// The same, as a short label for metrics: `unauthorized`, `invalid_cursor`,
+    /// `rejected_request` or `stuck_cursor`.
+    pub unhealthy_code: Option<&'static str>,
 }
 
-/// A counter per (sink, account, stream).
-type SinkCounters = Mutex<BTreeMap<(String, String, Stream), u64>>;
+/// Counters of one sink's worker for one stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkStats {
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events the sink refused for good (dead letters).
+    pub rejected: u64,
+    /// Failed deliveries (each retried), by what the worker did: `retry`, `retry_after`,
+    /// `slow` (an operator must act).
+    pub failed: BTreeMap<&'static str, u64>,
+    /// Failed attempts to record a delivery in the state (each retried).
+    pub failed_records: u64,
+    /// Since when deliveries fail, while they do.
+    pub failing_since: Option<OffsetDateTime>,
+    /// The wait before the next try, while deliveries fail.
+    pub backoff: Duration,
+    pub last_error: Option<String>,
+    /// When a batch was last delivered.
+    pub last_delivery: Option<OffsetDateTime>,
+}
 
 /// Everything counted so far.
 #[derive(Debug)]
 pub struct Stats {
     streams: Mutex<BTreeMap<StreamKey, StreamStats>>,
-    /// Events delivered per (sink, account, stream).
-    delivered: SinkCounters,
-    /// Events a sink refused for good (logged at ERROR), per (sink, account, stream).
-    rejected: SinkCounters,
-    /// Failed deliveries (each retried), per (sink, account, stream).
-    failed_deliveries: SinkCounters,
-    /// Failed attempts to record a delivery in the state (each retried).
-    failed_records: SinkCounters,
+    sinks: Mutex<BTreeMap<SinkKey, SinkStats>>,
     /// Bumped after every change, for readers that wait for progress instead of polling.
     changes: watch::Sender<u64>,
 }
@@ -52,10 +79,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             streams: Mutex::default(),
-            delivered: Mutex::default(),
-            rejected: Mutex::default(),
-            failed_deliveries: Mutex::default(),
-            failed_records: Mutex::default(),
+            sinks: Mutex::default(),
             changes: watch::channel(0).0,
         }
     }
@@ -78,8 +102,19 @@ impl Stats {
         self.changed();
     }
 
-    pub fn add_delivered(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
-        self.add(&self.delivered, sink, account, stream, n_events);
+    pub fn update_sink(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        f: impl FnOnce(&mut SinkStats),
+    ) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        f(sinks
+            .entry((sink.to_owned(), account.to_owned(), stream))
+            .or_default());
+        drop(sinks);
+        self.changed();
     }
 
     /// Every stream's counters, by (account, stream).
@@ -99,55 +134,91 @@ impl Stats {
             .unwrap_or_default()
     }
 
-    /// Counts events a sink refused for good (not delivered, not retried).
-    pub fn add_rejected(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
-        self.add(&self.rejected, sink, account, stream, n_events);
+    /// Every sink worker's counters, by (sink, account, stream).
+    pub fn sinks(&self) -> Vec<(SinkKey, SinkStats)> {
+        let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        sinks
+            .iter()
+            .map(|(key, stats)| (key.clone(), stats.clone()))
+            .collect()
     }
 
-    /// Counts a failed delivery of a batch (it is retried).
-    pub fn add_failed_delivery(&self, sink: &str, account: &str, stream: Stream) {
-        self.add(&self.failed_deliveries, sink, account, stream, 1);
+    pub fn sink(&self, sink: &str, account: &str, stream: Stream) -> SinkStats {
+        let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        sinks
+            .get(&(sink.to_owned(), account.to_owned(), stream))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Counts a delivered batch of `n_events`; the sink is no longer failing.
+    pub fn add_delivered(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
+        self.update_sink(sink, account, stream, |s| {
+            s.delivered += n_events;
+            s.failing_since = None;
+            s.backoff = Duration::ZERO;
+            s.last_delivery = Some(OffsetDateTime::now_utc());
+        });
+    }
+
+    /// Counts events a sink refused for good (not delivered, not retried).
+    pub fn add_rejected(&self, sink: &str, account: &str, stream: Stream, n_events: u64) {
+        self.update_sink(sink, account, stream, |s| s.rejected += n_events);
+    }
+
+    /// Counts a failed delivery of a batch, tried again after `backoff`; `class` says how
+    /// (`retry`, `retry_after`, `slow`).
+    pub fn add_failed_delivery(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        class: &'static str,
+        error: String,
+        backoff: Duration,
+    ) {
+        self.update_sink(sink, account, stream, |s| {
+            *s.failed.entry(class).or_default() += 1;
+            s.failing_since.get_or_insert_with(OffsetDateTime::now_utc);
+            s.backoff = backoff;
+            s.last_error = Some(error);
+        });
     }
 
     /// Counts a failed attempt to record a delivery in the state (it is retried).
     pub fn add_failed_record(&self, sink: &str, account: &str, stream: Stream) {
-        self.add(&self.failed_records, sink, account, stream, 1);
+        self.update_sink(sink, account, stream, |s| s.failed_records += 1);
     }
 
     /// Failed deliveries of a sink since the daemon started.
     pub fn failed_deliveries(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        Stats::get(&self.failed_deliveries, sink, account, stream)
+        self.sink(sink, account, stream).failed.values().sum()
     }
 
     /// Failed attempts to record a delivery since the daemon started.
     pub fn failed_records(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        Stats::get(&self.failed_records, sink, account, stream)
+        self.sink(sink, account, stream).failed_records
     }
 
     /// Events a sink refused for good since the daemon started.
     pub fn rejected(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        Stats::get(&self.rejected, sink, account, stream)
+        self.sink(sink, account, stream).rejected
     }
 
     /// Events delivered by a sink since the daemon started.
     pub fn delivered(&self, sink: &str, account: &str, stream: Stream) -> u64 {
-        Stats::get(&self.delivered, sink, account, stream)
+        self.sink(sink, account, stream).delivered
     }
+}
 
-    fn add(&self, counters: &SinkCounters, sink: &str, account: &str, stream: Stream, n: u64) {
-        let mut counters = counters.lock().unwrap_or_else(|p| p.into_inner());
-        *counters
-            .entry((sink.to_owned(), account.to_owned(), stream))
-            .or_default() += n;
-        drop(counters);
-        self.changed();
-    }
-
-    fn get(counters: &SinkCounters, sink: &str, account: &str, stream: Stream) -> u64 {
-        let counters = counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters
-            .get(&(sink.to_owned(), account.to_owned(), stream))
-            .copied()
-            .unwrap_or(0)
+/// The class of an API answer for [`StreamStats::responses`]: its status, or `error` for none.
+pub fn response_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(429) => "429",
+        Some(200..=299) => "2xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(_) => "other",
+        None => "error",
     }
 }

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_sink_settings.sql",
         include_str!("../migrations/0004_sink_settings.sql"),
     ),
+    (
+        "0005_restart_from.sql",
+        include_str!("../migrations/0005_restart_from.sql"),
+    ),
 ];
 
 /// Where a stream stands, as saved.
@@ -155,6 +159,84 @@ pub struct DeadLetter {
     pub uuid: Option<String>,
     /// Why the sink refused it, for the operator.
     pub reason: String,
+}
+
+impl StoreReport {
+    /// Pages of a stream that `sink` has not delivered yet: those after its offset (no
+    /// offset yet: every page in the outbox).
+    pub fn sink_lag(&self, sink: &str, account: &str, stream: &str) -> u64 {
+        let Some(state) = self
+            .streams
+            .iter()
+            .find(|s| s.account == account && s.stream == stream)
+        else {
+            return 0;
+        };
+        let acked = self
+            .sinks
+            .iter()
+            .find(|o| o.sink == sink && o.account == account && o.stream == stream)
+            .map_or(0, |o| o.acked_seq);
+        state
+            .last_seq
+            .saturating_sub(acked)
+            .min(state.pending_pages)
+    }
+
+    /// Dead letters kept for one sink's stream.
+    pub fn dead_letters_of(&self, sink: &str, account: &str, stream: &str) -> u64 {
+        self.dead_letters
+            .iter()
+            .find(|((s, a, st), _)| s == sink && a == account && st == stream)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The offset row of one sink's stream, if it has delivered anything.
+    pub fn offset_of(&self, sink: &str, account: &str, stream: &str) -> Option<&OffsetReport> {
+        self.sinks
+            .iter()
+            .find(|o| o.sink == sink && o.account == account && o.stream == stream)
+    }
+}
+
+/// What [`Store::report`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    pub streams: Vec<StreamReport>,
+    pub sinks: Vec<OffsetReport>,
+    /// Dead letters kept, by (sink, account, stream).
+    pub dead_letters: Vec<((String, String, String), u64)>,
+    /// The bytes the database uses on disk.
+    pub used_bytes: u64,
+}
+
+/// One stream's position and backlog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamReport {
+    pub account: String,
+    pub stream: String,
+    pub has_cursor: bool,
+    /// The seq of the newest page appended.
+    pub last_seq: u64,
+    /// When the cursor was last saved (Unix seconds).
+    pub saved_at: i64,
+    /// The newest event fetched (Unix nanoseconds).
+    pub last_event_ns: Option<i64>,
+    /// Pages (events, bytes) in the outbox, not yet delivered by every sink.
+    pub pending_pages: u64,
+    pub pending_events: u64,
+    pub pending_bytes: u64,
+}
+
+/// How far one sink has delivered one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetReport {
+    pub sink: String,
+    pub account: String,
+    pub stream: String,
+    pub acked_seq: u64,
+    /// When it was last moved (Unix seconds).
+    pub updated_at: i64,
 }
 
 /// A dead letter as kept.
@@ -527,7 +609,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (account, stream) DO UPDATE SET
                  cursor = excluded.cursor, last_seq = excluded.last_seq,
-                 updated_at = excluded.updated_at,
+                 updated_at = excluded.updated_at, restart_ns = NULL,
                  last_event_ns = CASE
                      WHEN excluded.last_event_ns IS NULL THEN streams.last_event_ns
                      WHEN streams.last_event_ns IS NULL THEN excluded.last_event_ns
@@ -592,6 +674,150 @@ impl Store {
                 |row| Ok(row.get::<_, u64>(0)? * row.get::<_, u64>(1)?),
             )
             .map_err(|e| self.err(e))
+    }
+
+    /// `cursor reset`: forgets a stream's cursor so that it starts again from `at` (its
+    /// pages waiting in the outbox are still delivered). Returns the cursor it had.
+    pub fn reset_cursor(
+        &self,
+        account: &str,
+        stream: Stream,
+        at: time::OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let at_ns = i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        let mut state = self.lock();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT cursor FROM streams WHERE account = ?1 AND stream = ?2",
+                params![account, stream.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .flatten();
+        tx.execute(
+            "INSERT INTO streams (account, stream, cursor, last_seq, updated_at, restart_ns)
+             VALUES (?1, ?2, NULL, 0, ?3, ?4)
+             ON CONFLICT (account, stream) DO UPDATE SET
+                 cursor = NULL, updated_at = excluded.updated_at, restart_ns = excluded.restart_ns",
+            params![account, stream.as_str(), unix_now(), at_ns],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(old)
+    }
+
+    /// The time a `cursor reset` asked the stream to start again from, until a page is stored.
+    pub fn restart_from(
+        &self,
+        account: &str,
+        stream: Stream,
+    ) -> Result<Option<time::OffsetDateTime>, StoreError> {
+        let state = self.lock();
+        let ns: Option<i64> = state
+            .conn
+            .query_row(
+                "SELECT restart_ns FROM streams WHERE account = ?1 AND stream = ?2",
+                params![account, stream.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .flatten();
+        Ok(ns.and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns.into()).ok()))
+    }
+
+    /// What an operator looks at, read in one transaction: each stream's position and
+    /// backlog, each sink's offset in it, and the dead letters kept.
+    pub fn report(&self) -> Result<StoreReport, StoreError> {
+        let mut state = self.lock();
+        let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        let mut streams = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT s.account, s.stream, s.cursor IS NOT NULL, s.last_seq, s.updated_at,
+                            s.last_event_ns,
+                            (SELECT count(*) FROM outbox o
+                              WHERE o.account = s.account AND o.stream = s.stream),
+                            (SELECT coalesce(sum(n_events), 0) FROM outbox o
+                              WHERE o.account = s.account AND o.stream = s.stream),
+                            (SELECT coalesce(sum(length(events)), 0) FROM outbox o
+                              WHERE o.account = s.account AND o.stream = s.stream)
+                     FROM streams s ORDER BY s.account, s.stream",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(StreamReport {
+                        account: row.get(0)?,
+                        stream: row.get(1)?,
+                        has_cursor: row.get(2)?,
+                        last_seq: row.get(3)?,
+                        saved_at: row.get(4)?,
+                        last_event_ns: row.get(5)?,
+                        pending_pages: row.get(6)?,
+                        pending_events: row.get(7)?,
+                        pending_bytes: row.get(8)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                streams.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        let mut sinks = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT sink, account, stream, acked_seq, updated_at FROM sink_offsets
+                     ORDER BY sink, account, stream",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(OffsetReport {
+                        sink: row.get(0)?,
+                        account: row.get(1)?,
+                        stream: row.get(2)?,
+                        acked_seq: row.get(3)?,
+                        updated_at: row.get(4)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                sinks.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        let mut dead_letters = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT sink, account, stream, count(*), max(reason) FROM dead_letters
+                     GROUP BY sink, account, stream ORDER BY sink, account, stream",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        (row.get(0)?, row.get(1)?, row.get(2)?),
+                        row.get::<_, u64>(3)?,
+                    ))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                dead_letters.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        drop(tx);
+        drop(state);
+        Ok(StoreReport {
+            streams,
+            sinks,
+            dead_letters,
+            used_bytes: self.used_bytes()?,
+        })
     }
 
     /// How many pages of a stream are in the outbox, not yet delivered by every sink.

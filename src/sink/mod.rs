@@ -385,8 +385,19 @@ impl SinkWorker {
 
     /// Counts and logs a failed delivery that will be tried again after `delay`.
     fn failed(&self, sink_name: &str, err: &SinkError, action: &Action, delay: Duration) {
-        self.stats
-            .add_failed_delivery(sink_name, &self.account, self.stream);
+        let class = match action {
+            Action::Retry | Action::Reject(_) => "retry",
+            Action::RetryAfter(_) => "retry_after",
+            Action::RetrySlowly => "slow",
+        };
+        self.stats.add_failed_delivery(
+            sink_name,
+            &self.account,
+            self.stream,
+            class,
+            err.to_string(),
+            delay,
+        );
         let (account, stream) = (&self.account, self.stream);
         match action {
             Action::RetrySlowly => tracing::error!(

@@ -13,6 +13,7 @@ mod daemon;
 mod hostile;
 mod http;
 mod openapi;
+mod operations;
 mod resilience;
 mod rotation;
 mod syslog;

@@ -133,6 +133,9 @@ base_url = "{base}"
 start_time = "-2d"
 {account_extra}
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[sinks]]
 name = "{SINK}"
 type = "file"

@@ -24,6 +24,13 @@ USER 10001:10001
 VOLUME ["/var/lib/op-events-forwarder"]
 # SIGTERM stops fetching and finishes the batches in hand (exit 0); allow it the time to.
 STOPSIGNAL SIGTERM
+# The admin endpoint (/metrics, /healthz, /readyz, /status) on every interface of the
+# container, for Prometheus and the orchestrator's probes.
+ENV OP_EVENTS_FORWARDER__ADMIN__LISTEN=0.0.0.0:9464
+EXPOSE 9464
+# Alive while the process answers on its admin endpoint; the binary asks it itself.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/op-events-forwarder", "health", "--config", "/etc/op-events-forwarder/op-events-forwarder.toml"]
 # The TLS roots are compiled in (webpki roots); the image needs no CA bundle.
 ENTRYPOINT ["/usr/local/bin/op-events-forwarder"]
 CMD ["run", "--config", "/etc/op-events-forwarder/op-events-forwarder.toml"]

@@ -253,10 +253,13 @@ impl Admin {
         let unhealthy = Family::<Labels, Gauge>::default();
         for ((account, stream), stats) in self.stats.streams() {
             let labels = stream_labels(&account, stream.as_str());
-            for (class, n) in &stats.responses {
+            // Every class from zero, so that rate() and alerts see a series before the first.
+            for class in ["2xx", "4xx", "429", "5xx", "other", "error"] {
                 let mut with_class = labels.clone();
-                with_class.push(("class", (*class).to_owned()));
-                requests.get_or_create(&with_class).inc_by(*n);
+                with_class.push(("class", class.to_owned()));
+                requests
+                    .get_or_create(&with_class)
+                    .inc_by(stats.responses.get(class).copied().unwrap_or(0));
             }
             events.get_or_create(&labels).inc_by(stats.fetched_events);
             pages.get_or_create(&labels).inc_by(stats.fetched_pages);
@@ -357,10 +360,12 @@ impl Admin {
             let labels = sink_labels(&sink, &account, stream.as_str());
             delivered.get_or_create(&labels).inc_by(stats.delivered);
             rejected.get_or_create(&labels).inc_by(stats.rejected);
-            for (class, n) in &stats.failed {
+            for class in ["retry", "retry_after", "slow"] {
                 let mut with_class = labels.clone();
-                with_class.push(("class", (*class).to_owned()));
-                failed.get_or_create(&with_class).inc_by(*n);
+                with_class.push(("class", class.to_owned()));
+                failed
+                    .get_or_create(&with_class)
+                    .inc_by(stats.failed.get(class).copied().unwrap_or(0));
             }
             backoff
                 .get_or_create(&labels)
@@ -411,9 +416,12 @@ impl Admin {
             sink_lag,
         );
         let dead = Family::<Labels, Gauge>::default();
-        for ((sink, account, stream), n) in &report.dead_letters {
-            dead.get_or_create(&sink_labels(sink, account, stream))
-                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        for sink in &self.config.sinks {
+            for stream in &report.streams {
+                let n = report.dead_letters_of(&sink.name, &stream.account, &stream.stream);
+                dead.get_or_create(&sink_labels(&sink.name, &stream.account, &stream.stream))
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         registry.register(
             "dead_letters",

@@ -607,6 +607,17 @@ fn the_dockerfile_builds_as_the_tests_do_and_runs_unprivileged() {
         "runs as a numeric non-root user: {user}"
     );
     assert!(final_stage.contains(&"STOPSIGNAL SIGTERM"));
+    let health = final_stage
+        .iter()
+        .position(|line| line.starts_with("HEALTHCHECK"))
+        .expect("a HEALTHCHECK");
+    assert!(
+        final_stage[health..=health + 1]
+            .join(" ")
+            .contains(r#"CMD ["/usr/local/bin/op-events-forwarder", "health", "--config""#),
+        "the binary asks its own admin endpoint"
+    );
+    assert!(final_stage.contains(&"ENV OP_EVENTS_FORWARDER__ADMIN__LISTEN=0.0.0.0:9464"));
     assert!(
         final_stage
             .iter()
@@ -685,4 +696,91 @@ async fn systemd_hears_ready_status_watchdog_reloading_and_stopping() {
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The Kubernetes example: one replica that never overlaps another, its state on the
+/// claim, the token from a Secret, the probes on the admin endpoint's paths, a config that
+/// loads and agrees with the mounts.
+#[test]
+fn the_kubernetes_example_holds_together() {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/kubernetes.yaml")).unwrap();
+    let docs = YamlLoader::load_from_str(&text).unwrap();
+    let kind = |kind: &str| -> &Yaml {
+        docs.iter()
+            .find(|doc| doc["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("a {kind}"))
+    };
+    let deployment = kind("Deployment");
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(1));
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate")
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(10001));
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(9464));
+    let mounts: Vec<(&str, &str)> = container["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["mountPath"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let volume = |name: &str| -> &Yaml {
+        pod["volumes"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap()
+    };
+    let mount_of = |name: &str| mounts.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert_eq!(
+        volume("state")["persistentVolumeClaim"]["claimName"].as_str(),
+        kind("PersistentVolumeClaim")["metadata"]["name"].as_str()
+    );
+    assert_eq!(
+        volume("token")["secret"]["secretName"].as_str(),
+        Some("op-events-token")
+    );
+
+    let toml = kind("ConfigMap")["data"]["op-events-forwarder.toml"]
+        .as_str()
+        .unwrap();
+    let config = op_events_forwarder::config::from_toml_str("kubernetes.yaml", toml, &[]).unwrap();
+    assert!(config.state.path.starts_with(mount_of("state")));
+    let op_events_forwarder::account::config::TokenSource::File(token) = &config.accounts[0].token
+    else {
+        panic!("a token file")
+    };
+    assert!(token.starts_with(mount_of("token")), "{}", token.display());
+    assert_eq!(config.admin.listen, Some("0.0.0.0:9464".parse().unwrap()));
+    assert!(
+        container["args"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str()
+                == Some(format!("{}/op-events-forwarder.toml", mount_of("config")).as_str()))
+    );
+    let monitor = kind("ServiceMonitor");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["path"].as_str(),
+        Some("/metrics")
+    );
 }

@@ -139,6 +139,45 @@ async fn the_admin_endpoint_tells_how_far_behind_and_why_without_a_secret() {
     assert!(value(&samples, "opef_process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(value(&samples, "opef_process_open_fds", &[]).unwrap() > 3.0);
 
+    // Every metric the shipped Grafana dashboard queries is one the daemon exposes.
+    // (A family without samples yet has its TYPE line alone; a counter's samples end _total.)
+    let exposed: std::collections::HashSet<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [name, "counter"] => Some(format!("{name}_total")),
+                [name, _] => Some(name.to_owned()),
+                _ => None,
+            },
+        )
+        .chain(samples.iter().map(|s| s.name.clone()))
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana-dashboard.json"
+    )))
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("opef_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                assert!(
+                    exposed.contains(name),
+                    "the dashboard queries {name}, not exposed: {expr}"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 12);
+
     let (status, body) = get(addr, "/status", timeout).await.unwrap();
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();

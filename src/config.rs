@@ -311,14 +311,24 @@ pub const ENV_PREFIX: &str = "OP_EVENTS_FORWARDER__";
 /// Returns a [`ConfigError`] naming the file, the key path and the problem when the file cannot be
 /// read, is not valid TOML, does not describe a valid config, or names a file that cannot serve.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_all(path).map_err(first)
+}
+
+/// [`load`], with every problem found (`check-config` lists them all): each table is
+/// validated on its own, and each file of a valid config checked.
+///
+/// # Errors
+///
+/// Every problem, in the order of the file's tables.
+pub fn load_all(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::new(
+        vec![ConfigError::new(
             &origin,
             None,
             None,
             ConfigErrorKind::Unreadable(error.to_string()),
-        )
+        )]
     })?;
     // Only our own variables are looked at (a name that is not UTF-8 cannot be one of them).
     let mut env = Vec::new();
@@ -331,13 +341,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 expected: "a UTF-8 value".to_owned(),
                 got: "bytes that are not UTF-8".to_owned(),
             };
-            return Err(ConfigError::new(&origin, None, Some(name.to_owned()), kind));
+            return Err(vec![ConfigError::new(
+                &origin,
+                None,
+                Some(name.to_owned()),
+                kind,
+            )]);
         };
         env.push((name.to_owned(), value.to_owned()));
     }
     let (config, overrides) = parse_and_validate(&origin, &text, &env)?;
-    check_files(&config).map_err(|problem| problem.into_error(&origin, &overrides))?;
-    Ok(config)
+    let problems = check_files(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems
+            .into_iter()
+            .map(|problem| problem.into_error(&origin, &overrides))
+            .collect())
+    }
 }
 
 /// Parses `toml`, applies the overrides found in `env` and validates the result; pure.
@@ -356,31 +378,48 @@ pub fn from_toml_str(
     toml: &str,
     env: &[(String, String)],
 ) -> Result<Config, ConfigError> {
-    parse_and_validate(origin, toml, env).map(|(config, _)| config)
+    parse_and_validate(origin, toml, env)
+        .map(|(config, _)| config)
+        .map_err(first)
 }
 
-/// [`from_toml_str`], also returning the overrides applied (to name them in later errors).
+/// The first of the problems found (there is at least one).
+fn first(mut errors: Vec<ConfigError>) -> ConfigError {
+    errors.swap_remove(0)
+}
+
+/// [`from_toml_str`], also returning the overrides applied (to name them in later errors);
+/// every problem found, in the order of the file's tables.
 fn parse_and_validate(
     origin: &str,
     toml: &str,
     env: &[(String, String)],
-) -> Result<(Config, Vec<Override>), ConfigError> {
+) -> Result<(Config, Vec<Override>), Vec<ConfigError>> {
     let error = |problem: Problem, overrides: &[Override]| problem.into_error(origin, overrides);
-    let mut tree = parse_toml(toml).map_err(|problem| error(problem, &[]))?;
-    let overrides = apply_env_overrides(&mut tree, env).map_err(|problem| error(problem, &[]))?;
+    let mut tree = parse_toml(toml).map_err(|problem| vec![error(problem, &[])])?;
+    let overrides =
+        apply_env_overrides(&mut tree, env).map_err(|problem| vec![error(problem, &[])])?;
     // An override's string is read as the type its key takes when the parse asks for one: each
     // pass retypes one override or ends, so there are at most one more passes than overrides.
     loop {
-        let problem = match Config::from_tree(&tree) {
+        let problems = match Config::from_tree(&tree) {
             Ok(config) => return Ok((config, overrides)),
-            Err(problem) => problem,
+            Err(problems) => problems,
         };
-        let target = overrides
-            .iter()
-            .find(|o| problem.key.as_deref() == Some(o.path.as_str()));
-        match (problem.wants, target) {
-            (Some(wants), Some(target)) if retype(&mut tree, target, wants) => {}
-            _ => return Err(error(problem, &overrides)),
+        let retyped = problems.iter().any(|problem| {
+            let target = overrides
+                .iter()
+                .find(|o| problem.key.as_deref() == Some(o.path.as_str()));
+            match (problem.wants, target) {
+                (Some(wants), Some(target)) => retype(&mut tree, target, wants),
+                _ => false,
+            }
+        });
+        if !retyped {
+            return Err(problems
+                .into_iter()
+                .map(|problem| error(problem, &overrides))
+                .collect());
         }
     }
 }
@@ -392,13 +431,14 @@ fn parse_and_validate(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    state: RawState,
+    /// Each table read on its own, so that the problems of every one are found.
+    state: toml::Value,
     #[serde(default)]
-    accounts: Vec<RawAccount>,
+    accounts: Vec<toml::Value>,
     /// Read by [`SinkHead`] and the parser of each sink's type.
     #[serde(default)]
     sinks: Vec<toml::Table>,
-    admin: Option<RawAdmin>,
+    admin: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -424,90 +464,127 @@ const MAX_OUTBOX_BYTES_MAX: i64 = 1 << 40;
 pub const MAX_OUTBOX_BYTES_DEFAULT: u64 = 1 << 30;
 impl Config {
     /// Reads and validates the tree of a config; pure, no IO.
-    fn from_tree(tree: &toml::Table) -> Result<Config, Problem> {
-        let raw: RawConfig = deserialize("", &toml::Value::Table(tree.clone()))?;
-        let state = StateConfig {
-            path: state_path("state.path", raw.state.path)?,
-            max_outbox_bytes: match raw.state.max_outbox_bytes {
-                None => MAX_OUTBOX_BYTES_DEFAULT,
-                Some(bytes) => int_in(
-                    "state.max_outbox_bytes",
-                    bytes,
-                    MAX_OUTBOX_BYTES_MIN,
-                    MAX_OUTBOX_BYTES_MAX,
-                )?
-                .unsigned_abs(),
-            },
-        };
+    fn from_tree(tree: &toml::Table) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig =
+            deserialize("", &toml::Value::Table(tree.clone())).map_err(|problem| vec![problem])?;
+        let mut problems = Vec::new();
+        /// The value, or `None` with its problem kept.
+        fn keep<T>(problems: &mut Vec<Problem>, result: Result<T, Problem>) -> Option<T> {
+            result.map_err(|problem| problems.push(problem)).ok()
+        }
+        let state = keep(&mut problems, state_config(&raw.state));
 
         if raw.accounts.is_empty() {
-            return Err(Problem::invalid(
-                "accounts",
-                "at least one [[accounts]] table",
-                "none",
-            ));
+            keep(
+                &mut problems,
+                Err::<(), _>(Problem::invalid(
+                    "accounts",
+                    "at least one [[accounts]] table",
+                    "none",
+                )),
+            );
         }
         let mut account_names = HashMap::new();
         let mut accounts = Vec::with_capacity(raw.accounts.len());
-        for (index, raw_account) in raw.accounts.into_iter().enumerate() {
+        for (index, value) in raw.accounts.iter().enumerate() {
             let key = format!("accounts[{index}]");
-            check_name(&format!("{key}.name"), &raw_account.name)?;
-            unique_name(&mut account_names, "account name", &key, &raw_account.name)?;
-            accounts.push(AccountConfig::from_raw(&key, raw_account)?);
+            let account = (|| {
+                let raw_account: RawAccount = deserialize(&key, value)?;
+                check_name(&format!("{key}.name"), &raw_account.name)?;
+                unique_name(&mut account_names, "account name", &key, &raw_account.name)?;
+                AccountConfig::from_raw(&key, raw_account)
+            })();
+            accounts.extend(keep(&mut problems, account));
         }
 
         if raw.sinks.is_empty() {
-            return Err(Problem::invalid(
-                "sinks",
-                "at least one [[sinks]] table",
-                "none",
-            ));
+            keep(
+                &mut problems,
+                Err::<(), _>(Problem::invalid(
+                    "sinks",
+                    "at least one [[sinks]] table",
+                    "none",
+                )),
+            );
         }
         let mut sink_names = HashMap::new();
         let mut sinks = Vec::with_capacity(raw.sinks.len());
         for (index, table) in raw.sinks.into_iter().enumerate() {
             let key = format!("sinks[{index}]");
-            let head = SinkHead::read(&key, table)?;
-            check_name(&format!("{key}.name"), &head.name)?;
-            unique_name(&mut sink_names, "sink name", &key, &head.name)?;
-            let name = head.name.clone();
-            let kind = head.into_kind(&key)?;
-            sinks.push(SinkConfig { name, kind });
+            let sink = (|| {
+                let head = SinkHead::read(&key, table)?;
+                check_name(&format!("{key}.name"), &head.name)?;
+                unique_name(&mut sink_names, "sink name", &key, &head.name)?;
+                let name = head.name.clone();
+                let kind = head.into_kind(&key)?;
+                Ok(SinkConfig { name, kind })
+            })();
+            sinks.extend(keep(&mut problems, sink));
         }
 
-        let admin = match raw.admin {
-            None => AdminConfig::default(),
-            Some(raw) => AdminConfig {
-                listen: match raw.listen.as_deref() {
-                    None => AdminConfig::default().listen,
-                    Some("") => None,
-                    Some(text) => Some(text.parse().map_err(|_| {
-                        Problem::invalid(
-                            "admin.listen",
-                            "an IP address and port like 127.0.0.1:9464 or [::1]:9464, or \"\" for none",
-                            &quote(text),
-                        )
-                    })?),
-                },
-                sink_stall: std::time::Duration::from_secs(
-                    int_in(
-                        "admin.sink_stall_secs",
-                        raw.sink_stall_secs.unwrap_or(300),
-                        1,
-                        86_400,
-                    )?
-                    .unsigned_abs(),
-                ),
+        let admin = keep(
+            &mut problems,
+            match &raw.admin {
+                None => Ok(AdminConfig::default()),
+                Some(value) => admin_config(value),
             },
-        };
+        );
 
-        Ok(Config {
-            state,
-            accounts,
-            sinks,
-            admin,
-        })
+        match (state, admin) {
+            (Some(state), Some(admin)) if problems.is_empty() => Ok(Config {
+                state,
+                accounts,
+                sinks,
+                admin,
+            }),
+            _ => Err(problems),
+        }
     }
+}
+
+/// The `[state]` table.
+fn state_config(value: &toml::Value) -> Result<StateConfig, Problem> {
+    let raw: RawState = deserialize("state", value)?;
+    Ok(StateConfig {
+        path: state_path("state.path", raw.path)?,
+        max_outbox_bytes: match raw.max_outbox_bytes {
+            None => MAX_OUTBOX_BYTES_DEFAULT,
+            Some(bytes) => int_in(
+                "state.max_outbox_bytes",
+                bytes,
+                MAX_OUTBOX_BYTES_MIN,
+                MAX_OUTBOX_BYTES_MAX,
+            )?
+            .unsigned_abs(),
+        },
+    })
+}
+
+/// The `[admin]` table.
+fn admin_config(value: &toml::Value) -> Result<AdminConfig, Problem> {
+    let raw: RawAdmin = deserialize("admin", value)?;
+    Ok(AdminConfig {
+        listen: match raw.listen.as_deref() {
+            None => AdminConfig::default().listen,
+            Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                Problem::invalid(
+                    "admin.listen",
+                    "an IP address and port like 127.0.0.1:9464 or [::1]:9464, or \"\" for none",
+                    &quote(text),
+                )
+            })?),
+        },
+        sink_stall: std::time::Duration::from_secs(
+            int_in(
+                "admin.sink_stall_secs",
+                raw.sink_stall_secs.unwrap_or(300),
+                1,
+                86_400,
+            )?
+            .unsigned_abs(),
+        ),
+    })
 }
 
 /// A sink type's parser: the rest of a `[[sinks]]` table (without `type` and `name`), at its key
@@ -857,20 +934,22 @@ fn is_loopback(host: &str) -> bool {
 /// daemon runs (a systemd credential), and are read at start and after every 401.
 ///
 /// Fails with the first file that cannot serve, at the key that names it.
-fn check_files(config: &Config) -> Result<(), Problem> {
-    file_location("state.path", &config.state.path)?;
+fn check_files(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    problems.extend(file_location("state.path", &config.state.path).err());
     for (index, account) in config.accounts.iter().enumerate() {
-        account.check_files(&format!("accounts[{index}]"))?;
+        problems.extend(account.check_files(&format!("accounts[{index}]")).err());
     }
     for (index, sink) in config.sinks.iter().enumerate() {
         let key = format!("sinks[{index}]");
-        match &sink.kind {
-            SinkKind::File(file) => file.check_files(&key, &config.accounts)?,
-            SinkKind::Syslog(syslog) => syslog.check_files(&key)?,
-            SinkKind::Http(http) => http.check_files(&key)?,
-        }
+        let checked = match &sink.kind {
+            SinkKind::File(file) => file.check_files(&key, &config.accounts),
+            SinkKind::Syslog(syslog) => syslog.check_files(&key),
+            SinkKind::Http(http) => http.check_files(&key),
+        };
+        problems.extend(checked.err());
     }
-    Ok(())
+    problems
 }
 
 /// Reads a PEM file with `read`, the problem placed at `key`.

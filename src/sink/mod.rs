@@ -215,6 +215,49 @@ impl Sink {
         }
     }
 
+    /// Opens what a delivery would and closes it again, delivering nothing (`check
+    /// --online`): what worked, or what did not and why. For files, each directory they go
+    /// in is tried with a file made and removed at once.
+    pub async fn probe(&self, config: &SinkConfig, accounts: &[&str]) -> Result<String, String> {
+        match (self, &config.kind) {
+            (Sink::File(_), SinkKind::File(file)) => {
+                let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+                for account in accounts {
+                    for stream in Stream::ALL {
+                        let path = file.path_for(account, stream);
+                        let dir = path
+                            .parent()
+                            .map(std::path::Path::to_path_buf)
+                            .unwrap_or_default();
+                        if !dirs.contains(&dir) {
+                            dirs.push(dir);
+                        }
+                    }
+                }
+                for dir in &dirs {
+                    let shown = dir.display();
+                    std::fs::create_dir_all(dir).map_err(|err| format!("{shown}: {err}"))?;
+                    let probe =
+                        dir.join(format!(".op-events-forwarder-check-{}", std::process::id()));
+                    std::fs::write(&probe, b"")
+                        .map_err(|err| format!("{shown}: cannot write: {err}"))?;
+                    let _ = std::fs::remove_file(&probe);
+                }
+                Ok(format!(
+                    "{} writable",
+                    if dirs.len() == 1 {
+                        "the directory is"
+                    } else {
+                        "the directories are"
+                    }
+                ))
+            }
+            (Sink::Syslog(sink), _) => sink.probe().await,
+            (Sink::Http(sink), _) => sink.probe().await,
+            _ => Err("the sink does not match its config".to_owned()),
+        }
+    }
+
     /// Ends what the sink holds open for one stream, politely (for TLS: a close_notify).
     pub async fn close(&self, account: &str, stream: Stream) {
         match self {

@@ -232,6 +232,56 @@ impl HttpSink {
         })
     }
 
+    /// What a check can learn without delivering anything: HEC's health; the answer of an
+    /// Elasticsearch or OpenSearch cluster's root to our credential; for a webhook, whether
+    /// it answers an `OPTIONS` at all (and does not refuse the credential).
+    pub async fn probe(&self) -> Result<String, String> {
+        if let Some(health) = self.check_health().await {
+            return health;
+        }
+        let (method, url) = match &self.config.format {
+            HttpFormat::Elasticsearch(_) => (http::Method::GET, format!("{}/", self.config.url)),
+            _ => (http::Method::OPTIONS, self.config.url.clone()),
+        };
+        let mut request = http::Request::builder().method(method.clone()).uri(url);
+        if let Some(header) = self.credential_header() {
+            request = request.header(http::header::AUTHORIZATION, header);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| err.to_string())?;
+        let answer = self
+            .client
+            .send(request)
+            .await
+            .map_err(|failure| self.clean_text(&failure.to_string()))?;
+        let said = self.excerpt(&self.clean(&answer.body));
+        match answer.status {
+            401 | 403 => Err(format!(
+                "the collector refuses our credential (HTTP {}: {said}); fix {}",
+                answer.status,
+                self.credential_keys()
+            )),
+            200..=299 if matches!(self.config.format, HttpFormat::Elasticsearch(_)) => {
+                let info: serde_json::Value =
+                    serde_json::from_slice(&answer.body).unwrap_or_default();
+                Ok(format!(
+                    "the cluster answers: {} {}",
+                    info["version"]["distribution"]
+                        .as_str()
+                        .unwrap_or("elasticsearch"),
+                    info["version"]["number"]
+                        .as_str()
+                        .unwrap_or("(version not said)")
+                ))
+            }
+            status if matches!(self.config.format, HttpFormat::Elasticsearch(_)) => {
+                Err(format!("the cluster answers HTTP {status}: {said}"))
+            }
+            status => Ok(format!("reachable (HTTP {status} to {method})")),
+        }
+    }
+
     /// Delivers pages of one stream (see the module's doc for what is sent and when it counts).
     pub async fn deliver(
         &self,

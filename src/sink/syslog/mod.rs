@@ -130,6 +130,11 @@ impl SyslogSink {
         &self.inner.name
     }
 
+    /// See [`Inner::probe`].
+    pub async fn probe(&self) -> Result<String, String> {
+        self.inner.probe().await
+    }
+
     /// Formats and sends the events of `pages`; returns once they are written and flushed
     /// (TCP, TLS), acknowledged by the receiver (RELP) or sent (UDP). Messages over
     /// `max_message_bytes` are not sent: they are returned in [`Delivered::rejected`], for
@@ -483,6 +488,37 @@ impl Inner {
             }
         }
         Ok(Conn::Tls(Box::new(stream)))
+    }
+
+    /// Opens what a delivery would (a socket, a TCP connection, a TLS session with the
+    /// server's verdict, a RELP session) and closes it again; what worked, or what did not.
+    pub async fn probe(&self) -> Result<String, String> {
+        let timeout = self.config.timeout;
+        let probing = async {
+            match self.config.transport {
+                SyslogTransport::Udp => {
+                    self.connect_udp().await?;
+                    Ok("UDP socket ready (UDP cannot tell whether anyone listens)".to_owned())
+                }
+                SyslogTransport::Tcp | SyslogTransport::Tls => {
+                    let mut conn = self.connect_stream().await?;
+                    let _ = conn.shutdown().await;
+                    Ok(match self.config.transport {
+                        SyslogTransport::Tls => "TLS session accepted".to_owned(),
+                        _ => "TCP connection accepted".to_owned(),
+                    })
+                }
+                SyslogTransport::Relp => {
+                    let tcp = self.connect_tcp().await?;
+                    let session = relp::RelpSession::open(tcp).await?;
+                    drop(session);
+                    Ok("RELP session open".to_owned())
+                }
+            }
+        };
+        tokio::time::timeout(timeout, probing)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {}s", timeout.as_secs())))
     }
 
     async fn resolve(&self) -> Result<Vec<std::net::SocketAddr>, String> {

@@ -192,6 +192,7 @@ async fn run_once(
         acked: Arc::new(Notify::new()),
         stats: Arc::clone(&stats),
         liveness: Arc::default(),
+        reloaded: watch::channel(0u64).1,
     };
     let shutdown = CancellationToken::new();
     let mut changes = stats.subscribe();

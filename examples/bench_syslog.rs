@@ -147,7 +147,7 @@ async fn run_once(
     let stats = Arc::new(Stats::default());
     let (appended, _) = watch::channel(0u64);
     let worker = SinkWorker {
-        sink: Arc::new(Sink::from_config(&config.sinks[0], &store).unwrap()),
+        sink: Arc::new(Sink::from_config(&config.sinks[0], Some(&store)).unwrap()),
         account: "bench".to_owned(),
         stream: Stream::AuditEvents,
         store: store.clone(),

@@ -30,6 +30,7 @@ pub mod admin;
 pub mod api;
 pub mod base64;
 pub mod bench;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod event;
@@ -175,7 +176,7 @@ impl Daemon {
         let sinks: Vec<Arc<Sink>> = config
             .sinks
             .iter()
-            .map(|s| Sink::from_config(s, &store).map(Arc::new))
+            .map(|s| Sink::from_config(s, Some(&store)).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let mut daemon = Daemon {
             shutdown: CancellationToken::new(),

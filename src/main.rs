@@ -106,10 +106,16 @@ enum Command {
         #[arg(long)]
         forget_removed_accounts: bool,
     },
-    /// Check a config file and exit (0 if valid, 78 if not).
-    CheckConfig {
+    /// Check a config file and exit (0 if valid, 78 listing every problem if not); with
+    /// --online, also what a start would find (1 if a check fails).
+    #[command(alias = "check-config")]
+    Check {
         #[arg(long, short, env = "OP_EVENTS_FORWARDER_CONFIG")]
         config: PathBuf,
+        /// Also read and introspect each token, compare the clock with the API's, and open
+        /// each sink's connection (delivering nothing).
+        #[arg(long)]
+        online: bool,
     },
     /// Events a sink refused for good: list them, deliver them again, or delete them. Safe
     /// beside the running daemon.
@@ -389,13 +395,31 @@ async fn async_main(command: Command) -> ExitCode {
                 Err(err) => fail(err),
             }
         }
-        Command::CheckConfig { config } => match config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::Check { config, online } => {
+            let loaded = match config::load_all(&config) {
+                Ok(loaded) => loaded,
+                Err(errors) => {
+                    for err in &errors {
+                        eprintln!("error: {err}");
+                    }
+                    if errors.len() > 1 {
+                        eprintln!("{} problems", errors.len());
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            println!("{}: ok", config.display());
+            if !online {
+                return ExitCode::SUCCESS;
             }
-            Err(err) => config_error(&err),
-        },
+            let rows = op_events_forwarder::check::online(&loaded).await;
+            print!("{}", op_events_forwarder::check::render(&rows));
+            if rows.iter().all(|row| row.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Simulate {
             listen,
             events,

@@ -167,8 +167,9 @@ impl Sink {
     /// Certificates and keys (syslog over TLS) are read here, so an unreadable or invalid one
     /// stops the daemon at start, naming the key and the file.
     ///
-    /// `store` keeps what a sink must find again after a restart (HEC's request channel).
-    pub fn from_config(config: &SinkConfig, store: &Store) -> Result<Sink, SinkError> {
+    /// `store` keeps what a sink must find again after a restart (HEC's request channel);
+    /// without one (a check that delivers nothing), a channel of its own is made.
+    pub fn from_config(config: &SinkConfig, store: Option<&Store>) -> Result<Sink, SinkError> {
         Ok(match &config.kind {
             SinkKind::File(file) => Sink::File(file::FileSink::new(&config.name, file)),
             SinkKind::Syslog(syslog) => {
@@ -176,15 +177,16 @@ impl Sink {
             }
             SinkKind::Http(settings) => {
                 let channel = match &settings.format {
-                    http::config::HttpFormat::SplunkHec(hec) if hec.ack => Some(
-                        store
+                    http::config::HttpFormat::SplunkHec(hec) if hec.ack => Some(match store {
+                        Some(store) => store
                             .sink_setting(&config.name, http::CHANNEL_SETTING, http::new_channel)
                             .map_err(|err| SinkError::Blocked {
                                 sink: config.name.clone(),
                                 target: settings.url.clone(),
                                 detail: format!("cannot keep the HEC request channel: {err}"),
                             })?,
-                    ),
+                        None => http::new_channel(),
+                    }),
                     _ => None,
                 };
                 Sink::Http(Box::new(http::HttpSink::new(

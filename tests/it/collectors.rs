@@ -526,7 +526,7 @@ fn build_sink(sink: &str, dir: &std::path::Path) -> op_events_forwarder::sink::S
     );
     let config = config::from_toml_str("it.toml", &format!("{head}{sink}"), &[]).unwrap();
     let store = op_events_forwarder::store::Store::open(&dir.join("state.db")).unwrap();
-    op_events_forwarder::sink::Sink::from_config(&config.sinks[0], &store).unwrap()
+    op_events_forwarder::sink::Sink::from_config(&config.sinks[0], Some(&store)).unwrap()
 }
 
 fn events(n: usize, tag: &str) -> Vec<String> {

@@ -420,3 +420,96 @@ async fn status_health_and_cursor_reset_beside_the_daemon_and_after_it() {
     assert!(logged.contains("starting again from the time `cursor reset` set"));
     assert!(!logged.contains(&env.token));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lists_every_problem_and_online_finds_what_a_start_would() {
+    let env = Env::new(5, 404).await;
+    // Offline: three problems in three tables, all listed.
+    let bad = env
+        .config_toml("page_size = 5000")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\"")
+        .replace("type = \"file\"", "type = \"file\"\ncolor = \"red\"");
+    let bad_path = env.path("bad.toml");
+    std::fs::write(&bad_path, bad).unwrap();
+    let (code, _, err) = run(&["check-config", "--config", bad_path.to_str().unwrap()]);
+    assert_eq!(code, 78, "{err}");
+    for problem in [
+        "accounts[0].page_size",
+        "sinks[0].color",
+        "admin.listen",
+        "3 problems",
+    ] {
+        assert!(err.contains(problem), "{problem} not in:\n{err}");
+    }
+
+    // Online, good: the simulator's token, a real rsyslog over TCP and RELP, a file sink.
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = crate::support::rsyslog::Rsyslog::start(dir.path(), 0, None);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let good = format!(
+        "{}\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\ntransport = \"tcp\"\n\n\
+         [[sinks]]\nname = \"relp\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\ntransport = \"relp\"\n",
+        env.config_toml(""),
+        rsyslog.tcp_port,
+        rsyslog.relp_port
+    );
+    let good_path = env.path("good.toml");
+    std::fs::write(&good_path, &good).unwrap();
+    let (code, out, err) = run(&["check", "--online", "--config", good_path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "account it  token",
+        "account it  introspection",
+        "account it  clock",
+        "sink files",
+        "sink siem",
+        "sink relp",
+    ] {
+        let row = out.lines().find(|l| {
+            l.starts_with(line.split("  ").next().unwrap())
+                && l.contains(line.split("  ").last().unwrap())
+        });
+        assert!(row.is_some_and(|r| r.contains(" ok ")), "{line}:\n{out}");
+    }
+    assert!(
+        out.contains("TCP connection accepted") && out.contains("RELP session open"),
+        "{out}"
+    );
+    assert!(
+        out.contains("features auditevents,itemusages,signinattempts"),
+        "{out}"
+    );
+
+    // Online, bad: a revoked token, a receiver that is not there. Every check still runs.
+    env.sim.revoke_token(&env.token);
+    let bad = good.replace(
+        &format!("127.0.0.1:{}\"\ntransport = \"tcp\"", rsyslog.tcp_port),
+        &format!("127.0.0.1:{closed}\"\ntransport = \"tcp\""),
+    );
+    std::fs::write(&good_path, bad).unwrap();
+    let (code, out, _) = run(&["check", "--online", "--config", good_path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.contains("FAILED")).collect();
+    assert!(
+        failed.iter().any(|l| l.starts_with("account it")
+            && l.contains("introspection")
+            && l.contains("401")),
+        "{out}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.starts_with("sink siem") && l.contains("cannot connect")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("sink relp") && l.contains(" ok ")),
+        "{out}"
+    );
+    assert!(!out.contains(&env.token));
+}

@@ -261,7 +261,7 @@ fn build_sink(sink: &str) -> Sink {
     let config = config::from_toml_str("it.toml", &format!("{env_toml}{sink}"), &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = op_events_forwarder::store::Store::open(&dir.path().join("state.db")).unwrap();
-    Sink::from_config(&config.sinks[0], &store).unwrap()
+    Sink::from_config(&config.sinks[0], Some(&store)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

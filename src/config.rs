@@ -2117,6 +2117,38 @@ mod tests {
         );
     }
 
+    /// The configuration reference names every key each table takes (the keys listed by an
+    /// unknown key's error, so a key added to a table without a line there fails here).
+    #[test]
+    fn the_configuration_reference_has_every_key() {
+        let reference = include_str!("../docs/configuration.md");
+        let sinks = |lines: &str| {
+            let head = VALID.split("[[sinks]]").next().unwrap();
+            format!("{head}[[sinks]]\nname = \"s\"\n{lines}\nzzz = 1\n")
+        };
+        let tables = [
+            edit("[state]", "[state]\nzzz = 1"),
+            format!("{VALID}\n[admin]\nzzz = 1\n"),
+            edit("name = \"acme\"", "name = \"acme\"\nzzz = 1"),
+            sinks("type = \"file\"\npath = \"/x\""),
+            sinks("type = \"syslog\"\naddress = \"h:514\"\ntransport = \"udp\""),
+            sinks("type = \"http\"\nurl = \"https://h\"\nformat = \"json\""),
+        ];
+        for toml in tables {
+            let err = parse(&toml).unwrap_err();
+            let ConfigErrorKind::UnknownKey { expected } = err.kind() else {
+                panic!("{err}")
+            };
+            assert!(expected.len() > 1, "{err}");
+            for key in expected {
+                assert!(
+                    reference.contains(&format!("`{key}`")),
+                    "docs/configuration.md does not describe `{key}` ({err})"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_admin_table() {
         let config = parse(VALID).unwrap();

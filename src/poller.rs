@@ -551,6 +551,7 @@ impl StreamPoller {
             s.caught_up = !page.has_more;
             s.last_error = None;
             s.last_success = Some(OffsetDateTime::now_utc());
+            s.newest_event = s.newest_event.max(newest);
             s.unhealthy_code = None;
             recovered = s.unhealthy.take();
         });

@@ -33,6 +33,8 @@ pub struct StreamStats {
     pub last_error: Option<String>,
     /// When a page was last fetched and stored.
     pub last_success: Option<OffsetDateTime>,
+    /// The time of the newest event fetched since the start.
+    pub newest_event: Option<OffsetDateTime>,
     /// Time spent waiting for the account's governor.
     pub governor_wait: Duration,
     /// A bounded backfill (`end_time`) is complete and the stream's poller has stopped.

@@ -357,7 +357,7 @@ fn table(rows: &[Vec<String>], style: impl Fn(usize, usize, &str) -> String) -> 
 }
 
 /// Seconds as a person says them: 45s, 12m, 3h 5m, 2d 4h.
-fn duration(secs: i64) -> String {
+pub fn duration(secs: i64) -> String {
     let secs = secs.max(0);
     match secs {
         0..60 => format!("{secs}s"),

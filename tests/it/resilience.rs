@@ -272,6 +272,14 @@ async fn a_revoked_token_replaced_in_the_token_file_resumes_without_a_restart() 
             .unwrap()
             .contains("HTTP 401 (Unauthorized)")
     );
+    // What `systemctl status` shows: none current, each behind by its newest event's age, why.
+    let line = daemon.status_line();
+    assert!(line.starts_with("0 of 3 streams current; "), "{line}");
+    assert!(
+        line.contains("it/itemusages behind by ")
+            && line.contains(": the API refused the token (HTTP 401)"),
+        "{line}"
+    );
     for stream in Stream::ALL {
         env.sim.insert(stream, 20);
     }

@@ -784,3 +784,43 @@ fn the_kubernetes_example_holds_together() {
         Some("/metrics")
     );
 }
+
+/// The simulator ships in the binary (`simulate`, `demo`), but the daemon's own modules never
+/// use it: only `sim/` itself, `demo.rs`, `bench.rs` and `main.rs` may name it, so what the
+/// daemon does cannot come to lean on its own twin.
+#[test]
+fn nothing_of_the_daemon_depends_on_the_simulator() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = ["sim", "demo.rs", "bench.rs", "main.rs"];
+    let mut stack = vec![src.clone()];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let relative = path.strip_prefix(&src).unwrap();
+            let top = relative.components().next().unwrap().as_os_str();
+            if allowed.iter().any(|a| top == *a) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let uses = code.contains("crate::sim") || code.contains("sim::");
+                // lib.rs declares the module, nothing more.
+                let declares = relative == Path::new("lib.rs") && code.trim() == "pub mod sim;";
+                assert!(
+                    !uses || declares,
+                    "{}:{}: the daemon uses the simulator: {line}",
+                    relative.display(),
+                    n + 1
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked} files checked");
+}

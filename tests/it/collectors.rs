@@ -805,3 +805,45 @@ async fn a_hec_token_with_acknowledgement_on_tells_a_sink_without_it_to_set_ack(
     );
     assert!(hec.state().indexed.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_waits_as_long_as_a_collectors_retry_after_says() {
+    let env = Env::new(3, 311).await;
+    let arrivals: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let collector = {
+        let arrivals = Arc::clone(&arrivals);
+        Collector::start(move |_| {
+            let mut arrivals = arrivals.lock().unwrap();
+            arrivals.push(std::time::Instant::now());
+            if arrivals.len() == 1 {
+                Reply::Answer {
+                    status: 429,
+                    headers: vec![("retry-after", "2".to_owned())],
+                    body: b"slow down".to_vec(),
+                }
+            } else {
+                Reply::json(200, "")
+            }
+        })
+        .await
+    };
+    let toml = env.config_toml("streams = [\"auditevents\"]");
+    let toml = format!(
+        "{}\n[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"json\"\n",
+        toml.split("[[sinks]]").next().unwrap(),
+        collector.url
+    );
+    let config = config::from_toml_str("it.toml", &toml, &[]).unwrap();
+    let daemon = Daemon::start(&config).await.unwrap();
+    wait_for(daemon.stats(), "the events delivered after the wait", |s| {
+        s.delivered("web", ACCOUNT, Stream::AuditEvents) >= 3
+    })
+    .await;
+    daemon.stop().await;
+    let arrivals = arrivals.lock().unwrap();
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= std::time::Duration::from_secs(2),
+        "sent again after {gap:?}, not the 2 s asked"
+    );
+}

@@ -122,19 +122,24 @@ async fn every_combination_arrives_parsed_right_and_byte_identical() {
     let served = env.served_by_uuid();
     let total: usize = want.values().sum();
     for (_, combination) in &combinations {
-        let records: Vec<Record> = rsyslog
-            .wait_for(combination.input, &combination.name, |records| {
-                records.iter().filter(|r| r.app == combination.name).count() >= total
-            })
-            .await
-            .into_iter()
-            .filter(|r| r.app == combination.name)
-            .collect();
+        let records: Vec<Record> = if combination.input == Input::Udp {
+            // UDP promises nothing: what arrives must be right, not all of it.
+            rsyslog.settled(combination.input, &combination.name).await
+        } else {
+            rsyslog
+                .wait_for(combination.input, &combination.name, |records| {
+                    records.iter().filter(|r| r.app == combination.name).count() >= total
+                })
+                .await
+                .into_iter()
+                .filter(|r| r.app == combination.name)
+                .collect()
+        };
         check_records(combination, &served, &records);
     }
     // rsyslog had nothing to complain about: in particular the daemon's stop closed every TLS
     // session with a close_notify (no "unexpected eof").
-    assert_eq!(rsyslog.stderr(), "");
+    assert_eq!(rsyslog.complaints(), Vec::<String>::new());
 }
 
 /// Checks that `records` hold every served event once, as rsyslog parsed them.
@@ -233,6 +238,11 @@ fn check_records(
                 record.ts
             );
         }
+    }
+    if combination.input == Input::Udp {
+        // Every datagram that arrived was an event as served; how many arrived is UDP's affair.
+        assert!(!seen.is_empty(), "{name}: nothing arrived");
+        return;
     }
     let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicated.is_empty(), "{name}: duplicates {duplicated:?}");
@@ -356,17 +366,16 @@ async fn awkward_events_arrive_byte_identical_on_every_transport() {
         dead.reason
     );
     assert!(events.contains(&dead.event), "kept byte for byte");
-    let records = rsyslog
-        .wait_for(Input::Udp, "the UDP events under the limit", |records| {
-            records.iter().filter(|r| r.app == "udpdefault").count() >= 4
-        })
-        .await;
-    let uuids: Vec<String> = records
-        .iter()
-        .filter(|r| r.app == "udpdefault")
-        .map(|r| uuid_of(&r.msg))
-        .collect();
-    assert_eq!(uuids, ["NONASCII", "QUOTES", "NEWLINES", "PRETTY"]);
+    // UDP promises nothing: what arrives is those under the limit, in order, the big one never.
+    let records = rsyslog.settled(Input::Udp, "udpdefault").await;
+    let uuids: Vec<String> = records.iter().map(|r| uuid_of(&r.msg)).collect();
+    let under = ["NONASCII", "QUOTES", "NEWLINES", "PRETTY"];
+    assert!(!uuids.is_empty(), "nothing arrived over UDP");
+    let mut rest = under.iter();
+    assert!(
+        uuids.iter().all(|uuid| rest.any(|u| u == uuid)),
+        "{uuids:?} is not a part of {under:?} in order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,21 +136,24 @@ impl Rsyslog {
                 .parse()
                 .ok()
         };
-        // With a fixed port rsyslogd writes no port file: the kernel's table of listening
-        // sockets is the sign (a probing connection would make it log an error).
+        // With a fixed port rsyslogd writes no port file: the kernel's table of sockets is the
+        // sign (a probing connection would make it log an error), and only a socket of this
+        // rsyslogd counts: a port that was free a moment ago may have been taken meanwhile.
+        let pid = rsyslog.child.as_ref().unwrap().id();
         let tcp_listening = || -> Option<u16> {
             if tcp_port == 0 {
                 return read_port("tcp");
             }
-            listening(tcp_port).then_some(tcp_port)
+            owns(pid, Proto::Tcp, tcp_port).then_some(tcp_port)
         };
         loop {
-            if let (Some(tls), Some(mtls), Some(tcp6), Some(tcp), true) = (
+            if let (Some(tls), Some(mtls), Some(tcp6), Some(tcp), true, true) = (
                 read_port("tls"),
                 read_port("mtls"),
                 read_port("tcp6"),
                 tcp_listening(),
-                listening(relp_port),
+                owns(pid, Proto::Tcp, relp_port),
+                owns(pid, Proto::Udp, udp_port),
             ) {
                 (rsyslog.tcp_port, rsyslog.tls_port, rsyslog.mtls_port) = (tcp, tls, mtls);
                 rsyslog.tcp6_port = tcp6;
@@ -241,6 +244,42 @@ impl Rsyslog {
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
     }
+
+    /// Its stderr without the lines it writes on a healthy run of some machines: the notice
+    /// about an unset `TZ` (containers, CI), and its own start and stop markers.
+    pub fn complaints(&self) -> Vec<String> {
+        const HARMLESS: [&str; 3] = [
+            "environment variable TZ is not set",
+            "[origin software=\"rsyslogd\"",
+            "rsyslogd's groupid changed",
+        ];
+        self.stderr()
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .filter(|line| !HARMLESS.iter().any(|harmless| line.contains(harmless)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// What `input` has recorded for `app` once its output file stops growing for half a
+    /// second: for UDP, where nothing says how many datagrams will arrive (some may never).
+    pub async fn settled(&self, input: Input, app: &str) -> Vec<Record> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = usize::MAX;
+        loop {
+            let records: Vec<Record> = self
+                .records(input)
+                .into_iter()
+                .filter(|r| r.app == app)
+                .collect();
+            if records.len() == last || Instant::now() >= deadline {
+                return records;
+            }
+            last = records.len();
+            // The output file is the only signal rsyslogd gives.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 impl Drop for Rsyslog {
@@ -255,14 +294,45 @@ fn free_tcp_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Whether something listens on this TCP port of 127.0.0.1, from /proc/net/tcp.
-fn listening(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+#[derive(Clone, Copy)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// Whether process `pid` holds the socket listening on (TCP) or bound to (UDP) this port of
+/// 127.0.0.1: the socket's inode from /proc/net/{tcp,udp}, found among the process's fds.
+fn owns(pid: u32, proto: Proto, port: u16) -> bool {
+    let (table, state) = match proto {
+        // The fields are: sl, local_address, rem_address, st (0A is LISTEN, 07 an unconnected
+        // UDP socket), tx:rx, tr:when, retrnsmt, uid, timeout, inode.
+        Proto::Tcp => ("/proc/net/tcp", "0A"),
+        Proto::Udp => ("/proc/net/udp", "07"),
+    };
+    let table = std::fs::read_to_string(table).unwrap_or_default();
     let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // The fields are: sl, local_address, rem_address, st (0A is LISTEN), ...
-        fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&state))
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            inodes
+                .iter()
+                .any(|inode| target.as_os_str() == inode.as_str())
+        })
     })
 }
 

@@ -39,6 +39,8 @@ pub struct Admin {
     pub token_expiry: Vec<(String, Option<OffsetDateTime>)>,
     /// Each (account, stream) polled, with its poll interval.
     pub streams: Vec<(String, Stream, Duration)>,
+    /// Each account's request governor.
+    pub governors: Vec<(String, Arc<crate::governor::AccountGovernor>)>,
 }
 
 /// Binds `addr` and serves until `shutdown`; returns the address bound (port 0 picks one).
@@ -442,6 +444,23 @@ impl Admin {
             "When the account's bearer token expires (Unix time)",
             Unit::Seconds,
             expiry,
+        );
+
+        let left = Family::<Labels, Gauge>::default();
+        for (account, governor) in &self.governors {
+            let (minute, hour) = governor.requests_left();
+            for (window, n) in [("minute", minute), ("hour", hour)] {
+                left.get_or_create(&vec![
+                    ("account", account.clone()),
+                    ("window", window.to_owned()),
+                ])
+                .set(i64::from(n));
+            }
+        }
+        registry.register(
+            "governor_requests_left",
+            "Requests the account may still make in the sliding minute and hour",
+            left,
         );
 
         let mut text = String::new();

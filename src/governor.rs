@@ -227,6 +227,29 @@ impl<C: Clock + Clone> Schedule<C> {
         }
     }
 
+    /// The requests still allowed in the minute and the hour from now: each limit minus the
+    /// requests in flight or answered within its window.
+    pub fn left(&self) -> (u32, u32) {
+        let now = self.clock.now();
+        let left = |limit: std::num::NonZeroU32, window: Duration| {
+            let used = self
+                .log
+                .iter()
+                .filter(|sent| match sent.done {
+                    None => true,
+                    Some(answered) => Duration::from(now.duration_since(answered)) < window,
+                })
+                .count();
+            limit
+                .get()
+                .saturating_sub(u32::try_from(used).unwrap_or(u32::MAX))
+        };
+        (
+            left(self.limits.per_minute, MINUTE + WINDOW_MARGIN),
+            left(self.limits.per_hour, HOUR + WINDOW_MARGIN),
+        )
+    }
+
     /// How long until the sliding log admits one more request, if it does not now.
     fn log_wait(&self, now: C::Instant) -> Option<Duration> {
         let mut wait = None;
@@ -275,6 +298,14 @@ impl<C: Clock + Clone> AccountGovernor<C> {
             schedule: Mutex::new(Schedule::new(limits, clock)),
             unexplained_429s: Mutex::new(0),
         }
+    }
+
+    /// The requests still allowed in the minute and the hour (see [`Schedule::left`]).
+    pub fn requests_left(&self) -> (u32, u32) {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .left()
     }
 
     /// Waits for this caller's turn, then until one more request fits within the account's
@@ -558,6 +589,26 @@ mod tests {
                 Duration::from(at.saturating_sub(*first_answered))
             );
         }
+    }
+
+    #[test]
+    fn the_requests_left_count_what_is_in_flight_and_answered_within_each_window() {
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(limits(10, 100), clock.clone());
+        assert_eq!(schedule.left(), (10, 100));
+        let first = schedule.try_acquire().unwrap();
+        assert_eq!(schedule.left(), (9, 99), "in flight counts");
+        schedule.complete(first);
+        // Past the hour pacer's spacing (36 s at 100 an hour).
+        clock.advance(Duration::from_secs(40));
+        let second = schedule.try_acquire().unwrap();
+        schedule.complete(second);
+        assert_eq!(schedule.left(), (8, 98));
+        // The first leaves the minute (with its margin) 61 s after its answer, not the hour.
+        clock.advance(Duration::from_secs(21));
+        assert_eq!(schedule.left(), (9, 98));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(schedule.left(), (10, 100));
     }
 
     #[test]

@@ -210,8 +210,10 @@ impl Daemon {
         }
         let mut token_expiry = Vec::new();
         let mut polled = Vec::new();
+        let mut governors = Vec::new();
         for (account, resolved, client) in accounts {
-            daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
+            let governor = daemon.start_account(account, &resolved, client.clone(), &daemon.sinks);
+            governors.push((account.name.clone(), governor));
             daemon
                 .tokens
                 .push((account.name.clone(), account.token.clone(), client));
@@ -231,6 +233,7 @@ impl Daemon {
                 started_at: time::OffsetDateTime::now_utc(),
                 token_expiry,
                 streams: polled,
+                governors,
             });
             match admin::serve(admin, listen, daemon.shutdown.clone()).await {
                 Ok((bound, serving)) => {
@@ -253,13 +256,14 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Starts the account's token watch, pollers and sink workers; returns its governor.
     fn start_account(
         &self,
         account: &AccountConfig,
         resolved: &account::ResolvedAccount,
         client: api::Client,
         sinks: &[Arc<Sink>],
-    ) {
+    ) -> Arc<AccountGovernor> {
         let name: Arc<str> = account.name.as_str().into();
         let shared_config = Arc::new(account.clone());
         let watched = client.clone();
@@ -320,6 +324,7 @@ impl Daemon {
             };
             self.tasks.spawn(poller.run(self.shutdown.clone()));
         }
+        governor
     }
 
     /// SIGHUP: closes the file sinks' files, so the next batch opens each path afresh (after

@@ -847,3 +847,55 @@ async fn the_worker_waits_as_long_as_a_collectors_retry_after_says() {
         "sent again after {gap:?}, not the 2 s asked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_sends_that_many_requests_of_a_stream_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let arrivals: Arc<Mutex<Vec<(std::time::Instant, Vec<String>)>>> = Arc::default();
+    let collector = {
+        let arrivals = Arc::clone(&arrivals);
+        Collector::start(move |seen: &Seen| {
+            let uuids = values(&seen.body)
+                .iter()
+                .map(|v| v["uuid"].as_str().unwrap().to_owned())
+                .collect();
+            arrivals
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), uuids));
+            Reply::After(
+                std::time::Duration::from_millis(400),
+                Box::new(Reply::json(200, "")),
+            )
+        })
+        .await
+    };
+    let sink = build_sink(
+        &format!(
+            "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"ndjson\"\n\
+             max_events = 10\nconcurrency = 4\n",
+            collector.url
+        ),
+        dir.path(),
+    );
+    let batch = events(80, "K");
+    let delivered = sink
+        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .await
+        .unwrap();
+    assert!(delivered.rejected.is_empty());
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 8);
+    let mut got: Vec<String> = arrivals.iter().flat_map(|(_, u)| u.clone()).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..80).map(|i| format!("K-{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every event once");
+    // Four requests out before the first answer (400 ms), then the next four.
+    let first = arrivals[0].0;
+    let early = arrivals
+        .iter()
+        .filter(|(at, _)| *at - first < std::time::Duration::from_millis(300))
+        .count();
+    assert_eq!(early, 4, "requests in flight at once");
+}

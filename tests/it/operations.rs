@@ -135,6 +135,22 @@ async fn the_admin_endpoint_tells_how_far_behind_and_why_without_a_secret() {
     .unwrap();
     let in_days = (expiry - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
     assert!((29.0..=30.0).contains(&in_days), "{in_days}");
+    // The budget left: every request of this run is within the last minute or hour.
+    let requests: f64 = samples
+        .iter()
+        .filter(|s| s.name == "opef_api_requests_total")
+        .map(|s| s.value)
+        .sum();
+    let left = |window| {
+        value(
+            &samples,
+            "opef_governor_requests_left",
+            &[("account", ACCOUNT), ("window", window)],
+        )
+        .unwrap()
+    };
+    assert!(left("minute") <= 600.0 - requests && left("minute") >= 0.0);
+    assert!(left("hour") <= 30_000.0 - requests && left("hour") > 29_000.0);
     assert!(value(&samples, "opef_build_info", &[]).is_some());
     assert!(value(&samples, "opef_process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(value(&samples, "opef_process_open_fds", &[]).unwrap() > 3.0);

@@ -49,6 +49,8 @@ pub enum Reply {
     },
     /// Never answer (the connection stays open).
     Hang,
+    /// This answer, after this long.
+    After(std::time::Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -144,8 +146,13 @@ impl Collector {
                                 log.push(seen.clone());
                                 seen
                             };
-                            match answer(&seen) {
-                                Reply::Hang => std::future::pending().await,
+                            let mut reply = answer(&seen);
+                            while let Reply::After(delay, then) = reply {
+                                tokio::time::sleep(delay).await;
+                                reply = *then;
+                            }
+                            match reply {
+                                Reply::Hang | Reply::After(..) => std::future::pending().await,
                                 Reply::Answer {
                                     status,
                                     headers,

@@ -851,7 +851,8 @@ async fn the_worker_waits_as_long_as_a_collectors_retry_after_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_sends_that_many_requests_of_a_stream_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let arrivals: Arc<Mutex<Vec<(std::time::Instant, Vec<String>)>>> = Arc::default();
+    type Arrivals = Vec<(std::time::Instant, Vec<String>)>;
+    let arrivals: Arc<Mutex<Arrivals>> = Arc::default();
     let collector = {
         let arrivals = Arc::clone(&arrivals);
         Collector::start(move |seen: &Seen| {

@@ -576,7 +576,7 @@ async fn a_rotated_credential_is_read_again_after_a_403() {
     let batch = events(30, "R");
     // Refused: the error says what to fix; the file is read again for the next try.
     let err = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
         .await
         .unwrap_err();
     assert_eq!(err.action(), op_events_forwarder::sink::Action::RetrySlowly);
@@ -588,7 +588,7 @@ async fn a_rotated_credential_is_read_again_after_a_403() {
     assert!(!text.contains("old-token"), "{text}");
     std::fs::write(&token, "new-token\n").unwrap();
     let delivered = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
         .await
         .unwrap();
     assert!(delivered.rejected.is_empty());
@@ -635,7 +635,7 @@ async fn a_partly_taken_batch_is_not_sent_whole_again() {
     let mut tries = 0;
     loop {
         tries += 1;
-        match sink.deliver("it", Stream::ItemUsages, pages.clone()).await {
+        match sink.deliver("it", Stream::ItemUsages, &pages).await {
             Ok(delivered) => {
                 assert!(delivered.rejected.is_empty());
                 break;
@@ -794,7 +794,7 @@ async fn a_hec_token_with_acknowledgement_on_tells_a_sink_without_it_to_set_ack(
     let hec = Hec::new("ack-token", true);
     let (sink, _token, _collector) = hec_alone(&hec, dir.path(), "ack-token", "").await;
     let err = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &events(3, "C"))])
+        .deliver("it", Stream::AuditEvents, &[page(1, &events(3, "C"))])
         .await
         .unwrap_err();
     assert_eq!(err.action(), op_events_forwarder::sink::Action::RetrySlowly);

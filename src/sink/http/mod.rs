@@ -287,7 +287,7 @@ impl HttpSink {
         &self,
         account: &str,
         stream: Stream,
-        pages: Vec<OutboxPage>,
+        pages: &[OutboxPage],
     ) -> Result<Delivered, SinkError> {
         if self.refused.swap(false, Ordering::SeqCst) {
             // Perhaps rotated meanwhile: this try uses what is there now.
@@ -317,7 +317,7 @@ impl HttpSink {
             }
         };
         let result = self
-            .deliver_pages(account, stream, &pages, &mut progress)
+            .deliver_pages(account, stream, pages, &mut progress)
             .await;
         match result {
             Ok(()) => {

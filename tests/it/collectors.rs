@@ -651,6 +651,47 @@ async fn a_partly_taken_batch_is_not_sent_whole_again() {
     assert_eq!(*taken.lock().unwrap(), want, "each event once, in order");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_max_bytes_is_a_dead_letter_and_its_neighbours_go_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(|_| Reply::json(200, "")).await;
+    let sink = build_sink(
+        &format!(
+            "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"ndjson\"\n\
+             max_bytes = 1024\n",
+            collector.url
+        ),
+        dir.path(),
+    );
+    let mut batch = events(5, "M");
+    let big = format!(r#"{{"uuid":"M-big","pad":"{}"}}"#, "x".repeat(2000));
+    batch.insert(2, big.clone());
+    let delivered = sink
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
+        .await
+        .unwrap();
+    assert_eq!(delivered.rejected.len(), 1, "{:?}", delivered.rejected);
+    assert_eq!(delivered.rejected[0].event, big);
+    assert_eq!(delivered.rejected[0].uuid.as_deref(), Some("M-big"));
+    assert!(
+        delivered.rejected[0]
+            .reason
+            .contains("more than max_bytes (1024)"),
+        "{}",
+        delivered.rejected[0].reason
+    );
+    // The others, byte for byte, in order, within max_bytes.
+    let seen = collector.seen();
+    let body: Vec<u8> = seen.iter().flat_map(|s| s.body.clone()).collect();
+    let want: String = batch
+        .iter()
+        .filter(|event| **event != big)
+        .map(|event| format!("{event}\n"))
+        .collect();
+    assert_eq!(String::from_utf8(body).unwrap(), want);
+    assert!(seen.iter().all(|s| s.body.len() <= 1024));
+}
+
 /// Waits until `done` holds, checking every 20 ms: the daemon is another process, and what
 /// it sent or logged is the only signal it gives.
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -576,7 +576,7 @@ async fn a_rotated_credential_is_read_again_after_a_403() {
     let batch = events(30, "R");
     // Refused: the error says what to fix; the file is read again for the next try.
     let err = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
         .await
         .unwrap_err();
     assert_eq!(err.action(), op_events_forwarder::sink::Action::RetrySlowly);
@@ -588,7 +588,7 @@ async fn a_rotated_credential_is_read_again_after_a_403() {
     assert!(!text.contains("old-token"), "{text}");
     std::fs::write(&token, "new-token\n").unwrap();
     let delivered = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
         .await
         .unwrap();
     assert!(delivered.rejected.is_empty());
@@ -635,7 +635,7 @@ async fn a_partly_taken_batch_is_not_sent_whole_again() {
     let mut tries = 0;
     loop {
         tries += 1;
-        match sink.deliver("it", Stream::ItemUsages, pages.clone()).await {
+        match sink.deliver("it", Stream::ItemUsages, &pages).await {
             Ok(delivered) => {
                 assert!(delivered.rejected.is_empty());
                 break;
@@ -649,6 +649,47 @@ async fn a_partly_taken_batch_is_not_sent_whole_again() {
         .chain((0..15).map(|i| format!("B-{i}")))
         .collect();
     assert_eq!(*taken.lock().unwrap(), want, "each event once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_max_bytes_is_a_dead_letter_and_its_neighbours_go_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(|_| Reply::json(200, "")).await;
+    let sink = build_sink(
+        &format!(
+            "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"ndjson\"\n\
+             max_bytes = 1024\n",
+            collector.url
+        ),
+        dir.path(),
+    );
+    let mut batch = events(5, "M");
+    let big = format!(r#"{{"uuid":"M-big","pad":"{}"}}"#, "x".repeat(2000));
+    batch.insert(2, big.clone());
+    let delivered = sink
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
+        .await
+        .unwrap();
+    assert_eq!(delivered.rejected.len(), 1, "{:?}", delivered.rejected);
+    assert_eq!(delivered.rejected[0].event, big);
+    assert_eq!(delivered.rejected[0].uuid.as_deref(), Some("M-big"));
+    assert!(
+        delivered.rejected[0]
+            .reason
+            .contains("more than max_bytes (1024)"),
+        "{}",
+        delivered.rejected[0].reason
+    );
+    // The others, byte for byte, in order, within max_bytes.
+    let seen = collector.seen();
+    let body: Vec<u8> = seen.iter().flat_map(|s| s.body.clone()).collect();
+    let want: String = batch
+        .iter()
+        .filter(|event| **event != big)
+        .map(|event| format!("{event}\n"))
+        .collect();
+    assert_eq!(String::from_utf8(body).unwrap(), want);
+    assert!(seen.iter().all(|s| s.body.len() <= 1024));
 }
 
 /// Waits until `done` holds, checking every 20 ms: the daemon is another process, and what
@@ -794,7 +835,7 @@ async fn a_hec_token_with_acknowledgement_on_tells_a_sink_without_it_to_set_ack(
     let hec = Hec::new("ack-token", true);
     let (sink, _token, _collector) = hec_alone(&hec, dir.path(), "ack-token", "").await;
     let err = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &events(3, "C"))])
+        .deliver("it", Stream::AuditEvents, &[page(1, &events(3, "C"))])
         .await
         .unwrap_err();
     assert_eq!(err.action(), op_events_forwarder::sink::Action::RetrySlowly);

@@ -298,7 +298,7 @@ async fn awkward_events_arrive_byte_identical_on_every_transport() {
             .deliver(
                 "it",
                 Stream::AuditEvents,
-                vec![page(1, &events[..2]), page(2, &events[2..])],
+                &[page(1, &events[..2]), page(2, &events[2..])],
             )
             .await
             .unwrap_or_else(|err| panic!("{app}: {err}"));
@@ -352,7 +352,7 @@ async fn awkward_events_arrive_byte_identical_on_every_transport() {
         "app_name = \"udpdefault\"",
     ));
     let delivered = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+        .deliver("it", Stream::AuditEvents, &[page(1, &events)])
         .await
         .unwrap();
     let [dead] = &delivered.rejected[..] else {
@@ -388,7 +388,7 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
         let events = events.clone();
         async move {
             build_sink(&toml)
-                .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+                .deliver("it", Stream::AuditEvents, &[page(1, &events)])
                 .await
         }
     };
@@ -501,7 +501,7 @@ async fn tls_refuses_a_wrong_ca_a_wrong_name_and_reports_a_missing_client_certif
         let events = vec![format!(
             r#"{{"uuid":"MTLS-{stream}","timestamp":"2026-11-20T10:11:12Z"}}"#
         )];
-        mtls.deliver("it", stream, vec![page(seq as u64 + 1, &events)])
+        mtls.deliver("it", stream, &[page(seq as u64 + 1, &events)])
             .await
             .unwrap_or_else(|err| panic!("{stream}: {err}"));
     }
@@ -535,7 +535,7 @@ async fn tls_pins_a_self_signed_ca_certificate_and_still_checks_its_name() {
     let deliver = |toml: String| async move {
         let events = vec![r#"{"uuid":"PIN1","timestamp":"2026-11-20T10:11:12Z"}"#.to_owned()];
         build_sink(&toml)
-            .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+            .deliver("it", Stream::AuditEvents, &[page(1, &events)])
             .await
             .map(|_| ())
             .map_err(|err| err.to_string())
@@ -627,7 +627,7 @@ async fn tls_refuses_an_expired_certificate_saying_when_it_expired() {
          transport = \"tls\"\nca_file = \"{}\"\n",
         certs().ca.display()
     ))
-    .deliver("it", Stream::AuditEvents, vec![page(1, &events)])
+    .deliver("it", Stream::AuditEvents, &[page(1, &events)])
     .await
     .unwrap_err()
     .to_string();
@@ -760,7 +760,7 @@ async fn addresses_by_ipv6_and_by_name() {
         let sink = build_sink(&format!(
             "\n[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"{address}\"\ntransport = \"{transport}\"\n"
         ));
-        sink.deliver("it", Stream::AuditEvents, vec![page(1, &event)])
+        sink.deliver("it", Stream::AuditEvents, &[page(1, &event)])
             .await
             .unwrap_or_else(|err| panic!("{address}: {err}"));
         let records = rsyslog

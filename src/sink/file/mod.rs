@@ -61,15 +61,26 @@ impl FileSink {
         self.inner.config.path_for(account, stream)
     }
 
+    /// Writes the events of `pages`, one a line, and fsyncs the file. The lines are built
+    /// here; only the file's work goes to a blocking thread, so the pages stay borrowed.
     pub async fn deliver(
         &self,
         account: &str,
         stream: Stream,
-        pages: Vec<OutboxPage>,
+        pages: &[OutboxPage],
     ) -> Result<(), SinkError> {
+        let path = self.inner.config.path_for(account, stream);
+        let buf = lines(pages).map_err(|(seq, err)| {
+            self.inner.io_err(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("outbox page {seq} of {account}/{stream} is corrupt: {err}"),
+                ),
+            )
+        })?;
         let inner = Arc::clone(&self.inner);
-        let account = account.to_owned();
-        let done = tokio::task::spawn_blocking(move || inner.write(&account, stream, &pages)).await;
+        let done = tokio::task::spawn_blocking(move || inner.write(path, &buf)).await;
         match done {
             Ok(res) => res,
             Err(err) => std::panic::resume_unwind(err.into_panic()),
@@ -77,31 +88,30 @@ impl FileSink {
     }
 }
 
+/// The events of `pages`, one a line; the seq of a page that does not parse, and why.
+fn lines(pages: &[OutboxPage]) -> Result<Vec<u8>, (u64, serde_json::Error)> {
+    let mut buf = Vec::with_capacity(pages.iter().map(|page| page.events.len()).sum());
+    for page in pages {
+        let events = page.events().map_err(|err| (page.seq, err))?;
+        for event in events {
+            buf.extend_from_slice(one_line(event.get()).as_bytes());
+            buf.push(b'\n');
+        }
+    }
+    Ok(buf)
+}
+
 impl Inner {
-    fn write(&self, account: &str, stream: Stream, pages: &[OutboxPage]) -> Result<(), SinkError> {
-        let path = self.config.path_for(account, stream);
-        let io_err = |source| SinkError::Io {
+    fn io_err(&self, path: &Path, source: std::io::Error) -> SinkError {
+        SinkError::Io {
             sink: self.name.clone(),
             path: path.display().to_string(),
             source,
-        };
-        let mut buf = Vec::new();
-        for page in pages {
-            let events = page.events().map_err(|err| {
-                io_err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "outbox page {} of {account}/{stream} is corrupt: {err}",
-                        page.seq
-                    ),
-                ))
-            })?;
-            for event in events {
-                buf.extend_from_slice(one_line(event.get()).as_bytes());
-                buf.push(b'\n');
-            }
         }
+    }
 
+    fn write(&self, path: PathBuf, buf: &[u8]) -> Result<(), SinkError> {
+        let io_err = |source| self.io_err(&path, source);
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         // A batch is acknowledged only if it is in the file the path names once it is
         // fsynced: a file renamed (rotated) or deleted in between has it written again into
@@ -126,7 +136,7 @@ impl Inner {
                 }
             };
             let before = file.metadata().map_err(io_err)?.len();
-            let written = file.write_all(&buf).and_then(|()| file.sync_data());
+            let written = file.write_all(buf).and_then(|()| file.sync_data());
             if let Err(err) = written {
                 // Take back a partial write so the retry starts on a clean line; drop the
                 // handle so the next try opens the file afresh.
@@ -238,14 +248,10 @@ mod tests {
         let sink = FileSink::new("archive", &FileSinkConfig { path: template });
         let a = r#"{"uuid":"A","name":"Zoë \"Z\"","n":1.50}"#;
         let b = r#"{"uuid":"B"}"#;
-        sink.deliver(
-            "acme",
-            Stream::ItemUsages,
-            vec![page(1, &[a]), page(2, &[b])],
-        )
-        .await
-        .unwrap();
-        sink.deliver("acme", Stream::ItemUsages, vec![page(3, &[b])])
+        sink.deliver("acme", Stream::ItemUsages, &[page(1, &[a]), page(2, &[b])])
+            .await
+            .unwrap();
+        sink.deliver("acme", Stream::ItemUsages, &[page(3, &[b])])
             .await
             .unwrap();
 
@@ -272,7 +278,7 @@ mod tests {
             },
         );
         let b = r#"{"uuid":"B","name":"b"}"#;
-        sink.deliver("acme", Stream::AuditEvents, vec![page(2, &[b])])
+        sink.deliver("acme", Stream::AuditEvents, &[page(2, &[b])])
             .await
             .unwrap();
         assert_eq!(
@@ -287,7 +293,7 @@ mod tests {
                 path: format!("{}/{{stream}}.ndjson", dir.path().display()),
             },
         );
-        sink.deliver("acme", Stream::AuditEvents, vec![page(3, &[b])])
+        sink.deliver("acme", Stream::AuditEvents, &[page(3, &[b])])
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{b}\n"));
@@ -301,19 +307,19 @@ mod tests {
         let path = dir.path().join("auditevents.ndjson");
         let rotated = dir.path().join("auditevents.ndjson.1");
         let (a, b, c) = (r#"{"uuid":"A"}"#, r#"{"uuid":"B"}"#, r#"{"uuid":"C"}"#);
-        sink.deliver("acme", Stream::AuditEvents, vec![page(1, &[a])])
+        sink.deliver("acme", Stream::AuditEvents, &[page(1, &[a])])
             .await
             .unwrap();
         // logrotate without copytruncate: the file is renamed, nobody tells the sink.
         std::fs::rename(&path, &rotated).unwrap();
-        sink.deliver("acme", Stream::AuditEvents, vec![page(2, &[b])])
+        sink.deliver("acme", Stream::AuditEvents, &[page(2, &[b])])
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&rotated).unwrap(), format!("{a}\n"));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{b}\n"));
         // Deleted: the next batch goes into a new file, not into the deleted inode.
         std::fs::remove_file(&path).unwrap();
-        sink.deliver("acme", Stream::AuditEvents, vec![page(3, &[c])])
+        sink.deliver("acme", Stream::AuditEvents, &[page(3, &[c])])
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{c}\n"));
@@ -339,7 +345,7 @@ mod tests {
         sink.deliver(
             "acme",
             Stream::AuditEvents,
-            vec![page(1, &[r#"{"uuid":"A"}"#])],
+            &[page(1, &[r#"{"uuid":"A"}"#])],
         )
         .await
         .unwrap();
@@ -355,7 +361,7 @@ mod tests {
         let template = format!("{}/{{stream}}.ndjson", blocker.display());
         let sink = FileSink::new("archive", &FileSinkConfig { path: template });
         let err = sink
-            .deliver("acme", Stream::AuditEvents, vec![page(1, &["{}"])])
+            .deliver("acme", Stream::AuditEvents, &[page(1, &["{}"])])
             .await
             .unwrap_err();
         assert!(

@@ -112,7 +112,7 @@ enum Outcome {
 struct Unit<'a> {
     key: Key,
     event: &'a str,
-    bytes: Vec<u8>,
+    bytes: &'a [u8],
 }
 
 impl HttpSink {
@@ -287,7 +287,7 @@ impl HttpSink {
         &self,
         account: &str,
         stream: Stream,
-        pages: Vec<OutboxPage>,
+        pages: &[OutboxPage],
     ) -> Result<Delivered, SinkError> {
         if self.refused.swap(false, Ordering::SeqCst) {
             // Perhaps rotated meanwhile: this try uses what is there now.
@@ -317,7 +317,7 @@ impl HttpSink {
             }
         };
         let result = self
-            .deliver_pages(account, stream, &pages, &mut progress)
+            .deliver_pages(account, stream, pages, &mut progress)
             .await;
         match result {
             Ok(()) => {
@@ -345,8 +345,14 @@ impl HttpSink {
         pages: &[OutboxPage],
         progress: &mut Progress,
     ) -> Result<(), SinkError> {
-        // The events not yet taken, each encoded alone; one too large is refused here.
-        let mut units = Vec::new();
+        // The events not yet taken, each encoded alone (one after the other in one buffer,
+        // not one allocation each); one too large is refused here.
+        let n_events: u64 = pages.iter().map(|page| page.n_events).sum();
+        let mut encoded = Vec::with_capacity(
+            pages.iter().map(|page| page.events.len()).sum::<usize>()
+                + usize::try_from(n_events).unwrap_or(0) * 128,
+        );
+        let mut spans = Vec::new();
         for page in pages {
             let events = match page.events() {
                 Ok(events) => events,
@@ -374,25 +380,34 @@ impl HttpSink {
                     continue;
                 }
                 let event = event.get();
-                let mut bytes = Vec::with_capacity(event.len() + 128);
-                self.encode(&mut bytes, account, stream, event);
-                if bytes.len() + 2 > self.config.max_bytes {
+                let start = encoded.len();
+                self.encode(&mut encoded, account, stream, event);
+                let len = encoded.len() - start;
+                if len + 2 > self.config.max_bytes {
+                    encoded.truncate(start);
                     progress.rejected.push((
                         key,
                         dead_letter(
                             event,
                             format!(
-                                "the event is {} bytes as sent, more than max_bytes ({})",
-                                bytes.len(),
+                                "the event is {len} bytes as sent, more than max_bytes ({})",
                                 self.config.max_bytes
                             ),
                         ),
                     ));
                     continue;
                 }
-                units.push(Unit { key, event, bytes });
+                spans.push((key, event, start..encoded.len()));
             }
         }
+        let units: Vec<Unit<'_>> = spans
+            .into_iter()
+            .map(|(key, event, span)| Unit {
+                key,
+                event,
+                bytes: &encoded[span],
+            })
+            .collect();
         let mut queue: VecDeque<Vec<usize>> = self.chunks(&units).into();
         let mut awaiting: Vec<(Vec<usize>, u64, Instant)> = Vec::new();
         let mut failure: Option<SinkError> = None;
@@ -564,7 +579,7 @@ impl HttpSink {
             if json && n > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&unit.bytes);
+            body.extend_from_slice(unit.bytes);
         }
         if json {
             body.push(b']');

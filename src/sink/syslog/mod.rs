@@ -143,10 +143,10 @@ impl SyslogSink {
         &self,
         account: &str,
         stream: Stream,
-        pages: Vec<OutboxPage>,
+        pages: &[OutboxPage],
     ) -> Result<Delivered, SinkError> {
         let inner = &self.inner;
-        let batch = inner.build_batch(account, stream, &pages)?;
+        let batch = inner.build_batch(account, stream, pages)?;
         if batch.bytes.is_empty() {
             return Ok(Delivered {
                 rejected: batch.rejected,

@@ -922,7 +922,7 @@ async fn concurrency_sends_that_many_requests_of_a_stream_at_once() {
     );
     let batch = events(80, "K");
     let delivered = sink
-        .deliver("it", Stream::AuditEvents, vec![page(1, &batch)])
+        .deliver("it", Stream::AuditEvents, &[page(1, &batch)])
         .await
         .unwrap();
     assert!(delivered.rejected.is_empty());

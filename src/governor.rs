@@ -22,7 +22,9 @@
 //!
 //! Permits are handed out first come, first served (a FIFO ticket lock), so a backlog on one
 //! stream cannot starve the polls of the others: each waits behind at most one request per
-//! other stream. A 429 pauses every stream of the account ([`AccountGovernor::pause`]).
+//! other stream. A 429 pauses every stream of the account ([`AccountGovernor::pause`]), and
+//! the API's own `RateLimit-Remaining`, where it sends it, caps what is granted until the
+//! next answer ([`Schedule::observe`]).
 //!
 //! Time comes from a [`Clock`]: [`TokioClock`] in the daemon (so tests may pause tokio's time),
 //! `governor::clock::FakeRelativeClock` in the unit tests.
@@ -48,12 +50,23 @@ const MIN_WAIT: Duration = Duration::from_micros(1);
 /// How often to look again while the request that holds the next slot is still in flight.
 const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(20);
 
+/// What a response's `RateLimit-Remaining` and `RateLimit-Reset` headers said of the
+/// account's budget: `remaining` more requests, or none until `reset` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBudget {
+    pub remaining: u32,
+    pub reset: Duration,
+}
+
 /// A granted request in the sliding log.
 #[derive(Debug, Clone, Copy)]
 struct Sent<I> {
     id: u64,
     /// When its answer arrived (or it was abandoned); `None` while in flight.
     done: Option<I>,
+    /// How many requests had been answered when it was granted: the API admitted those
+    /// before it, and perhaps any other after it.
+    answered_before: u64,
 }
 
 /// How many requests an account may make.
@@ -150,6 +163,14 @@ pub struct Schedule<C: Clock + Clone> {
     /// The minute pacer granted a cell that the hour pacer has not matched yet; it is kept for
     /// the next attempt rather than asked for again.
     minute_cell_held: bool,
+    /// What the API's `RateLimit-Remaining` leaves to grant, less what was granted since
+    /// (`None` while its answers do not say). At `Some(0)` nothing more is granted until an
+    /// answer says otherwise, or, with nothing in flight and no pause, one request probes.
+    header_budget: Option<u32>,
+    /// Requests granted and not yet answered.
+    in_flight: usize,
+    /// Requests answered (or abandoned) so far.
+    answered: u64,
 }
 
 impl<C: Clock + Clone> Schedule<C> {
@@ -163,6 +184,9 @@ impl<C: Clock + Clone> Schedule<C> {
             next_id: 0,
             paused_until: None,
             minute_cell_held: false,
+            header_budget: None,
+            in_flight: 0,
+            answered: 0,
         }
     }
 
@@ -180,6 +204,14 @@ impl<C: Clock + Clone> Schedule<C> {
             }
             self.paused_until = None;
         }
+        if self.header_budget == Some(0) {
+            if self.in_flight > 0 {
+                // An answer under way will say what is left.
+                return Err(IN_FLIGHT_RECHECK);
+            }
+            // Nothing will say: one request at a time finds out.
+            self.header_budget = Some(1);
+        }
         if let Some(wait) = self.log_wait(now) {
             return Err(wait.max(MIN_WAIT));
         }
@@ -193,12 +225,23 @@ impl<C: Clock + Clone> Schedule<C> {
             return Err(not_until.wait_time_from(now).max(MIN_WAIT));
         }
         self.minute_cell_held = false;
+        if let Some(budget) = &mut self.header_budget {
+            *budget -= 1;
+        }
+        self.in_flight += 1;
         let id = self.next_id;
         self.next_id += 1;
-        self.log.push_back(Sent { id, done: None });
+        self.log.push_back(Sent {
+            id,
+            done: None,
+            answered_before: self.answered,
+        });
         let keep = self.limits.per_minute.max(self.limits.per_hour).get() as usize;
         while self.log.len() > keep {
-            self.log.pop_front();
+            if self.log.pop_front().is_some_and(|sent| sent.done.is_none()) {
+                self.in_flight -= 1;
+                self.answered += 1;
+            }
         }
         Ok(id)
     }
@@ -206,9 +249,44 @@ impl<C: Clock + Clone> Schedule<C> {
     /// The request of permit `id` was answered (or given up): its slot counts from now.
     pub fn complete(&mut self, id: u64) {
         let now = self.clock.now();
-        if let Some(sent) = self.log.iter_mut().rev().find(|sent| sent.id == id) {
-            sent.done.get_or_insert(now);
+        if let Some(sent) = self.log.iter_mut().rev().find(|sent| sent.id == id)
+            && sent.done.is_none()
+        {
+            sent.done = Some(now);
+            self.in_flight -= 1;
+            self.answered += 1;
         }
+    }
+
+    /// The answer to permit `id` (still in flight) said what the account has left, or said
+    /// nothing (`None`). The API counted it when it admitted that request, and it may have
+    /// admitted any request of ours after it except those answered before it was granted:
+    /// those are taken off, so what is left is never overstated, whatever order requests
+    /// and answers cross in. `remaining: 0` pauses everyone until `reset`; then one request
+    /// at a time until an answer says more.
+    pub fn observe(&mut self, id: u64, budget: Option<RateBudget>) {
+        let Some(budget) = budget else {
+            self.header_budget = None;
+            return;
+        };
+        if budget.remaining == 0 {
+            self.pause(budget.reset);
+            self.header_budget = Some(0);
+            return;
+        }
+        let Some(sent) = self.log.iter().rev().find(|sent| sent.id == id) else {
+            return;
+        };
+        // Every other grant, less those surely admitted before this one.
+        let maybe_after = self.next_id.saturating_sub(1) - sent.answered_before;
+        let left = u64::from(budget.remaining).saturating_sub(maybe_after);
+        self.header_budget = Some(u32::try_from(left).unwrap_or(u32::MAX));
+    }
+
+    /// A 429: the window is full, so once the pause is over one request at a time finds out
+    /// how much room there is.
+    fn refused(&mut self) {
+        self.header_budget = Some(0);
     }
 
     /// How much of a pause is left, if the account is paused.
@@ -336,6 +414,10 @@ impl<C: Clock + Clone> AccountGovernor<C> {
     /// that arrives while the account is already paused (a request that was under way when
     /// the pause began) joins that pause and does not count as another one.
     pub fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused();
         let pause = match retry_after {
             Some(after) => after,
             None => {
@@ -382,6 +464,18 @@ impl<C: Clock + Clone> AccountGovernor<C> {
 pub struct Permit<'a, C: Clock + Clone = TokioClock> {
     governor: &'a AccountGovernor<C>,
     id: u64,
+}
+
+impl<C: Clock + Clone> Permit<'_, C> {
+    /// What the answer to this request said of the account's budget (see
+    /// [`Schedule::observe`]); call it before dropping the permit.
+    pub fn observe(&self, budget: Option<RateBudget>) {
+        self.governor
+            .schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(self.id, budget);
+    }
 }
 
 impl<C: Clock + Clone> Drop for Permit<'_, C> {
@@ -624,6 +718,166 @@ mod tests {
         assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(20)));
         clock.advance(Duration::from_secs(20));
         assert!(schedule.try_acquire().is_ok());
+    }
+
+    fn budget(remaining: u32, reset_secs: u64) -> Option<RateBudget> {
+        Some(RateBudget {
+            remaining,
+            reset: Duration::from_secs(reset_secs),
+        })
+    }
+
+    #[test]
+    fn what_the_headers_leave_is_granted_and_no_more() {
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(Limits::DOCUMENTED, clock.clone());
+        let first = schedule.try_acquire().unwrap();
+        schedule.observe(first, budget(2, 10));
+        schedule.complete(first);
+        let a = schedule.try_acquire().unwrap();
+        let b = schedule.try_acquire().unwrap();
+        assert_eq!(
+            schedule.try_acquire(),
+            Err(IN_FLIGHT_RECHECK),
+            "two were left"
+        );
+        // B's answer came first: A, sent before it and still in flight, may have used one.
+        schedule.observe(b, budget(1, 10));
+        schedule.complete(b);
+        assert_eq!(schedule.try_acquire(), Err(IN_FLIGHT_RECHECK));
+        // A's answer is older news: B was granted after it.
+        schedule.observe(a, budget(2, 10));
+        schedule.complete(a);
+        let c = schedule.try_acquire().unwrap();
+        assert_eq!(schedule.try_acquire(), Err(IN_FLIGHT_RECHECK));
+        // An answer without headers lifts the budget: the pacers alone decide again.
+        schedule.observe(c, None);
+        schedule.complete(c);
+        for _ in 0..5 {
+            assert!(schedule.try_acquire().is_ok());
+        }
+    }
+
+    #[test]
+    fn nothing_left_pauses_until_the_reset_then_one_request_finds_out() {
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(Limits::DOCUMENTED, clock.clone());
+        let a = schedule.try_acquire().unwrap();
+        let b = schedule.try_acquire().unwrap();
+        schedule.observe(a, budget(0, 3));
+        schedule.complete(a);
+        assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(3)));
+        // An answer to a request sent before the pause does not end it.
+        schedule.observe(b, budget(4, 3));
+        schedule.complete(b);
+        clock.advance(Duration::from_secs(3));
+        let probe = schedule.try_acquire().unwrap();
+        schedule.observe(probe, budget(0, 1));
+        schedule.complete(probe);
+        assert_eq!(schedule.try_acquire(), Err(Duration::from_secs(1)));
+        clock.advance(Duration::from_secs(1));
+        let probe = schedule.try_acquire().unwrap();
+        assert_eq!(
+            schedule.try_acquire(),
+            Err(IN_FLIGHT_RECHECK),
+            "one probe at a time"
+        );
+        schedule.observe(probe, budget(3, 2));
+        schedule.complete(probe);
+        for _ in 0..3 {
+            assert!(schedule.try_acquire().is_ok());
+        }
+        assert_eq!(schedule.try_acquire(), Err(IN_FLIGHT_RECHECK));
+    }
+
+    #[test]
+    fn a_spent_budget_with_nothing_in_flight_probes_with_one_request() {
+        // The request that was to say what is left timed out: its answer never came.
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(Limits::DOCUMENTED, clock.clone());
+        let a = schedule.try_acquire().unwrap();
+        schedule.observe(a, budget(1, 10));
+        schedule.complete(a);
+        let lost = schedule.try_acquire().unwrap();
+        assert_eq!(schedule.try_acquire(), Err(IN_FLIGHT_RECHECK));
+        schedule.complete(lost);
+        let probe = schedule.try_acquire().unwrap();
+        assert_eq!(schedule.try_acquire(), Err(IN_FLIGHT_RECHECK));
+        schedule.complete(probe);
+        assert!(schedule.try_acquire().is_ok());
+    }
+
+    /// Four streams against a server with a strict sliding window that reports it only in
+    /// `RateLimit-*` headers, whole seconds rounded up as HTTP sends them. Each request takes
+    /// 5 to 200 ms to reach it and as long again to come back, so requests are admitted, and
+    /// answers arrive, in other orders than they were granted: the headers alone keep every
+    /// request admitted.
+    #[test]
+    fn the_headers_alone_keep_four_streams_inside_a_window_they_were_not_told() {
+        let window = Nanos::from(Duration::from_secs(2));
+        let max = 5;
+        let clock = FakeRelativeClock::default();
+        let mut schedule = Schedule::new(Limits::DOCUMENTED, clock.clone());
+        let mut admitted_at: VecDeque<Nanos> = VecDeque::new();
+        // (arrival at the server, permit, latency back), for requests on their way there.
+        let mut arriving: Vec<(Nanos, u64, Nanos)> = Vec::new();
+        // (answer time, permit, what the answer says), for answers on their way back.
+        let mut answering: Vec<(Nanos, u64, Option<RateBudget>)> = Vec::new();
+        let mut waiting_streams = 4;
+        let (mut admitted, mut refused) = (0, 0);
+        let mut seed: u64 = 7;
+        let mut latency = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Nanos::from(Duration::from_millis(5 + (seed >> 33) % 195))
+        };
+        let end = Nanos::from(Duration::from_secs(600));
+        while clock.now() < end {
+            let now = clock.now();
+            arriving.sort_by_key(|(at, ..)| *at);
+            while arriving.first().is_some_and(|(at, ..)| *at <= now) {
+                let (at, id, back) = arriving.remove(0);
+                while admitted_at
+                    .front()
+                    .is_some_and(|t| at.saturating_sub(*t) >= window)
+                {
+                    admitted_at.pop_front();
+                }
+                let said = if admitted_at.len() < max {
+                    admitted_at.push_back(at);
+                    admitted += 1;
+                    let reset = Duration::from((admitted_at[0] + window).saturating_sub(at));
+                    budget(
+                        (max - admitted_at.len()) as u32,
+                        reset.as_secs_f64().ceil() as u64,
+                    )
+                } else {
+                    refused += 1;
+                    None
+                };
+                answering.push((at + back, id, said));
+            }
+            answering.sort_by_key(|(at, ..)| *at);
+            while answering.first().is_some_and(|(at, ..)| *at <= now) {
+                let (_, id, said) = answering.remove(0);
+                schedule.observe(id, said);
+                schedule.complete(id);
+                waiting_streams += 1;
+            }
+            while waiting_streams > 0 {
+                let Ok(id) = schedule.try_acquire() else {
+                    break;
+                };
+                waiting_streams -= 1;
+                let there = latency();
+                arriving.push((now + there, id, latency()));
+            }
+            clock.advance(Duration::from_millis(1));
+        }
+        assert_eq!(refused, 0, "{refused} refused of {}", admitted + refused);
+        // Most of the windows' capacity is used: 600 s of 5 per 2 s is 1,500.
+        assert!(admitted > 1_000, "only {admitted} admitted");
     }
 
     #[test]

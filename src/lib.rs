@@ -276,12 +276,11 @@ impl Daemon {
                 let client = watched.clone();
                 let governor = Arc::clone(&introspect_governor);
                 async move {
-                    let _permit = governor.acquire().await;
+                    let permit = governor.acquire().await;
                     let answer = client.introspect().await;
                     // Its answer tells of the account's budget like any other.
-                    if let Some(exhausted_for) = answer.as_ref().ok().and_then(|a| a.exhausted_for)
-                    {
-                        governor.pause(exhausted_for);
+                    if let Ok(answer) = &answer {
+                        permit.observe(answer.budget);
                     }
                     answer
                 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::account::config::{AccountConfig, OnInvalidCursor, TokenSource};
 use crate::api::v3::V3State;
 use crate::api::{self, ApiError, ErrorClass, PageRequest};
-use crate::governor::AccountGovernor;
+use crate::governor::{AccountGovernor, RateBudget};
 use crate::retry::Backoff;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -50,6 +50,15 @@ struct Fetched {
     has_more: bool,
     /// The API said the account's requests are used up for this long (`RateLimit-*`).
     exhausted_for: Option<Duration>,
+    /// What the answer's `RateLimit-*` headers said, for the governor.
+    budget: Option<RateBudget>,
+}
+
+/// How long the account's requests are used up, if the headers say they are.
+fn exhausted(budget: Option<RateBudget>) -> Option<Duration> {
+    budget
+        .filter(|budget| budget.remaining == 0)
+        .map(|budget| budget.reset)
 }
 
 /// What a successful answer means for the stream.
@@ -196,7 +205,7 @@ impl StreamPoller {
                 _ = shutdown.cancelled() => break,
                 fetched = async {
                     let waiting = tokio::time::Instant::now();
-                    let _permit = self.governor.acquire().await;
+                    let permit = self.governor.acquire().await;
                     let waited = waiting.elapsed();
                     if waited > Duration::ZERO {
                         self.stats.update_stream(&self.account, self.stream, |s| {
@@ -204,7 +213,11 @@ impl StreamPoller {
                         });
                     }
                     let _busy = self.liveness.busy(&self.task_name(), "a request to the API");
-                    self.fetch_next(&request, end_time, max_items).await
+                    let fetched = self.fetch_next(&request, end_time, max_items).await;
+                    if let Ok(page) = &fetched {
+                        permit.observe(page.budget);
+                    }
+                    fetched
                 } => fetched,
             };
             // The first answer tells how the API's clock compares with ours. A first reset
@@ -247,12 +260,12 @@ impl StreamPoller {
                         backoff = self.new_backoff();
                         self.governor.succeeded();
                         if let Some(exhausted_for) = page.exhausted_for {
+                            // The governor paused the account when the answer arrived.
                             tracing::info!(
                                 account = %self.account, stream = %self.stream,
                                 pause_secs = exhausted_for.as_secs(),
                                 "the API says the account's requests are used up; pausing the account"
                             );
-                            self.governor.pause(exhausted_for);
                         }
                         if let PageRequest::Reset { limit, .. } = request {
                             asked = limit;
@@ -459,7 +472,8 @@ impl StreamPoller {
                 n_events: step.n_events,
                 cursor: step.next.to_json(),
                 has_more: step.has_more,
-                exhausted_for: None,
+                exhausted_for: exhausted(page.budget),
+                budget: page.budget,
             });
         }
         let page = self
@@ -471,7 +485,8 @@ impl StreamPoller {
             n_events: page.n_events,
             cursor: page.cursor,
             has_more: page.has_more,
-            exhausted_for: page.exhausted_for,
+            exhausted_for: exhausted(page.budget),
+            budget: page.budget,
         })
     }
 

@@ -580,7 +580,7 @@ mod tests {
             issued_at: None,
             features: vec!["auditevents".into()],
             account_uuid: None,
-            exhausted_for: None,
+            budget: None,
         };
         let answer = introspection.clone();
         let task = tokio::spawn(watch_token(

@@ -25,6 +25,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt, redact};
 
+use crate::governor::RateBudget;
 use crate::net::tls::{self, TlsOptions};
 use crate::stream::{ApiVersion, Stream, V3Params};
 
@@ -90,9 +91,8 @@ pub struct Page {
     pub items: Box<RawValue>,
     /// How many events `items` holds.
     pub n_events: u64,
-    /// The response said the account's requests are used up (`RateLimit-Remaining: 0`) for
-    /// this long (`RateLimit-Reset`).
-    pub exhausted_for: Option<Duration>,
+    /// What the response's `RateLimit-*` headers said of the account's budget.
+    pub budget: Option<RateBudget>,
 }
 
 /// The answer of `GET /api/v2/auth/introspect`.
@@ -103,10 +103,10 @@ pub struct Introspection {
     #[serde(default)]
     pub features: Vec<String>,
     pub account_uuid: Option<String>,
-    /// The answer said the account's requests are used up for this long
-    /// (`RateLimit-Remaining: 0`); not part of the body.
+    /// What the answer's `RateLimit-*` headers said of the account's budget; not part of
+    /// the body.
     #[serde(skip)]
-    pub exhausted_for: Option<Duration>,
+    pub budget: Option<RateBudget>,
 }
 
 /// Where and how to reach the Events API.
@@ -313,7 +313,7 @@ impl Client {
                     detail,
                     body: self.excerpt(&body),
                 })?;
-            page.exhausted_for = rate_limit_exhausted(&headers);
+            page.budget = rate_budget(&headers);
             Ok(page)
         }
         .await;
@@ -333,14 +333,18 @@ impl Client {
             request.query(params)
         );
         let result = async {
-            let (_, body) = self
+            let (headers, body) = self
                 .send(http::Method::GET, &url, None, self.body_limit(max_items))
                 .await?;
-            v3::parse_v3_page(&body, max_items).map_err(|detail| ApiError::InvalidResponse {
-                url: url.clone(),
-                detail,
-                body: self.excerpt(&body),
-            })
+            let mut page = v3::parse_v3_page(&body, max_items).map_err(|detail| {
+                ApiError::InvalidResponse {
+                    url: url.clone(),
+                    detail,
+                    body: self.excerpt(&body),
+                }
+            })?;
+            page.budget = rate_budget(&headers);
+            Ok(page)
         }
         .await;
         result.map_err(|err| self.redact(err))
@@ -361,7 +365,7 @@ impl Client {
                     body: self.excerpt(&body),
                 }
             })?;
-            answer.exhausted_for = rate_limit_exhausted(&headers);
+            answer.budget = rate_budget(&headers);
             Ok(answer)
         }
         .await;
@@ -377,7 +381,7 @@ impl Client {
                     .map(|text| redact(&text, secret))
                     .collect(),
                 account_uuid: answer.account_uuid.map(|text| redact(&text, secret)),
-                exhausted_for: answer.exhausted_for,
+                budget: answer.budget,
             }),
             Err(err) => Err(err.redact(secret)),
         }
@@ -584,7 +588,7 @@ fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
                 has_more,
                 items: RawValue::from_string("[]".into()).map_err(|err| err.to_string())?,
                 n_events: 0,
-                exhausted_for: None,
+                budget: None,
             });
         }
     };
@@ -596,7 +600,7 @@ fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
         has_more,
         items: items.to_owned(),
         n_events: events.len() as u64,
-        exhausted_for: None,
+        budget: None,
     })
 }
 
@@ -662,19 +666,18 @@ pub fn retry_after(
         .or_else(|| if status == 429 { reset() } else { None })
 }
 
-/// How long the account's requests are used up, when a successful response says
-/// `RateLimit-Remaining: 0` and when the window resets (`RateLimit-Reset`, seconds; a minute
-/// if it is missing).
-pub fn rate_limit_exhausted(headers: &http::HeaderMap) -> Option<Duration> {
+/// What a response's `RateLimit-Remaining` and `RateLimit-Reset` (seconds; a minute if it is
+/// missing) say of the account's budget; `None` without a readable `RateLimit-Remaining`.
+pub fn rate_budget(headers: &http::HeaderMap) -> Option<RateBudget> {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let remaining: u64 = header("ratelimit-remaining")?.trim().parse().ok()?;
-    if remaining > 0 {
-        return None;
-    }
     let reset = header("ratelimit-reset")
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(60);
-    Some(Duration::from_secs(reset))
+    Some(RateBudget {
+        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        reset: Duration::from_secs(reset),
+    })
 }
 
 /// `Retry-After` as seconds or an HTTP date (any of the three forms HTTP allows), relative
@@ -892,19 +895,21 @@ mod tests {
         let date = headers(&[("Retry-After", "Sat, 21 Nov 2026 12:00:09 GMT")]);
         assert_eq!(retry_after(503, &date, now), Some(Duration::from_secs(9)));
 
+        let budget = |remaining, reset| {
+            Some(RateBudget {
+                remaining,
+                reset: Duration::from_secs(reset),
+            })
+        };
         let used_up = headers(&[("RateLimit-Remaining", "0"), ("RateLimit-Reset", "12")]);
-        assert_eq!(
-            rate_limit_exhausted(&used_up),
-            Some(Duration::from_secs(12))
-        );
+        assert_eq!(rate_budget(&used_up), budget(0, 12));
         let no_reset = headers(&[("Ratelimit-Remaining", "0")]);
-        assert_eq!(
-            rate_limit_exhausted(&no_reset),
-            Some(Duration::from_secs(60))
-        );
+        assert_eq!(rate_budget(&no_reset), budget(0, 60));
         let left = headers(&[("RateLimit-Remaining", "5"), ("RateLimit-Reset", "12")]);
-        assert_eq!(rate_limit_exhausted(&left), None);
-        assert_eq!(rate_limit_exhausted(&headers(&[])), None);
+        assert_eq!(rate_budget(&left), budget(5, 12));
+        let garbage = headers(&[("RateLimit-Remaining", "-1"), ("RateLimit-Reset", "12")]);
+        assert_eq!(rate_budget(&garbage), None);
+        assert_eq!(rate_budget(&headers(&[])), None);
     }
 
     #[test]

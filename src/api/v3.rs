@@ -78,6 +78,8 @@ pub struct V3Page {
     pub keys: Vec<(Option<String>, Option<String>)>,
     /// The token of the next page of this window; `None` when the window is exhausted.
     pub next_page_token: Option<String>,
+    /// What the response's `RateLimit-*` headers said of the account's budget.
+    pub budget: Option<crate::governor::RateBudget>,
 }
 
 /// Parses a v3 response in either documented shape.
@@ -142,6 +144,7 @@ pub fn parse_v3_page(body: &[u8], max_items: u16) -> Result<V3Page, String> {
         events,
         keys,
         next_page_token,
+        budget: None,
     })
 }
 

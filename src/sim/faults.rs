@@ -141,11 +141,11 @@ impl RateLog {
                 .admitted
                 .partition_point(|at| now.duration_since(*at) >= window);
             let inside = self.admitted.len() - first_inside;
+            // An empty window's oldest request is the one being admitted now.
             let reset = self
                 .admitted
                 .get(first_inside)
-                .map(|oldest| window - now.duration_since(*oldest))
-                .unwrap_or(Duration::ZERO);
+                .map_or(window, |oldest| window - now.duration_since(*oldest));
             if inside >= max {
                 // The request `max` before the next one must leave the window first.
                 let blocking = self.admitted[self.admitted.len() - max];

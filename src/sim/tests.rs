@@ -909,6 +909,8 @@ async fn strict_sliding_windows_answer_429_with_or_without_retry_after() {
     assert_eq!(status, 200);
     assert_eq!(headers["ratelimit-limit"], "2");
     assert_eq!(headers["ratelimit-remaining"], "1");
+    // The window's oldest request is this one: it leaves the window a minute from now.
+    assert_eq!(headers["ratelimit-reset"], "60");
     let (status, headers, _) = raw_post(&sim, Stream::ItemUsages, "{}").await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(headers["ratelimit-remaining"], "0");

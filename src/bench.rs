@@ -162,6 +162,7 @@ path = "{dir}/state.db"
 name = "bench"
 token_file = "{dir}/token"
 base_url = "{base_url}"
+streams = ["auditevents", "itemusages", "signinattempts"]
 start_time = "-2d"
 page_size = {PAGE_SIZE}
 requests_per_minute = {per_minute}
@@ -183,4 +184,27 @@ fn toml_path(path: &Path) -> String {
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_names_its_streams_since_its_token_is_not_a_jwt() {
+        let toml = bench_config(
+            Path::new("/tmp/b"),
+            "http://127.0.0.1:1",
+            Limits::DOCUMENTED,
+        );
+        let config = crate::config::from_toml_str("bench", &toml, &[]).unwrap();
+        let resolved = crate::account::resolve(
+            &config.accounts[0],
+            "token_file",
+            crate::api::jwt::decode_claims(TOKEN),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert_eq!(resolved.streams, Stream::ALL);
+    }
 }

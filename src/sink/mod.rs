@@ -361,6 +361,9 @@ impl SinkWorker {
             let busy = self
                 .liveness
                 .busy(&self.task_name(&sink_name), "a delivery");
+            // A reload from now on (say, a rotated secret written while this delivery is
+            // refused) must wake the slow retry below, so mark the current one seen first.
+            self.reloaded.borrow_and_update();
             let delivered = self.sink.deliver(&self.account, self.stream, &pages).await;
             drop(busy);
             let rejected = match delivered {
@@ -370,7 +373,6 @@ impl SinkWorker {
                     match wait_after(&action, &mut backoff) {
                         Some(delay) => {
                             self.failed(&sink_name, &err, &action, delay);
-                            self.reloaded.borrow_and_update();
                             let slow = action == Action::RetrySlowly;
                             let go_on = tokio::select! {
                                 go_on = sleep_or_shutdown(delay, &shutdown) => go_on,

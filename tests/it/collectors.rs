@@ -705,6 +705,70 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A regression: a reload that came while a delivery was under way was taken as seen when
+/// that delivery was refused, so the retry waited out the whole slow retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_a_refused_delivery_is_under_way_retries_it_at_once() {
+    let env = Env::new(40, 311).await;
+    std::fs::write(env.path("bearer"), "old-bearer-91c2\n").unwrap();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let collector = Collector::start(move |seen: &Seen| {
+        if seen.header("authorization") == Some("Bearer new-bearer-4d0e") {
+            Reply::json(200, "")
+        } else {
+            Reply::When(
+                released.clone(),
+                Box::new(Reply::json(403, r#"{"error":"token revoked"}"#)),
+            )
+        }
+    })
+    .await;
+    let sink = format!(
+        "[[sinks]]\nname = \"web\"\ntype = \"http\"\nurl = \"{}/in\"\nformat = \"ndjson\"\n\
+         token_file = \"{}\"\n",
+        collector.url,
+        env.path("bearer").display()
+    );
+    let config = config_with(&env, &sink, false);
+    let daemon = Daemon::start(&config).await.unwrap();
+    // Every stream's first delivery is at the collector, unanswered, when the operator writes
+    // the new token and reloads; only then are they refused.
+    wait_until("a delivery of every stream under way", || {
+        collector.seen().len() >= Stream::ALL.len()
+    })
+    .await;
+    std::fs::write(env.path("bearer"), "new-bearer-4d0e\n").unwrap();
+    daemon.reload();
+    let refused_at = std::time::Instant::now();
+    release.send_replace(true);
+    drain(&daemon, &env, "web").await;
+    let took = refused_at.elapsed();
+    daemon.stop().await;
+    assert!(
+        took < op_events_forwarder::sink::SLOW_RETRY / 2,
+        "delivered {took:?} after the refusal"
+    );
+    let seen = collector.seen();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.header("authorization") != Some("Bearer new-bearer-4d0e"))
+            .count(),
+        Stream::ALL.len(),
+        "one refused request per stream"
+    );
+    let uuids: Vec<String> = seen
+        .iter()
+        .filter(|s| s.header("authorization") == Some("Bearer new-bearer-4d0e"))
+        .flat_map(|s| {
+            s.text()
+                .lines()
+                .map(crate::support::uuid_of)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_once_each(&env, &uuids, &HashSet::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_never_prints_a_collectors_secret_and_a_reload_retries_at_once() {
     let env = Env::new(40, 309).await;

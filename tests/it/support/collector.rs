@@ -51,6 +51,8 @@ pub enum Reply {
     Hang,
     /// This answer, after this long.
     After(std::time::Duration, Box<Reply>),
+    /// This answer, once the test sends `true`.
+    When(tokio::sync::watch::Receiver<bool>, Box<Reply>),
 }
 
 impl Reply {
@@ -147,12 +149,24 @@ impl Collector {
                                 seen
                             };
                             let mut reply = answer(&seen);
-                            while let Reply::After(delay, then) = reply {
-                                tokio::time::sleep(delay).await;
-                                reply = *then;
-                            }
+                            let reply = loop {
+                                reply = match reply {
+                                    Reply::After(delay, then) => {
+                                        tokio::time::sleep(delay).await;
+                                        *then
+                                    }
+                                    Reply::When(mut release, then) => {
+                                        // A dropped sender releases it too.
+                                        let _ = release.wait_for(|released| *released).await;
+                                        *then
+                                    }
+                                    other => break other,
+                                };
+                            };
                             match reply {
-                                Reply::Hang | Reply::After(..) => std::future::pending().await,
+                                Reply::Hang | Reply::After(..) | Reply::When(..) => {
+                                    std::future::pending().await
+                                }
                                 Reply::Answer {
                                     status,
                                     headers,

@@ -131,7 +131,7 @@ pub struct Client {
     base_url: Arc<str>,
     /// Shared by every clone, so a token re-read after a 401 serves every stream of the
     /// account. A std lock: held only to format a header or swap the token.
-    token: Arc<std::sync::RwLock<SecretString>>,
+    token: Arc<std::sync::RwLock<Tokens>>,
     /// Counts token changes, so a stream whose request was refused can tell that another
     /// stream has already replaced the token it used.
     token_generation: Arc<std::sync::atomic::AtomicU64>,
@@ -141,6 +141,32 @@ pub struct Client {
     clock: Arc<std::sync::Mutex<ClockCheck>>,
     /// `ca_file`, for what a refused handshake says.
     ca_file: Option<Arc<Path>>,
+}
+
+/// The token in use, and those it replaced: a request sent with an older one may be answered
+/// after the change, and whatever its answer echoes must be cleaned of it too.
+struct Tokens {
+    current: SecretString,
+    /// The latest [`RETIRED_TOKENS_KEPT`] replaced tokens, oldest first.
+    retired: Vec<SecretString>,
+}
+
+/// How many replaced tokens are still cleaned from answers (rotations are rare; this bounds
+/// what a daemon that reloads every minute for a year keeps).
+const RETIRED_TOKENS_KEPT: usize = 8;
+
+impl Tokens {
+    /// Every token to clean from a text, the current one first.
+    fn secrets(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.current.expose_secret())
+            .chain(self.retired.iter().rev().map(|token| token.expose_secret()))
+    }
+
+    /// `text` with every token replaced by `[REDACTED]`.
+    fn clean(&self, text: &str) -> String {
+        self.secrets()
+            .fold(text.to_owned(), |text, secret| redact(&text, secret))
+    }
 }
 
 /// What the API's `Date` headers said about our clock.
@@ -190,7 +216,10 @@ impl Client {
         Ok(Client {
             http,
             base_url: options.base_url.trim_end_matches('/').into(),
-            token: Arc::new(std::sync::RwLock::new(token)),
+            token: Arc::new(std::sync::RwLock::new(Tokens {
+                current: token,
+                retired: Vec::new(),
+            })),
             token_generation: Arc::default(),
             timeout: options.timeout,
             max_response_bytes: options.max_response_bytes,
@@ -272,10 +301,13 @@ impl Client {
     /// Uses `token` from now on, in every clone of this client. Returns whether it differs
     /// from the token in use.
     pub fn replace_token(&self, token: SecretString) -> bool {
-        let mut current = self.token.write().unwrap_or_else(|p| p.into_inner());
-        let changed = current.expose_secret() != token.expose_secret();
-        *current = token;
+        let mut tokens = self.token.write().unwrap_or_else(|p| p.into_inner());
+        let changed = tokens.current.expose_secret() != token.expose_secret();
         if changed {
+            let old = std::mem::replace(&mut tokens.current, token);
+            tokens.retired.push(old);
+            let excess = tokens.retired.len().saturating_sub(RETIRED_TOKENS_KEPT);
+            tokens.retired.drain(..excess);
             self.token_generation
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
@@ -369,28 +401,24 @@ impl Client {
             Ok(answer)
         }
         .await;
-        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
-        let secret = token.expose_secret();
+        let tokens = self.token.read().unwrap_or_else(|p| p.into_inner());
+        let clean = |text: String| tokens.clean(&text);
         match result {
             Ok(answer) => Ok(Introspection {
-                uuid: answer.uuid.map(|text| redact(&text, secret)),
-                issued_at: answer.issued_at.map(|text| redact(&text, secret)),
-                features: answer
-                    .features
-                    .into_iter()
-                    .map(|text| redact(&text, secret))
-                    .collect(),
-                account_uuid: answer.account_uuid.map(|text| redact(&text, secret)),
+                uuid: answer.uuid.map(clean),
+                issued_at: answer.issued_at.map(clean),
+                features: answer.features.into_iter().map(clean).collect(),
+                account_uuid: answer.account_uuid.map(clean),
                 budget: answer.budget,
             }),
-            Err(err) => Err(err.redact(secret)),
+            Err(err) => Err(tokens.secrets().fold(err, ApiError::redact)),
         }
     }
 
-    /// `err` with the token taken out of every text.
+    /// `err` with the token (and each it replaced) taken out of every text.
     fn redact(&self, err: ApiError) -> ApiError {
-        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
-        err.redact(token.expose_secret())
+        let tokens = self.token.read().unwrap_or_else(|p| p.into_inner());
+        tokens.secrets().fold(err, ApiError::redact)
     }
 
     /// Sends a request and returns the headers and body of a 200 response; every other
@@ -410,6 +438,7 @@ impl Client {
             self.token
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
+                .current
                 .expose_secret()
         );
         let mut builder = http::Request::builder()
@@ -481,8 +510,9 @@ impl Client {
     }
 
     fn excerpt(&self, body: &[u8]) -> String {
-        let token = self.token.read().unwrap_or_else(|p| p.into_inner());
-        excerpt(body, BODY_EXCERPT_CHARS, token.expose_secret())
+        let tokens = self.token.read().unwrap_or_else(|p| p.into_inner());
+        let cleaned = tokens.clean(&String::from_utf8_lossy(body));
+        excerpt(cleaned.as_bytes(), BODY_EXCERPT_CHARS, "")
     }
 }
 
@@ -768,6 +798,41 @@ mod tests {
         assert!(other_stream.replace_token(SecretString::from("new")));
         assert_ne!(client.token_generation(), sent_with, "seen by every clone");
         assert!(!client.replace_token(SecretString::from("new")));
+    }
+
+    /// A regression: an answer to a request sent with the token a reload replaced was quoted
+    /// with that token in it.
+    #[test]
+    fn replaced_tokens_are_still_cleaned_from_what_answers_quote() {
+        let options = ClientOptions {
+            base_url: "http://127.0.0.1:9".into(),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: None,
+        };
+        let client = Client::new(&options, SecretString::from("tok-first")).unwrap();
+        for n in 0..=RETIRED_TOKENS_KEPT {
+            assert!(client.replace_token(SecretString::from(format!("tok-{n}"))));
+        }
+        let echoed = format!("unknown token tok-first, tok-0, tok-{RETIRED_TOKENS_KEPT}");
+        let err = client.redact(ApiError::Status {
+            url: options.base_url.clone(),
+            status: 401,
+            message: Some(echoed.clone()),
+            body: echoed.clone(),
+            retry_after: None,
+        });
+        let text = err.to_string();
+        // The oldest fell out of the bounded list; the rest are cleaned.
+        assert!(!text.contains("tok-0"), "{text}");
+        assert!(
+            !text.contains(&format!("tok-{RETIRED_TOKENS_KEPT}")),
+            "{text}"
+        );
+        assert_eq!(
+            client.excerpt(echoed.as_bytes()),
+            "unknown token tok-first, [REDACTED], [REDACTED]"
+        );
     }
 
     #[test]

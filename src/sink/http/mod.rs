@@ -79,6 +79,29 @@ pub struct HttpSink {
 struct Credential {
     header: Option<http::HeaderValue>,
     secrets: Vec<String>,
+    /// The secrets of the credentials this one replaced, newest last: a request sent with
+    /// one of them may be answered after the change, echoing it.
+    retired: Vec<String>,
+}
+
+/// How many replaced secrets are still cleaned from answers.
+const RETIRED_SECRETS_KEPT: usize = 16;
+
+impl Credential {
+    /// Puts `new` in place of this credential, whose secrets are still cleaned from answers.
+    fn replace(&mut self, mut new: Credential) {
+        let mut retired = std::mem::take(&mut self.retired);
+        for secret in self.secrets.drain(..) {
+            if !new.secrets.contains(&secret) && !retired.contains(&secret) {
+                retired.push(secret);
+            }
+        }
+        retired.retain(|secret| !new.secrets.contains(secret));
+        let excess = retired.len().saturating_sub(RETIRED_SECRETS_KEPT);
+        retired.drain(..excess);
+        new.retired = retired;
+        *self = new;
+    }
 }
 
 /// What a batch being retried has done.
@@ -192,7 +215,10 @@ impl HttpSink {
         }
         match read_credential(&self.name, &self.config) {
             Ok(credential) => {
-                *self.credential.write().unwrap_or_else(|p| p.into_inner()) = credential;
+                self.credential
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(credential);
                 tracing::info!(sink = %self.name, "read the sink's credential again");
             }
             Err(err) => {
@@ -293,7 +319,10 @@ impl HttpSink {
             // Perhaps rotated meanwhile: this try uses what is there now.
             match read_credential(&self.name, &self.config) {
                 Ok(credential) => {
-                    *self.credential.write().unwrap_or_else(|p| p.into_inner()) = credential;
+                    self.credential
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .replace(credential);
                 }
                 Err(err) => {
                     self.refused.store(true, Ordering::SeqCst);
@@ -848,14 +877,19 @@ impl HttpSink {
         }
     }
 
-    /// `body` with every secret of the credential replaced by `[REDACTED]`.
+    /// `body` with every secret of the credential, and of those it replaced, replaced by
+    /// `[REDACTED]`.
     fn clean(&self, body: &[u8]) -> Bytes {
         let credential = self.credential.read().unwrap_or_else(|p| p.into_inner());
-        if credential.secrets.is_empty() {
+        if credential.secrets.is_empty() && credential.retired.is_empty() {
             return Bytes::copy_from_slice(body);
         }
         let mut text = String::from_utf8_lossy(body).into_owned();
-        for secret in &credential.secrets {
+        for secret in credential
+            .secrets
+            .iter()
+            .chain(credential.retired.iter().rev())
+        {
             text = crate::api::redact(&text, secret);
         }
         Bytes::from(text)
@@ -922,6 +956,7 @@ fn read_credential(sink: &str, config: &HttpSinkConfig) -> Result<Credential, St
     Ok(Credential {
         header: Some(header),
         secrets,
+        retired: Vec::new(),
     })
 }
 
@@ -1010,6 +1045,28 @@ mod tests {
             headers: http::HeaderMap::new(),
             body: Bytes::from(body.to_owned()),
         }
+    }
+
+    /// A regression: a request sent with the old token and answered after a reload quoted
+    /// it, because only the new one was cleaned.
+    #[test]
+    fn a_replaced_credential_is_still_cleaned_from_answers() {
+        let (web, dir) = sink(
+            "url = \"https://collector:8443/in\"\nformat = \"ndjson\"",
+            "old-token-1",
+        );
+        for token in ["new-token-2", "newest-token-3"] {
+            std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+            web.reload();
+        }
+        let said = "you sent old-token-1, then new-token-2, now newest-token-3";
+        let Outcome::Rejected(reason) = web.outcome(answer(400, said), 1) else {
+            panic!("a 400 rejects the request")
+        };
+        assert_eq!(
+            reason,
+            "HTTP 400: you sent [REDACTED], then [REDACTED], now [REDACTED]"
+        );
     }
 
     #[test]

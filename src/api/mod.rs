@@ -339,12 +339,7 @@ impl Client {
                     self.body_limit(max_items),
                 )
                 .await?;
-            let mut page =
-                parse_page(&body, max_items).map_err(|detail| ApiError::InvalidResponse {
-                    url: url.clone(),
-                    detail,
-                    body: self.excerpt(&body),
-                })?;
+            let mut page = parse_page(&body, max_items).map_err(self.invalid(&url, &body))?;
             page.budget = rate_budget(&headers);
             Ok(page)
         }
@@ -368,13 +363,8 @@ impl Client {
             let (headers, body) = self
                 .send(http::Method::GET, &url, None, self.body_limit(max_items))
                 .await?;
-            let mut page = v3::parse_v3_page(&body, max_items).map_err(|detail| {
-                ApiError::InvalidResponse {
-                    url: url.clone(),
-                    detail,
-                    body: self.excerpt(&body),
-                }
-            })?;
+            let mut page =
+                v3::parse_v3_page(&body, max_items).map_err(self.invalid(&url, &body))?;
             page.budget = rate_budget(&headers);
             Ok(page)
         }
@@ -390,13 +380,8 @@ impl Client {
             let (headers, body) = self
                 .send(http::Method::GET, &url, None, RESPONSE_OVERHEAD_BYTES)
                 .await?;
-            let mut answer = serde_json::from_slice::<Introspection>(&body).map_err(|err| {
-                ApiError::InvalidResponse {
-                    url: url.clone(),
-                    detail: err.to_string(),
-                    body: self.excerpt(&body),
-                }
-            })?;
+            let mut answer = serde_json::from_slice::<Introspection>(&body)
+                .map_err(|err| self.invalid(&url, &body)(err.to_string()))?;
             answer.budget = rate_budget(&headers);
             Ok(answer)
         }
@@ -412,6 +397,15 @@ impl Client {
                 budget: answer.budget,
             }),
             Err(err) => Err(tokens.secrets().fold(err, ApiError::redact)),
+        }
+    }
+
+    /// Makes what is wrong with the answer from `url` into the error that quotes its body.
+    fn invalid<'a>(&'a self, url: &'a str, body: &'a [u8]) -> impl FnOnce(String) -> ApiError + 'a {
+        move |detail| ApiError::InvalidResponse {
+            url: url.to_owned(),
+            detail,
+            body: self.excerpt(body),
         }
     }
 

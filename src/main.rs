@@ -272,6 +272,10 @@ enum BenchCommand {
         /// With --live-rate: the length of the measured window.
         #[arg(long, requires = "live_rate")]
         secs: Option<u64>,
+        /// How often the daemon's /metrics is read while the backlog drains (each read
+        /// costs the daemon a pass over its outbox).
+        #[arg(long, default_value_t = bench::POLL_EVERY_DEFAULT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        poll_ms: u64,
     },
 }
 
@@ -554,6 +558,7 @@ async fn async_main(command: Command) -> ExitCode {
                     governed,
                     live_rate,
                     secs,
+                    poll_ms,
                 },
         } => {
             let live = match (live_rate, secs) {
@@ -582,6 +587,7 @@ async fn async_main(command: Command) -> ExitCode {
                 sink,
                 governed,
                 live,
+                poll_every: Duration::from_millis(poll_ms),
                 daemon,
             };
             match bench::pipeline(&options).await {

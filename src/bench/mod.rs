@@ -17,6 +17,7 @@ mod receiver;
 
 pub use self::governor::{GovernorBenchOptions, GovernorBenchReport, governor};
 pub use self::pipeline::{
-    LiveLoad, PipelineBenchOptions, PipelineBenchReport, PipelineSink, SteadyReport, pipeline,
+    LiveLoad, POLL_EVERY_DEFAULT, PipelineBenchOptions, PipelineBenchReport, PipelineSink,
+    SteadyReport, pipeline,
 };
 pub use self::procfs::CpuTime;

@@ -5,7 +5,8 @@
 //! streams (and, with a live load, new events arriving at a steady rate). The daemon is this
 //! very binary run again (`run --config <file>`) with one sink: the file sink, an HTTP sink
 //! into a receiver in this process, or an HTTP sink to a port where nothing listens, so that
-//! every event stays in the outbox. Its admin endpoint's `/metrics`, polled every 100 ms, says
+//! every event stays in the outbox. Its admin endpoint's `/metrics`, polled every 100 ms
+//! (`--poll-ms`), says
 //! when every event is delivered (or, for the sink that is down, fetched); then its CPU time
 //! and peak RSS are read from `/proc` while it still runs, and it is stopped with SIGTERM.
 //!
@@ -33,8 +34,8 @@ const ACCOUNT: &str = "bench";
 const SINK: &str = "bench";
 /// The most the API serves in one page.
 const PAGE_SIZE: u16 = 1000;
-/// How often `/metrics` is read while the backlog drains.
-const POLL_EVERY: Duration = Duration::from_millis(100);
+/// How often `/metrics` is read while the backlog drains, unless told otherwise.
+pub const POLL_EVERY_DEFAULT: Duration = Duration::from_millis(100);
 /// How long one scrape of `/metrics` may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The benchmark gives up when the count has not moved for this long.
@@ -112,6 +113,9 @@ pub struct PipelineBenchOptions {
     /// the simulator has no limits and the daemon's are the most its config allows.
     pub governed: bool,
     pub live: Option<LiveLoad>,
+    /// How often `/metrics` is read while the backlog drains. Each scrape costs the daemon a
+    /// pass over its outbox, and the figure of seconds is only as fine as this.
+    pub poll_every: Duration,
     /// The daemon's binary, run as `<daemon> run --config <file>`.
     pub daemon: PathBuf,
 }
@@ -129,6 +133,8 @@ pub struct PipelineBenchReport {
     pub counted: u64,
     /// From the daemon's spawn to the scrape that found the backlog done.
     pub elapsed: Duration,
+    /// How often `/metrics` was read until then.
+    pub poll_every: Duration,
     /// The daemon's CPU time from its start until then.
     pub daemon_cpu: CpuTime,
     /// The daemon's peak RSS (VmHWM) until then, in bytes.
@@ -191,9 +197,10 @@ impl std::fmt::Display for PipelineBenchReport {
         )?;
         writeln!(
             f,
-            "seconds: {:.3} (daemon spawn to the last one {})",
+            "seconds: {:.3} (daemon spawn to the last one {}, /metrics read every {} ms)",
             self.elapsed.as_secs_f64(),
-            self.sink.counted()
+            self.sink.counted(),
+            self.poll_every.as_millis()
         )?;
         writeln!(f, "events/s: {:.0}", self.events_per_sec())?;
         writeln!(
@@ -529,7 +536,14 @@ async fn measure(
     start: &Start,
     backlog: &[u64; 3],
 ) -> anyhow::Result<PipelineBenchReport> {
-    let progress = wait_for_backlog(options.sink, daemon, start.admin, backlog).await?;
+    let progress = wait_for_backlog(
+        options.sink,
+        daemon,
+        start.admin,
+        backlog,
+        options.poll_every,
+    )
+    .await?;
     let elapsed = start.started.elapsed();
     let daemon_cpu = procfs::cpu_time_of(daemon.pid)?;
     let bench_cpu = procfs::own_cpu_time()? - start.bench_cpu;
@@ -555,6 +569,7 @@ async fn measure(
         events: backlog.iter().sum(),
         counted: progress.total(),
         elapsed,
+        poll_every: options.poll_every,
         daemon_cpu,
         daemon_peak_rss,
         bench_cpu,
@@ -629,6 +644,7 @@ async fn wait_for_backlog(
     daemon: &mut DaemonProcess,
     admin: SocketAddr,
     backlog: &[u64; 3],
+    poll_every: Duration,
 ) -> anyhow::Result<Progress> {
     let mut last = Progress::default();
     let mut moved_at = Instant::now();
@@ -657,7 +673,7 @@ async fn wait_for_backlog(
                 daemon.log_tail()
             );
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(poll_every).await;
     }
 }
 

@@ -18,7 +18,7 @@
 //! - [`sim`]: the Events API simulator behind `simulate`, `demo` and the tests.
 //! - [`event`]: the few fields sinks read from raw event bytes (uuid, timestamp, category).
 //! - [`demo`]: the simulator and the daemon together, with a summary.
-//! - [`bench`]: benchmarks that print numbers (`bench governor`).
+//! - [`bench`]: benchmarks that print numbers (`bench governor`, `bench pipeline`).
 //! - [`shutdown`]: signal handling.
 //! - [`systemd`]: readiness, status, reload and stop notifications, the watchdog.
 //! - [`token`]: reading bearer tokens (at start, and again after a 401).

@@ -248,6 +248,35 @@ enum BenchCommand {
         #[arg(long, default_value_t = 30_000)]
         requests_per_hour: u32,
     },
+    /// Run this binary as the daemon, a separate process, against the simulator over HTTPS;
+    /// print events/s, the daemon's CPU per event and its peak RSS (and with --live-rate, its
+    /// CPU as a share of one core at a steady rate).
+    Pipeline {
+        /// The backlog, in total over the three streams.
+        #[arg(long, default_value_t = 300_000)]
+        events: usize,
+        /// file (fsynced before each ack), http (NDJSON into a receiver in this process) or
+        /// down (an HTTP sink nothing answers: every event stays in the outbox, the run ends
+        /// when all are fetched).
+        #[arg(long, default_value = "file")]
+        sink: bench::PipelineSink,
+        /// The simulator enforces the documented limits (600/min, 30,000/h) and the daemon
+        /// keeps to them; by default neither has limits (the daemon's the most its config
+        /// allows).
+        #[arg(long)]
+        governed: bool,
+        /// Live events per second, in total over the three streams (a third each); with
+        /// --secs, measured for that long once the backlog is done.
+        #[arg(long, requires = "secs")]
+        live_rate: Option<f64>,
+        /// With --live-rate: the length of the measured window.
+        #[arg(long, requires = "live_rate")]
+        secs: Option<u64>,
+        /// How often the daemon's /metrics is read while the backlog drains (each read
+        /// costs the daemon a pass over its outbox).
+        #[arg(long, default_value_t = bench::POLL_EVERY_DEFAULT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        poll_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -514,6 +543,54 @@ async fn async_main(command: Command) -> ExitCode {
                 },
             };
             match bench::governor(&options).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            }
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Pipeline {
+                    events,
+                    sink,
+                    governed,
+                    live_rate,
+                    secs,
+                    poll_ms,
+                },
+        } => {
+            let live = match (live_rate, secs) {
+                (Some(rate), Some(secs)) if rate.is_finite() && rate > 0.0 => {
+                    Some(bench::LiveLoad {
+                        events_per_sec: rate,
+                        window: Duration::from_secs(secs),
+                    })
+                }
+                (Some(_), _) => {
+                    eprintln!("error: --live-rate must be a positive number of events per second");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                _ => None,
+            };
+            let daemon = match std::env::current_exe() {
+                Ok(path) => path,
+                Err(err) => {
+                    return fail(
+                        anyhow::Error::from(err).context("cannot find this binary's path"),
+                    );
+                }
+            };
+            let options = bench::PipelineBenchOptions {
+                events,
+                sink,
+                governed,
+                live,
+                poll_every: Duration::from_millis(poll_ms),
+                daemon,
+            };
+            match bench::pipeline(&options).await {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS

@@ -185,8 +185,8 @@ const REQUEST_TIMEOUT_SECS_MAX: i64 = 3_600;
 const MAX_RESPONSE_BYTES_MIN: i64 = 64 << 10;
 const MAX_RESPONSE_BYTES_MAX: i64 = 1 << 30;
 /// The governor logs the time of every request in the longer window; this bounds that log.
-const REQUESTS_PER_MINUTE_MAX: i64 = 10_000;
-const REQUESTS_PER_HOUR_MAX: i64 = 100_000;
+pub(crate) const REQUESTS_PER_MINUTE_MAX: i64 = 10_000;
+pub(crate) const REQUESTS_PER_HOUR_MAX: i64 = 100_000;
 /// A day: retrying less often would look like a stalled daemon.
 const RETRY_SECS_MAX: i64 = 86_400;
 

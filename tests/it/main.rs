@@ -7,6 +7,7 @@ mod support;
 
 mod accounts;
 mod apiversions;
+mod bench;
 mod binary;
 mod collectors;
 mod daemon;

@@ -178,7 +178,8 @@ path = "{dir}/out/{{stream}}.ndjson"
     )
 }
 
-fn toml_path(path: &Path) -> String {
+/// `path` as the inside of a TOML basic string.
+pub(super) fn toml_path(path: &Path) -> String {
     PathBuf::from(path)
         .display()
         .to_string()

@@ -1,0 +1,23 @@
+//! Benchmarks that print numbers: `bench governor` and `bench pipeline`.
+//!
+//! # Layout
+//!
+//! - `governor.rs`: `bench governor`, the daemon in-process against the simulator's strict
+//!   rate limits; requests admitted as a fraction of the ceiling.
+//! - `pipeline.rs`: `bench pipeline`, the release binary as a separate process against the
+//!   simulator over HTTPS; events per second, the daemon's CPU per event and its peak RSS,
+//!   and the same at a steady live rate.
+//! - `procfs.rs`: a process's CPU time and peak RSS, from `/proc` and `getrusage`.
+//! - `receiver.rs`: the in-process HTTP collector of `bench pipeline --sink http`.
+
+mod governor;
+mod pipeline;
+mod procfs;
+mod receiver;
+
+pub use self::governor::{GovernorBenchOptions, GovernorBenchReport, governor};
+pub use self::pipeline::{
+    LiveLoad, POLL_EVERY_DEFAULT, PipelineBenchOptions, PipelineBenchReport, PipelineSink,
+    SteadyReport, pipeline,
+};
+pub use self::procfs::CpuTime;

@@ -1,0 +1,50 @@
+//! `bench pipeline` through the real binary: a tiny run into the file sink, and the figures
+//! its report prints (present and sane, not how fast).
+
+use std::process::Command;
+
+use crate::support::BIN;
+
+/// The number after `label` on the report line that starts with it.
+fn figure(report: &str, label: &str) -> f64 {
+    let line = report
+        .lines()
+        .find_map(|line| line.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no line starting {label:?} in:\n{report}"));
+    let number = line.split_whitespace().next().unwrap_or_default();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("{label:?} is followed by {line:?}, not a number"))
+}
+
+#[test]
+fn a_tiny_pipeline_delivers_every_event_and_reports_cpu_and_rss() {
+    let out = Command::new(BIN)
+        .args(["bench", "pipeline", "--events", "3000", "--sink", "file"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{report}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("events delivered: 3000 of 3000\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("output check: every generated uuid exactly once"),
+        "{report}"
+    );
+    assert!(figure(&report, "seconds: ") > 0.0, "{report}");
+    assert!(figure(&report, "events/s: ") > 0.0, "{report}");
+    assert!(figure(&report, "daemon CPU µs/event: ") > 0.0, "{report}");
+    assert!(figure(&report, "daemon peak RSS: ") > 0.0, "{report}");
+    assert!(
+        figure(&report, "bench process CPU µs/event: ") > 0.0,
+        "{report}"
+    );
+}

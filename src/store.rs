@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_restart_from.sql",
         include_str!("../migrations/0005_restart_from.sql"),
     ),
+    (
+        "0006_outbox_bytes.sql",
+        include_str!("../migrations/0006_outbox_bytes.sql"),
+    ),
 ];
 
 /// Where a stream stands, as saved.
@@ -598,9 +602,17 @@ impl Store {
         let seq = (n_events > 0).then_some(last_seq + 1);
         if let Some(seq) = seq {
             tx.execute(
-                "INSERT INTO outbox (account, stream, seq, n_events, events, fetched_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![account, stream.as_str(), seq, n_events, events, now],
+                "INSERT INTO outbox (account, stream, seq, n_events, events, fetched_at, n_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    account,
+                    stream.as_str(),
+                    seq,
+                    n_events,
+                    events,
+                    now,
+                    events.len()
+                ],
             )
             .map_err(|e| self.err(e))?;
         }
@@ -743,7 +755,7 @@ impl Store {
                               WHERE o.account = s.account AND o.stream = s.stream),
                             (SELECT coalesce(sum(n_events), 0) FROM outbox o
                               WHERE o.account = s.account AND o.stream = s.stream),
-                            (SELECT coalesce(sum(length(events)), 0) FROM outbox o
+                            (SELECT coalesce(sum(n_bytes), 0) FROM outbox o
                               WHERE o.account = s.account AND o.stream = s.stream)
                      FROM streams s ORDER BY s.account, s.stream",
                 )
@@ -1383,6 +1395,58 @@ mod tests {
         let again = Store::open(&dir.path().join("state/state.db")).unwrap();
         assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len() as u32);
         assert_eq!(again.cursor(ACME, AUDIT).unwrap().as_deref(), Some("c1"));
+    }
+
+    /// A regression: the backlog's size was `length()` of the TEXT pages, which reads every
+    /// pending byte (1.9 s a scrape with 600 MB pending) and counts characters, not bytes.
+    #[test]
+    fn the_backlog_is_counted_in_bytes_kept_with_each_page() {
+        let (_dir, store) = temp_store();
+        let page = r#"[{"uuid":"A","name":"Zoë Ångström"}]"#;
+        store.append_page(ACME, AUDIT, page, 1, "c1").unwrap();
+        store.append_page(ACME, AUDIT, page, 1, "c2").unwrap();
+        let report = store.report().unwrap();
+        let audit = report
+            .streams
+            .iter()
+            .find(|s| s.stream == AUDIT.as_str())
+            .unwrap();
+        assert_eq!(audit.pending_bytes, 2 * page.len() as u64);
+        assert!(page.len() > page.chars().count(), "bytes, not characters");
+    }
+
+    #[test]
+    fn pages_stored_before_the_byte_count_existed_are_counted_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let page = r#"[{"uuid":"A","name":"Zoë"}]"#;
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            let tx = conn.transaction().unwrap();
+            for (_, sql) in &MIGRATIONS[..5] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.execute(
+                "INSERT INTO streams (account, stream, cursor, last_seq, updated_at)
+                 VALUES (?1, ?2, 'c1', 1, 0)",
+                params![ACME, AUDIT.as_str()],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO outbox (account, stream, seq, n_events, events, fetched_at)
+                 VALUES (?1, ?2, 1, 1, ?3, 0)",
+                params![ACME, AUDIT.as_str(), page],
+            )
+            .unwrap();
+            tx.pragma_update(None, "user_version", 5).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        let report = store.report().unwrap();
+        assert_eq!(report.streams[0].pending_bytes, page.len() as u64);
     }
 
     #[test]

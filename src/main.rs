@@ -18,6 +18,25 @@ use tracing_subscriber::EnvFilter;
 
 /// How often the line `systemctl status` shows is brought up to date.
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// The malloc arenas glibc may make, unless `MALLOC_ARENA_MAX` says otherwise.
+const MALLOC_ARENAS: i32 = 2;
+
+/// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
+/// each keeps what it once held: the store's blocking threads and tokio's workers then hold
+/// about twice the memory the daemon uses (49 MiB peak instead of 27 draining 300,000 events,
+/// 110 instead of 47 fetching 1,000,000 into a sink that is down). The daemon's threads take
+/// turns more than they run together, so two arenas cost no measurable time. Called first in
+/// `main`, before any thread starts; `MALLOC_ARENA_MAX` in the environment still decides.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a parameter of the allocator; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 /// EX_CONFIG from sysexits.h: the configuration is wrong; restarting will not help.
 const EXIT_CONFIG: u8 = 78;
 /// A command line without what it needs (EX_USAGE, as clap exits for the others).
@@ -280,6 +299,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     // One TLS provider for the whole process, chosen before anything builds a TLS config.
     let _ = rustls::crypto::ring::default_provider().install_default();

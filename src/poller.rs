@@ -41,8 +41,10 @@ const BACKPRESSURE_RECHECK: Duration = Duration::from_secs(1);
 
 /// A fetched page, ready to be made durable.
 struct Fetched {
-    /// The events as a JSON array of raw events.
-    items: String,
+    /// The events as a JSON array of raw events (shared with the store's thread, not copied).
+    items: Arc<String>,
+    /// The latest readable `timestamp` among them.
+    newest: Option<OffsetDateTime>,
     n_events: u64,
     /// What to continue from: the API's cursor, or the `audit_v3` state as JSON.
     cursor: String,
@@ -468,7 +470,8 @@ impl StreamPoller {
                     body: String::new(),
                 })?;
             return Ok(Fetched {
-                items: step.items,
+                newest: api::newest_event_time(&step.items),
+                items: Arc::new(step.items),
                 n_events: step.n_events,
                 cursor: step.next.to_json(),
                 has_more: step.has_more,
@@ -481,7 +484,8 @@ impl StreamPoller {
             .fetch(self.config.api_version, self.stream, request, max_items)
             .await?;
         Ok(Fetched {
-            items: page.items.get().to_owned(),
+            items: Arc::new(String::from(Box::<str>::from(page.items))),
+            newest: page.newest,
             n_events: page.n_events,
             cursor: page.cursor,
             has_more: page.has_more,
@@ -548,8 +552,9 @@ impl StreamPoller {
     async fn keep(&self, page: &Fetched) -> Result<(), crate::store::StoreError> {
         let _busy = self.liveness.busy(&self.task_name(), "storing a page");
         let (account, stream) = (self.account.clone(), self.stream);
-        let (items, n_events, cursor) = (page.items.clone(), page.n_events, page.cursor.clone());
-        let newest = newest_event_time(&page.items);
+        let (items, n_events, cursor) =
+            (Arc::clone(&page.items), page.n_events, page.cursor.clone());
+        let newest = page.newest;
         let seq = self
             .store
             .run(move |s| s.append_page_at(&account, stream, &items, n_events, &cursor, newest))
@@ -736,23 +741,6 @@ pub fn retry_delay(err: &ApiError, jittered: Duration) -> Duration {
     }
 }
 
-/// The latest `timestamp` among a page's events, if any is a readable RFC 3339 time.
-pub fn newest_event_time(items: &str) -> Option<OffsetDateTime> {
-    #[derive(serde::Deserialize)]
-    struct Stamped<'a> {
-        #[serde(borrow)]
-        timestamp: Option<std::borrow::Cow<'a, str>>,
-    }
-    let events: Vec<Stamped<'_>> = serde_json::from_str(items).ok()?;
-    events
-        .iter()
-        .filter_map(|event| event.timestamp.as_deref())
-        .filter_map(|text| {
-            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .max()
-}
-
 /// Moves a start time that is older than the API keeps to the oldest it keeps. Returns the
 /// time to use and whether it was moved.
 pub fn clamp_to_retention(at: OffsetDateTime, now: OffsetDateTime) -> (OffsetDateTime, bool) {
@@ -771,6 +759,7 @@ mod tests {
 
     #[test]
     fn the_newest_event_time_is_the_latest_readable_timestamp() {
+        use crate::api::newest_event_time;
         let items = serde_json::value::RawValue::from_string(
             r#"[{"uuid":"A","timestamp":"2026-11-21T10:00:00.5-03:00"},
                 {"uuid":"B","timestamp":"2026-11-21T12:00:00Z"},

@@ -91,6 +91,8 @@ pub struct Page {
     pub items: Box<RawValue>,
     /// How many events `items` holds.
     pub n_events: u64,
+    /// The latest readable `timestamp` among the events, read as they were checked.
+    pub newest: Option<OffsetDateTime>,
     /// What the response's `RateLimit-*` headers said of the account's budget.
     pub budget: Option<RateBudget>,
 }
@@ -612,30 +614,34 @@ fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
                 has_more,
                 items: RawValue::from_string("[]".into()).map_err(|err| err.to_string())?,
                 n_events: 0,
+                newest: None,
                 budget: None,
             });
         }
     };
     let events: Vec<&RawValue> = serde_json::from_str(items.get())
         .map_err(|err| format!("\"items\" is not an array: {err}"))?;
-    check_items(&events, max_items, "items", true)?;
+    let newest = check_items(&events, max_items, "items", true)?;
     Ok(Page {
         cursor,
         has_more,
         items: items.to_owned(),
         n_events: events.len() as u64,
+        newest,
         budget: None,
     })
 }
 
 /// Checks the events of a page: at most `max_items` of them, each a JSON object, and (where
-/// the schema promises one) with a string `uuid`.
+/// the schema promises one) with a string `uuid`. Returns the latest readable RFC 3339
+/// `timestamp` among them, read in the same pass where the uuid is (`None` without
+/// `need_uuid`: see [`newest_event_time`]).
 pub(crate) fn check_items(
     events: &[&RawValue],
     max_items: u16,
     key: &str,
     need_uuid: bool,
-) -> Result<(), String> {
+) -> Result<Option<OffsetDateTime>, String> {
     if events.len() > usize::from(max_items) {
         return Err(format!(
             "\"{key}\" holds {} events, more than the {max_items} asked for",
@@ -646,7 +652,10 @@ pub(crate) fn check_items(
     struct Probe<'a> {
         #[serde(borrow)]
         uuid: Option<&'a RawValue>,
+        #[serde(borrow)]
+        timestamp: Option<&'a RawValue>,
     }
+    let mut newest = None;
     for (idx, event) in events.iter().enumerate() {
         let text = event.get();
         let refused = |why: &str| {
@@ -666,9 +675,32 @@ pub(crate) fn check_items(
                 Some(_) => return Err(refused("its \"uuid\" is not a string")),
                 None => return Err(refused("it has no \"uuid\"")),
             }
+            newest = newest.max(probe.timestamp.and_then(timestamp_of));
         }
     }
-    Ok(())
+    Ok(newest)
+}
+
+/// A raw JSON value as an RFC 3339 time, if it is a string that holds one.
+fn timestamp_of(raw: &RawValue) -> Option<OffsetDateTime> {
+    let text: std::borrow::Cow<'_, str> = serde_json::from_str(raw.get()).ok()?;
+    OffsetDateTime::parse(&text, &Rfc3339).ok()
+}
+
+/// The latest `timestamp` among a page's events, if any is a readable RFC 3339 time: for
+/// pages whose events [`check_items`] did not read (the v3 beta's).
+pub fn newest_event_time(items: &str) -> Option<OffsetDateTime> {
+    let events: Vec<&RawValue> = serde_json::from_str(items).ok()?;
+    #[derive(Deserialize)]
+    struct Stamped<'a> {
+        #[serde(borrow)]
+        timestamp: Option<&'a RawValue>,
+    }
+    events
+        .iter()
+        .filter_map(|event| serde_json::from_str::<Stamped<'_>>(event.get()).ok())
+        .filter_map(|event| event.timestamp.and_then(timestamp_of))
+        .max()
 }
 
 /// How long to wait after an error response: `Retry-After` (seconds or an HTTP date), else,
@@ -774,6 +806,22 @@ mod tests {
         ] {
             assert_eq!(page(items).unwrap_err(), want, "{items}");
         }
+    }
+
+    #[test]
+    fn a_page_says_its_newest_event_time_read_while_its_events_are_checked() {
+        let body = br#"{"cursor":"c","has_more":false,"items":[
+            {"uuid":"A","timestamp":"2026-11-21T10:00:00.5-03:00"},
+            {"uuid":"B","timestamp":"2026-11-21T12:00:00Z"},
+            {"uuid":"C","timestamp":"not a time"},{"uuid":"D","timestamp":7},{"uuid":"E"}]}"#;
+        let page = parse_page(body, 10).unwrap();
+        assert_eq!(page.n_events, 5);
+        assert_eq!(page.newest, Some(datetime!(2026-11-21 13:00:00.5 UTC)));
+        let none = parse_page(
+            br#"{"cursor":"c","has_more":false,"items":[{"uuid":"A"}]}"#,
+            10,
+        );
+        assert_eq!(none.unwrap().newest, None);
     }
 
     #[test]

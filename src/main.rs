@@ -23,9 +23,10 @@ const MALLOC_ARENAS: i32 = 2;
 
 /// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
 /// each keeps what it once held: the store's blocking threads and tokio's workers then hold
-/// about twice the memory the daemon uses (49 MiB peak instead of 27 draining 300,000 events,
-/// 110 instead of 47 fetching 1,000,000 into a sink that is down). The daemon's threads take
-/// turns more than they run together, so two arenas cost no measurable time. Called first in
+/// far more than the daemon uses: with two arenas the peak RSS draining 300,000 events fell
+/// from 45 to 28 MiB, and fetching 1,000,000 into a sink that is down from 98 to 60 MiB
+/// (`bench pipeline`, BENCHMARKS.md). The daemon's threads take turns more than they run
+/// together, and its user time did not grow. Called first in
 /// `main`, before any thread starts; `MALLOC_ARENA_MAX` in the environment still decides.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -35,15 +35,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use op_events_forwarder::config;
-use op_events_forwarder::sim::{SimConfig, SimToken, Simulator};
-use op_events_forwarder::sink::{Sink, SinkWorker};
-use op_events_forwarder::stats::Stats;
-use op_events_forwarder::store::Store;
+use op_events_forwarder::bench::{audit_pages, own_cpu_time, prepared_sink, thread_cpu_time};
 use op_events_forwarder::stream::Stream;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// The HEC token, in the variable the sink's `token_env` names.
@@ -78,7 +74,7 @@ fn main() {
 
 async fn bench(n_events: usize, receiver: &Receiver) {
     let dir = tempfile::tempdir().unwrap();
-    let pages = event_pages(n_events).await;
+    let pages = audit_pages(n_events).await.expect("the simulator's events");
     let event_bytes: usize = pages.iter().map(String::len).sum();
     println!(
         "{n_events} audit events in pages of 1,000, {:.0} bytes each on average; requests of \
@@ -159,47 +155,15 @@ async fn run_once(
     n_events: usize,
     receiver: &Receiver,
 ) -> Run {
-    let toml = format!(
-        "[state]\npath = \"{}/{label}.db\"\n\n[[accounts]]\nname = \"bench\"\ntoken_env = \"T\"\n\
-         base_url = \"https://events.1password.com\"\n\n{sink_toml}",
-        dir.display()
-    );
-    let config = config::from_toml_str("bench.toml", &toml, &[]).unwrap();
-    let store = Store::open(&config.state.path).unwrap();
-    store.register_sinks(&["bench"]).unwrap();
-    for (index, page) in pages.iter().enumerate() {
-        let n = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(page)
-            .unwrap()
-            .len();
-        store
-            .append_page(
-                "bench",
-                Stream::AuditEvents,
-                page,
-                n as u64,
-                &format!("cursor-{index}"),
-            )
-            .unwrap();
-    }
-    let stats = Arc::new(Stats::default());
-    let (appended, _) = watch::channel(0u64);
-    let worker = SinkWorker {
-        sink: Arc::new(Sink::from_config(&config.sinks[0], Some(&store)).unwrap()),
-        account: "bench".to_owned(),
-        stream: Stream::AuditEvents,
-        store: store.clone(),
-        appended: appended.subscribe(),
-        acked: Arc::new(Notify::new()),
-        stats: Arc::clone(&stats),
-        liveness: Arc::default(),
-        reloaded: watch::channel(0u64).1,
-    };
+    let prepared = prepared_sink(&dir.join(format!("{label}.db")), sink_toml, pages)
+        .expect("the benchmark's sink and state");
+    let stats = Arc::clone(&prepared.stats);
     let shutdown = CancellationToken::new();
     let mut changes = stats.subscribe();
     let cpu_before = process_cpu();
     let receiver_before = receiver.cpu();
     let started = Instant::now();
-    let task = tokio::spawn(worker.run(shutdown.clone()));
+    let task = tokio::spawn(prepared.worker.run(shutdown.clone()));
     while stats.delivered("bench", "bench", Stream::AuditEvents) < n_events as u64 {
         let failed = stats.failed_deliveries("bench", "bench", Stream::AuditEvents);
         let rejected = stats.rejected("bench", "bench", Stream::AuditEvents);
@@ -227,7 +191,7 @@ async fn run_once(
     let receiver_cpu = receiver.cpu() - receiver_before;
     shutdown.cancel();
     task.await.unwrap();
-    drop(appended);
+    drop(prepared.appended);
     Run {
         wall,
         process_cpu,
@@ -235,35 +199,9 @@ async fn run_once(
     }
 }
 
-/// Realistic audit events from the simulator's generator, as JSON arrays of 1,000.
-async fn event_pages(n_events: usize) -> Vec<String> {
-    let mut sim_config = SimConfig::new("127.0.0.1:0".parse().unwrap());
-    sim_config.initial_events = n_events;
-    sim_config.tokens = vec![SimToken::all("bench")];
-    let sim = Simulator::start(sim_config).await.unwrap();
-    let events = sim.events(Stream::AuditEvents);
-    events
-        .chunks(1000)
-        .map(|chunk| {
-            let jsons: Vec<&str> = chunk.iter().map(|e| e.json.as_str()).collect();
-            format!("[{}]", jsons.join(","))
-        })
-        .collect()
-}
-
-/// User plus system CPU time of this process, from /proc (in USER_HZ, 100 a second).
+/// User plus system CPU time of this process.
 fn process_cpu() -> Duration {
-    cpu_from_stat("/proc/self/stat")
-}
-
-/// User plus system CPU time from a `stat` file of /proc (a process's or a thread's).
-fn cpu_from_stat(path: &str) -> Duration {
-    let stat = std::fs::read_to_string(path).unwrap();
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    own_cpu_time().expect("getrusage").total()
 }
 
 /// The collector: an HTTP/1.1 server on 127.0.0.1 on a thread of its own, which serves
@@ -330,7 +268,9 @@ impl Receiver {
 
     /// User plus system CPU time of the receiver's thread.
     fn cpu(&self) -> Duration {
-        cpu_from_stat(&format!("/proc/self/task/{}/stat", self.tid))
+        thread_cpu_time(self.tid)
+            .expect("the receiver thread's /proc stat")
+            .total()
     }
 
     fn stop(self) {

@@ -9,15 +9,19 @@
 //!   and the same at a steady live rate.
 //! - `procfs.rs`: a process's CPU time and peak RSS, from `/proc` and `getrusage`.
 //! - `receiver.rs`: the in-process HTTP collector of `bench pipeline --sink http`.
+//! - `sink_only.rs`: an outbox filled in advance and one sink worker over it, what the
+//!   sink-only benchmarks (`examples/bench_http.rs`, `examples/bench_syslog.rs`) drive.
 
 mod governor;
 mod pipeline;
 mod procfs;
 mod receiver;
+mod sink_only;
 
 pub use self::governor::{GovernorBenchOptions, GovernorBenchReport, governor};
 pub use self::pipeline::{
     LiveLoad, POLL_EVERY_DEFAULT, PipelineBenchOptions, PipelineBenchReport, PipelineSink,
     SteadyReport, pipeline,
 };
-pub use self::procfs::CpuTime;
+pub use self::procfs::{CpuTime, ProcError, own_cpu_time, thread_cpu_time};
+pub use self::sink_only::{PreparedSink, audit_pages, prepared_sink};

@@ -61,6 +61,21 @@ pub fn cpu_time_of(pid: u32) -> Result<CpuTime, ProcError> {
     })
 }
 
+/// The CPU time thread `tid` of this process has used so far
+/// (`/proc/self/task/<tid>/stat`), for a benchmark that leaves out a thread of its own.
+///
+/// # Errors
+///
+/// The thread is gone, or the file does not read as documented in proc(5).
+pub fn thread_cpu_time(tid: u32) -> Result<CpuTime, ProcError> {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let text = read(&path)?;
+    parse_stat(&text, clock_ticks_per_sec()).ok_or(ProcError::Missing {
+        path,
+        field: "utime and stime",
+    })
+}
+
 /// The peak resident set size of process `pid` in bytes (`VmHWM` of `/proc/<pid>/status`).
 ///
 /// # Errors

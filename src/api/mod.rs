@@ -824,14 +824,19 @@ mod tests {
         assert_eq!(none.unwrap().newest, None);
     }
 
-    #[test]
-    fn token_changes_are_counted_across_clones() {
-        let options = ClientOptions {
+    /// A client's options for an address where nothing answers.
+    fn unreachable_api() -> ClientOptions {
+        ClientOptions {
             base_url: "http://127.0.0.1:9".into(),
             ca_file: None,
             timeout: Duration::from_secs(1),
             max_response_bytes: None,
-        };
+        }
+    }
+
+    #[test]
+    fn token_changes_are_counted_across_clones() {
+        let options = unreachable_api();
         let client = Client::new(&options, SecretString::from("old")).unwrap();
         let other_stream = client.clone();
         let sent_with = client.token_generation();
@@ -846,12 +851,7 @@ mod tests {
     /// with that token in it.
     #[test]
     fn replaced_tokens_are_still_cleaned_from_what_answers_quote() {
-        let options = ClientOptions {
-            base_url: "http://127.0.0.1:9".into(),
-            ca_file: None,
-            timeout: Duration::from_secs(1),
-            max_response_bytes: None,
-        };
+        let options = unreachable_api();
         let client = Client::new(&options, SecretString::from("tok-first")).unwrap();
         for n in 0..=RETIRED_TOKENS_KEPT {
             assert!(client.replace_token(SecretString::from(format!("tok-{n}"))));

@@ -53,12 +53,7 @@ pub enum ProcError {
 ///
 /// The process is gone, or the file does not read as documented in proc(5).
 pub fn cpu_time_of(pid: u32) -> Result<CpuTime, ProcError> {
-    let path = format!("/proc/{pid}/stat");
-    let text = read(&path)?;
-    parse_stat(&text, clock_ticks_per_sec()).ok_or(ProcError::Missing {
-        path,
-        field: "utime and stime",
-    })
+    cpu_time_at(format!("/proc/{pid}/stat"))
 }
 
 /// The CPU time thread `tid` of this process has used so far
@@ -68,7 +63,11 @@ pub fn cpu_time_of(pid: u32) -> Result<CpuTime, ProcError> {
 ///
 /// The thread is gone, or the file does not read as documented in proc(5).
 pub fn thread_cpu_time(tid: u32) -> Result<CpuTime, ProcError> {
-    let path = format!("/proc/self/task/{tid}/stat");
+    cpu_time_at(format!("/proc/self/task/{tid}/stat"))
+}
+
+/// utime and stime of the `stat` file at `path`.
+fn cpu_time_at(path: String) -> Result<CpuTime, ProcError> {
     let text = read(&path)?;
     parse_stat(&text, clock_ticks_per_sec()).ok_or(ProcError::Missing {
         path,

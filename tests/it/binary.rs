@@ -474,6 +474,27 @@ async fn a_second_daemon_on_the_same_state_is_refused_naming_the_first() {
     assert!(first.terminate().success());
 }
 
+/// The harness itself: a test that fails while its daemon runs must not leave it running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_a_failed_test_started_is_killed_with_it() {
+    let env = Env::new(10, 90).await;
+    let config = env.path("config.toml");
+    std::fs::write(&config, env.config_toml("")).unwrap();
+    let daemon = crate::support::spawn_daemon(&config, &env.path("stderr"), "info");
+    let pid = daemon.id();
+    let failed = std::thread::spawn(move || {
+        let _daemon = daemon;
+        panic!("a test fails half-way");
+    })
+    .join();
+    assert!(failed.is_err());
+    // Reaped by the guard, so no zombie holds the pid either.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "daemon {pid} still runs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_started_together_on_a_new_state_one_runs_one_is_refused() {
     for round in 0..5 {

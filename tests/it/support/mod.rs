@@ -25,13 +25,42 @@ pub const SINK: &str = "files";
 /// The built binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_op-events-forwarder");
 
+/// A daemon process a test started: killed (SIGKILL) and reaped when dropped, so a test that
+/// fails half-way leaves no daemon behind (a regression: a failed rotation test left one
+/// running after the whole suite). A test ends it on purpose with [`terminate`] or a kill.
+pub struct DaemonProcess(std::process::Child);
+
+impl std::ops::Deref for DaemonProcess {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DaemonProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        // Already exited (the usual case) or not: either way nothing is left running.
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `run --config config` at log level `rust_log`, its stdout and stderr appended to
 /// `stderr` (so the runs of one test add up in one file, and a test can read all it said).
 pub fn spawn_daemon(
     config: &std::path::Path,
     stderr: &std::path::Path,
     rust_log: &str,
-) -> std::process::Child {
+) -> DaemonProcess {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -45,6 +74,7 @@ pub fn spawn_daemon(
         .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
         .stderr(std::process::Stdio::from(log))
         .spawn()
+        .map(DaemonProcess)
         .expect("the binary starts")
 }
 

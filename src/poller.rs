@@ -50,8 +50,6 @@ struct Fetched {
     cursor: String,
     /// More events may be waiting right away.
     has_more: bool,
-    /// The API said the account's requests are used up for this long (`RateLimit-*`).
-    exhausted_for: Option<Duration>,
     /// What the answer's `RateLimit-*` headers said, for the governor.
     budget: Option<RateBudget>,
 }
@@ -261,7 +259,7 @@ impl StreamPoller {
                     Ok(()) => {
                         backoff = self.new_backoff();
                         self.governor.succeeded();
-                        if let Some(exhausted_for) = page.exhausted_for {
+                        if let Some(exhausted_for) = exhausted(page.budget) {
                             // The governor paused the account when the answer arrived.
                             tracing::info!(
                                 account = %self.account, stream = %self.stream,
@@ -475,7 +473,6 @@ impl StreamPoller {
                 n_events: step.n_events,
                 cursor: step.next.to_json(),
                 has_more: step.has_more,
-                exhausted_for: exhausted(page.budget),
                 budget: page.budget,
             });
         }
@@ -489,7 +486,6 @@ impl StreamPoller {
             n_events: page.n_events,
             cursor: page.cursor,
             has_more: page.has_more,
-            exhausted_for: exhausted(page.budget),
             budget: page.budget,
         })
     }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::account::config::{AccountConfig, OnInvalidCursor, TokenSource};
 use crate::api::v3::V3State;
 use crate::api::{self, ApiError, ErrorClass, PageRequest};
+use crate::event::EventArray;
 use crate::governor::{AccountGovernor, RateBudget};
 use crate::retry::Backoff;
 use crate::stats::Stats;
@@ -41,8 +42,8 @@ const BACKPRESSURE_RECHECK: Duration = Duration::from_secs(1);
 
 /// A fetched page, ready to be made durable.
 struct Fetched {
-    /// The events as a JSON array of raw events (shared with the store's thread, not copied).
-    items: Arc<String>,
+    /// The events (shared with the store's thread, not copied).
+    items: Arc<EventArray>,
     /// The latest readable `timestamp` among them.
     newest: Option<OffsetDateTime>,
     n_events: u64,
@@ -468,7 +469,7 @@ impl StreamPoller {
                     body: String::new(),
                 })?;
             return Ok(Fetched {
-                newest: api::newest_event_time(&step.items),
+                newest: api::newest_event_time(step.items.iter()),
                 items: Arc::new(step.items),
                 n_events: step.n_events,
                 cursor: step.next.to_json(),
@@ -481,7 +482,7 @@ impl StreamPoller {
             .fetch(self.config.api_version, self.stream, request, max_items)
             .await?;
         Ok(Fetched {
-            items: Arc::new(String::from(Box::<str>::from(page.items))),
+            items: Arc::new(page.items),
             newest: page.newest,
             n_events: page.n_events,
             cursor: page.cursor,
@@ -548,12 +549,11 @@ impl StreamPoller {
     async fn keep(&self, page: &Fetched) -> Result<(), crate::store::StoreError> {
         let _busy = self.liveness.busy(&self.task_name(), "storing a page");
         let (account, stream) = (self.account.clone(), self.stream);
-        let (items, n_events, cursor) =
-            (Arc::clone(&page.items), page.n_events, page.cursor.clone());
+        let (items, cursor) = (Arc::clone(&page.items), page.cursor.clone());
         let newest = page.newest;
         let seq = self
             .store
-            .run(move |s| s.append_page_at(&account, stream, &items, n_events, &cursor, newest))
+            .run(move |s| s.append_page_at(&account, stream, &items, &cursor, newest))
             .await?;
         if let Some(seq) = seq {
             self.appended.send_replace(seq);
@@ -756,19 +756,17 @@ mod tests {
     #[test]
     fn the_newest_event_time_is_the_latest_readable_timestamp() {
         use crate::api::newest_event_time;
-        let items = serde_json::value::RawValue::from_string(
+        let items = EventArray::parse(
             r#"[{"uuid":"A","timestamp":"2026-11-21T10:00:00.5-03:00"},
                 {"uuid":"B","timestamp":"2026-11-21T12:00:00Z"},
-                {"uuid":"C","timestamp":"not a time"},{"uuid":"D"}]"#
-                .to_owned(),
+                {"uuid":"C","timestamp":"not a time"},{"uuid":"D"}]"#,
         )
         .unwrap();
         assert_eq!(
-            newest_event_time(items.get()),
+            newest_event_time(items.iter()),
             Some(datetime!(2026-11-21 13:00:00.5 UTC))
         );
-        let empty = serde_json::value::RawValue::from_string("[]".to_owned()).unwrap();
-        assert_eq!(newest_event_time(empty.get()), None);
+        assert_eq!(newest_event_time(std::iter::empty()), None);
     }
 
     #[test]

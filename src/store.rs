@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::event::{self, EventArray};
 use crate::stream::Stream;
 
 /// The SQL migrations, applied in order; the schema version is the number applied, kept in
@@ -44,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_outbox_bytes.sql",
         include_str!("../migrations/0006_outbox_bytes.sql"),
+    ),
+    (
+        "0007_event_ends.sql",
+        include_str!("../migrations/0007_event_ends.sql"),
     ),
 ];
 
@@ -143,15 +148,23 @@ pub struct OutboxPage {
     pub seq: u64,
     /// The events as a JSON array whose elements are byte-for-byte what the API sent.
     pub events: String,
+    /// Where each event ends in `events` (see [`EventArray::ends_blob`]); empty for a page kept
+    /// before they were, which is parsed instead.
+    pub event_ends: Vec<u8>,
     pub n_events: u64,
     /// When the page was fetched, in seconds since the Unix epoch.
     pub fetched_at: i64,
 }
 
 impl OutboxPage {
-    /// The page's events, each exactly as the API sent it.
-    pub fn events(&self) -> Result<Vec<&serde_json::value::RawValue>, serde_json::Error> {
-        serde_json::from_str(&self.events)
+    /// The page's events, each exactly as the API sent it: slices of the text where their
+    /// offsets were kept, else read by parsing it.
+    pub fn events(&self) -> Result<Vec<&str>, serde_json::Error> {
+        if let Some(events) = event::split_array(&self.events, &self.event_ends) {
+            return Ok(events);
+        }
+        let events: Vec<&serde_json::value::RawValue> = serde_json::from_str(&self.events)?;
+        Ok(events.into_iter().map(|event| event.get()).collect())
     }
 }
 
@@ -571,7 +584,14 @@ impl Store {
         n_events: u64,
         cursor: &str,
     ) -> Result<Option<u64>, StoreError> {
-        self.append_page_at(account, stream, events, n_events, cursor, None)
+        match EventArray::parse(events) {
+            Ok(array) if array.len() as u64 == n_events => {
+                self.append_page_at(account, stream, &array, cursor, None)
+            }
+            // Text that is not an array of `n_events` events is kept as given, without
+            // offsets: what a sink then makes of it is what a test of a damaged page looks at.
+            _ => self.append_raw(account, stream, events, &[], n_events, cursor, None),
+        }
     }
 
     /// [`Store::append_page`], also keeping `newest_event` as the stream's last event time if
@@ -580,7 +600,22 @@ impl Store {
         &self,
         account: &str,
         stream: Stream,
+        events: &EventArray,
+        cursor: &str,
+        newest_event: Option<time::OffsetDateTime>,
+    ) -> Result<Option<u64>, StoreError> {
+        let (text, ends) = (events.text(), events.ends_blob());
+        let n_events = events.len() as u64;
+        self.append_raw(account, stream, text, &ends, n_events, cursor, newest_event)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append_raw(
+        &self,
+        account: &str,
+        stream: Stream,
         events: &str,
+        event_ends: &[u8],
         n_events: u64,
         cursor: &str,
         newest_event: Option<time::OffsetDateTime>,
@@ -602,8 +637,9 @@ impl Store {
         let seq = (n_events > 0).then_some(last_seq + 1);
         if let Some(seq) = seq {
             tx.execute(
-                "INSERT INTO outbox (account, stream, seq, n_events, events, fetched_at, n_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO outbox
+                     (account, stream, seq, n_events, events, fetched_at, n_bytes, event_ends)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     account,
                     stream.as_str(),
@@ -611,7 +647,8 @@ impl Store {
                     n_events,
                     events,
                     now,
-                    events.len()
+                    events.len(),
+                    event_ends
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -864,7 +901,7 @@ impl Store {
         let mut stmt = state
             .conn
             .prepare_cached(
-                "SELECT seq, events, n_events, fetched_at FROM outbox
+                "SELECT seq, events, n_events, fetched_at, event_ends FROM outbox
                  WHERE account = ?1 AND stream = ?2 AND seq > ?3
                  ORDER BY seq LIMIT ?4",
             )
@@ -875,6 +912,7 @@ impl Store {
                 events: row.get(1)?,
                 n_events: row.get(2)?,
                 fetched_at: row.get(3)?,
+                event_ends: row.get(4)?,
             })
         })
         .map_err(|e| self.err(e))?
@@ -1447,6 +1485,29 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
         let report = store.report().unwrap();
         assert_eq!(report.streams[0].pending_bytes, page.len() as u64);
+        // Kept before event offsets were: read by parsing, byte for byte.
+        store.register_sinks(&["file"]).unwrap();
+        let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
+        assert!(pages[0].event_ends.is_empty());
+        assert_eq!(pages[0].events().unwrap(), [r#"{"uuid":"A","name":"Zoë"}"#]);
+    }
+
+    #[test]
+    fn a_page_is_kept_with_where_each_event_ends_and_read_back_from_it() {
+        let (_dir, store) = temp_store();
+        store.register_sinks(&["file"]).unwrap();
+        // The array's own whitespace goes; each event's bytes stay as they were.
+        let events = [r#"{"uuid":"A", "n": [1, 2]}"#, r#"{"uuid":"B,]"}"#];
+        let page = format!("[ {} ,\n {} ]", events[0], events[1]);
+        store.append_page(ACME, AUDIT, &page, 2, "c1").unwrap();
+        let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
+        assert_eq!(pages[0].events, format!("[{}]", events.join(",")));
+        assert_eq!(pages[0].event_ends.len(), 8);
+        assert_eq!(
+            event::split_array(&pages[0].events, &pages[0].event_ends).unwrap(),
+            events
+        );
+        assert_eq!(pages[0].events().unwrap(), events);
     }
 
     #[test]
@@ -1710,10 +1771,22 @@ mod tests {
         let later = datetime!(2026-11-21 12:00:00.123456789 UTC);
         let earlier = datetime!(2026-11-20 00:00 UTC);
         store
-            .append_page_at(ACME, AUDIT, "[1]", 1, "c1", Some(later))
+            .append_page_at(
+                ACME,
+                AUDIT,
+                &EventArray::parse("[1]").unwrap(),
+                "c1",
+                Some(later),
+            )
             .unwrap();
         store
-            .append_page_at(ACME, AUDIT, "[2]", 1, "c2", Some(earlier))
+            .append_page_at(
+                ACME,
+                AUDIT,
+                &EventArray::parse("[2]").unwrap(),
+                "c2",
+                Some(earlier),
+            )
             .unwrap();
         store.append_page(ACME, AUDIT, "[]", 0, "c3").unwrap();
         let state = store.stream_state(ACME, AUDIT).unwrap().unwrap();
@@ -1806,6 +1879,7 @@ mod tests {
             [OutboxPage {
                 seq: 3,
                 events: "[3]".into(),
+                event_ends: 2u32.to_le_bytes().to_vec(),
                 n_events: 1,
                 fetched_at: left[0].fetched_at,
             }]
@@ -1868,8 +1942,9 @@ mod tests {
         assert_eq!(store.offset("file", ACME, AUDIT).unwrap(), 1);
         let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
         assert_eq!(pages.len(), 1);
-        let events = pages[0].events().unwrap();
-        let raw: Vec<&str> = events.iter().map(|e| e.get()).collect();
-        assert_eq!(raw, [r#"{"uuid":"B"}"#, r#"{"uuid":"C"}"#]);
+        assert_eq!(
+            pages[0].events().unwrap(),
+            [r#"{"uuid":"B"}"#, r#"{"uuid":"C"}"#]
+        );
     }
 }

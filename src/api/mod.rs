@@ -25,6 +25,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use error::{ApiError, ErrorClass, classify_status, error_message, excerpt, redact};
 
+use crate::event::EventArray;
 use crate::governor::RateBudget;
 use crate::net::tls::{self, TlsOptions};
 use crate::stream::{ApiVersion, Stream, V3Params};
@@ -87,8 +88,8 @@ pub struct Page {
     pub cursor: String,
     /// Whether more events may be available right away (the next page may still be empty).
     pub has_more: bool,
-    /// The `items` array exactly as received (`[]` when the API sent none).
-    pub items: Box<RawValue>,
+    /// The `items`, each exactly as received (none when the API sent none).
+    pub items: EventArray,
     /// How many events `items` holds.
     pub n_events: u64,
     /// The latest readable `timestamp` among the events, read as they were checked.
@@ -592,44 +593,56 @@ fn decode_body(headers: &http::HeaderMap, body: Bytes, max_decoded: u64) -> Resu
     }
 }
 
-/// Parses the `{cursor, has_more, items}` envelope, keeping the items as raw JSON. Refuses a
-/// page of more than `max_items` items, or with an item that is not an event (a JSON object
-/// with a string `uuid`), naming the item.
+/// Parses the `{cursor, has_more, items}` envelope, keeping the items as raw JSON, in one pass
+/// over the body. Refuses a page of more than `max_items` items, or with an item that is not
+/// an event (a JSON object with a string `uuid`), naming the item.
 fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         cursor: Option<String>,
         has_more: Option<bool>,
-        #[serde(borrow)]
-        items: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        items: Option<Items<'a>>,
     }
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|err| err.to_string())?;
     let cursor = envelope.cursor.ok_or("no \"cursor\" in the response")?;
     let has_more = envelope.has_more.ok_or("no \"has_more\" in the response")?;
-    let items = match envelope.items {
-        Some(raw) if raw.get() != "null" => raw,
-        _ => {
-            return Ok(Page {
-                cursor,
-                has_more,
-                items: RawValue::from_string("[]".into()).map_err(|err| err.to_string())?,
-                n_events: 0,
-                newest: None,
-                budget: None,
-            });
-        }
-    };
-    let events: Vec<&RawValue> = serde_json::from_str(items.get())
-        .map_err(|err| format!("\"items\" is not an array: {err}"))?;
+    let events = envelope.items.map(|items| items.0).unwrap_or_default();
     let newest = check_items(&events, max_items, "items", true)?;
     Ok(Page {
         cursor,
         has_more,
-        items: items.to_owned(),
+        items: EventArray::new(events.iter().map(|event| event.get())),
         n_events: events.len() as u64,
         newest,
         budget: None,
     })
+}
+
+/// An array of raw events, read in the same pass as the envelope around it.
+pub(crate) struct Items<'a>(pub(crate) Vec<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Items<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1000));
+                while let Some(event) = seq.next_element::<&'de RawValue>()? {
+                    events.push(event);
+                }
+                Ok(Items(events))
+            }
+        }
+        deserializer.deserialize_seq(Visit)
+    }
 }
 
 /// Checks the events of a page: at most `max_items` of them, each a JSON object, and (where
@@ -689,16 +702,14 @@ fn timestamp_of(raw: &RawValue) -> Option<OffsetDateTime> {
 
 /// The latest `timestamp` among a page's events, if any is a readable RFC 3339 time: for
 /// pages whose events [`check_items`] did not read (the v3 beta's).
-pub fn newest_event_time(items: &str) -> Option<OffsetDateTime> {
-    let events: Vec<&RawValue> = serde_json::from_str(items).ok()?;
+pub fn newest_event_time<'a>(events: impl Iterator<Item = &'a str>) -> Option<OffsetDateTime> {
     #[derive(Deserialize)]
     struct Stamped<'a> {
         #[serde(borrow)]
         timestamp: Option<&'a RawValue>,
     }
     events
-        .iter()
-        .filter_map(|event| serde_json::from_str::<Stamped<'_>>(event.get()).ok())
+        .filter_map(|event| serde_json::from_str::<Stamped<'_>>(event).ok())
         .filter_map(|event| event.timestamp.and_then(timestamp_of))
         .max()
 }
@@ -899,9 +910,14 @@ mod tests {
         assert_eq!(page.cursor, "abc");
         assert!(page.has_more);
         assert_eq!(page.n_events, 2);
+        // Each event byte for byte; the array's own whitespace is not kept.
         assert_eq!(
-            page.items.get(),
-            r#"[{"uuid":"A","n":1.50,"x":"\u00e9"}, {"uuid":"B"}]"#
+            page.items.iter().collect::<Vec<_>>(),
+            [r#"{"uuid":"A","n":1.50,"x":"\u00e9"}"#, r#"{"uuid":"B"}"#]
+        );
+        assert_eq!(
+            page.items.text(),
+            r#"[{"uuid":"A","n":1.50,"x":"\u00e9"},{"uuid":"B"}]"#
         );
     }
 
@@ -913,7 +929,7 @@ mod tests {
             br#"{"cursor":"c","has_more":false}"#,
         ] {
             let page = parse_page(body, 1000).unwrap();
-            assert_eq!((page.n_events, page.items.get()), (0, "[]"));
+            assert_eq!((page.n_events, page.items.text()), (0, "[]"));
         }
     }
 
@@ -926,7 +942,7 @@ mod tests {
         assert!(
             parse_page(br#"{"cursor":"c","has_more":true,"items":{}}"#, 1000)
                 .unwrap_err()
-                .starts_with("\"items\" is not an array")
+                .starts_with("invalid type: map, expected an array of events at line 1")
         );
         assert!(parse_page(br#"{"cursor":"c","has_more":true,"items":[{"uuid":"#, 1000).is_err());
     }

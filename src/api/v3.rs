@@ -23,6 +23,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::event::EventArray;
+
 use crate::stream::V3Params;
 
 /// The request for one page.
@@ -167,8 +169,8 @@ pub struct V3State {
 /// What one page changes: the events to keep, the next state, whether more is waiting now.
 #[derive(Debug)]
 pub struct V3Step {
-    /// The events to forward, as a JSON array of the raw events (repeats dropped).
-    pub items: String,
+    /// The events to forward, each as sent (repeats dropped).
+    pub items: EventArray,
     pub n_events: u64,
     /// The state to save with the events.
     pub next: V3State,
@@ -232,8 +234,8 @@ impl V3State {
                 kept.push(event.get());
             }
         }
-        let items = format!("[{}]", kept.join(","));
         let n_events = kept.len() as u64;
+        let items = EventArray::new(kept.into_iter());
 
         // The window's start and the events at it, carried through the pages of the window.
         let last_insert = page.keys.iter().rev().find_map(|(at, _)| at.clone());
@@ -388,7 +390,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            third.items,
+            third.items.text(),
             r#"[{"uuid":"E", "insert_time":"t4","x":1.50}]"#
         );
         assert_eq!(third.n_events, 1);

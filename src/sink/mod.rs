@@ -476,6 +476,8 @@ impl SinkWorker {
                 return Replay::Nothing;
             }
         };
+        // No offsets: the page is parsed as a whole, so a dead letter that is not one JSON
+        // value (an outbox page that did not parse) fails as it did the first time.
         let page = OutboxPage {
             seq: 0,
             events: format!(
@@ -486,6 +488,7 @@ impl SinkWorker {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+            event_ends: Vec::new(),
             n_events: queued.len() as u64,
             fetched_at: queued[0].first_seen,
         };
@@ -578,7 +581,7 @@ fn whole_batch(pages: &[OutboxPage], reason: &str) -> Vec<DeadLetter> {
         .flat_map(|page| match page.events() {
             Ok(events) => events
                 .into_iter()
-                .map(|event| dead_letter(event.get().to_owned(), crate::event::uuid(event.get())))
+                .map(|event| dead_letter(event.to_owned(), crate::event::uuid(event)))
                 .collect::<Vec<_>>(),
             // An outbox page that does not parse is kept whole, as one dead letter.
             Err(_) => vec![dead_letter(page.events.clone(), None)],
@@ -692,7 +695,8 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
 /// between tokens. Line breaks inside strings are always escaped in JSON, so nothing inside
 /// a value changes.
 pub fn one_line(event: &str) -> std::borrow::Cow<'_, str> {
-    if !event.contains(['\n', '\r']) {
+    // Bytes, not chars: a line break is one ASCII byte, and the scan needs no UTF-8 decoding.
+    if !event.bytes().any(|b| b == b'\n' || b == b'\r') {
         return event.into();
     }
     let mut out = String::with_capacity(event.len());
@@ -794,12 +798,14 @@ mod tests {
             OutboxPage {
                 seq: 1,
                 events: r#"[{"uuid":"A"},{"n":1}]"#.into(),
+                event_ends: Vec::new(),
                 n_events: 2,
                 fetched_at: 0,
             },
             OutboxPage {
                 seq: 2,
                 events: r#"[{"uuid":"C"}]"#.into(),
+                event_ends: Vec::new(),
                 n_events: 1,
                 fetched_at: 0,
             },

@@ -94,7 +94,7 @@ fn lines(pages: &[OutboxPage]) -> Result<Vec<u8>, (u64, serde_json::Error)> {
     for page in pages {
         let events = page.events().map_err(|err| (page.seq, err))?;
         for event in events {
-            buf.extend_from_slice(one_line(event.get()).as_bytes());
+            buf.extend_from_slice(one_line(event).as_bytes());
             buf.push(b'\n');
         }
     }
@@ -233,9 +233,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn page(seq: u64, events: &[&str]) -> OutboxPage {
+        let array = crate::event::EventArray::new(events.iter().copied());
         OutboxPage {
             seq,
-            events: format!("[{}]", events.join(",")),
+            events: array.text().to_owned(),
+            event_ends: array.ends_blob(),
             n_events: events.len() as u64,
             fetched_at: 1_700_000_000,
         }

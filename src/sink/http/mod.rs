@@ -408,7 +408,6 @@ impl HttpSink {
                 {
                     continue;
                 }
-                let event = event.get();
                 let start = encoded.len();
                 self.encode(&mut encoded, account, stream, event);
                 let len = encoded.len() - start;

@@ -242,8 +242,8 @@ impl Inner {
                 .unwrap_or_else(|_| OffsetDateTime::now_utc());
             for event in events {
                 let text = match (one_by_one, framing) {
-                    (false, SyslogFraming::Lf) => one_line(event.get()),
-                    _ => event.get().into(),
+                    (false, SyslogFraming::Lf) => one_line(event),
+                    _ => event.into(),
                 };
                 message.clear();
                 self.settings
@@ -251,9 +251,9 @@ impl Inner {
                 if let Some(max) = self.config.max_message_bytes
                     && message.len() > max
                 {
-                    let fields = EventFields::parse(event.get());
+                    let fields = EventFields::parse(event);
                     rejected.push(DeadLetter {
-                        event: event.get().to_owned(),
+                        event: event.to_owned(),
                         uuid: fields.uuid.map(|uuid| uuid.into_owned()),
                         reason: format!(
                             "a syslog message of {} bytes, over max_message_bytes {max} (never cut)",

@@ -320,9 +320,11 @@ pub fn mint(sim: &Simulator, features: &[Stream], valid_for: Option<time::Durati
 
 /// An outbox page of these events, as a sink worker hands it to a sink.
 pub fn page(seq: u64, events: &[String]) -> op_events_forwarder::store::OutboxPage {
+    let array = op_events_forwarder::event::EventArray::new(events.iter().map(String::as_str));
     op_events_forwarder::store::OutboxPage {
         seq,
-        events: format!("[{}]", events.join(",")),
+        events: array.text().to_owned(),
+        event_ends: array.ends_blob(),
         n_events: events.len() as u64,
         fetched_at: 1_700_000_000,
     }

@@ -556,7 +556,11 @@ fn transport(
 
 /// The body as sent, decoded according to `Content-Encoding` (`gzip` or none), at most
 /// `max_decoded` bytes once decoded.
-fn decode_body(headers: &http::HeaderMap, body: Bytes, max_decoded: u64) -> Result<Bytes, String> {
+pub(crate) fn decode_body(
+    headers: &http::HeaderMap,
+    body: Bytes,
+    max_decoded: u64,
+) -> Result<Bytes, String> {
     let mut codings: Vec<String> = Vec::new();
     for value in headers.get_all(http::header::CONTENT_ENCODING) {
         let value = value
@@ -596,7 +600,7 @@ fn decode_body(headers: &http::HeaderMap, body: Bytes, max_decoded: u64) -> Resu
 /// Parses the `{cursor, has_more, items}` envelope, keeping the items as raw JSON, in one pass
 /// over the body. Refuses a page of more than `max_items` items, or with an item that is not
 /// an event (a JSON object with a string `uuid`), naming the item.
-fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
+pub(crate) fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         cursor: Option<String>,

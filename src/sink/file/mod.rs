@@ -89,7 +89,7 @@ impl FileSink {
 }
 
 /// The events of `pages`, one a line; the seq of a page that does not parse, and why.
-fn lines(pages: &[OutboxPage]) -> Result<Vec<u8>, (u64, serde_json::Error)> {
+pub(crate) fn lines(pages: &[OutboxPage]) -> Result<Vec<u8>, (u64, serde_json::Error)> {
     let mut buf = Vec::with_capacity(pages.iter().map(|page| page.events.len()).sum());
     for page in pages {
         let events = page.events().map_err(|err| (page.seq, err))?;

@@ -20,20 +20,40 @@ use tracing_subscriber::EnvFilter;
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// The malloc arenas glibc may make, unless `MALLOC_ARENA_MAX` says otherwise.
 const MALLOC_ARENAS: i32 = 2;
+/// Allocations from this size up are mappings of their own, given back when freed, unless
+/// `MALLOC_MMAP_THRESHOLD_` says otherwise.
+const MALLOC_MMAP_THRESHOLD: i32 = 128 * 1024;
 
 /// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
 /// each keeps what it once held: the store's blocking threads and tokio's workers then hold
 /// far more than the daemon uses: with two arenas the peak RSS draining 300,000 events fell
 /// from 45 to 28 MiB, and fetching 1,000,000 into a sink that is down from 98 to 60 MiB
 /// (`bench pipeline`, BENCHMARKS.md). The daemon's threads take turns more than they run
-/// together, and its user time did not grow. Called first in
-/// `main`, before any thread starts; `MALLOC_ARENA_MAX` in the environment still decides.
+/// together, and its user time did not grow.
+///
+/// glibc also raises its mmap threshold to the size of the largest block freed, so after the
+/// first page of a few hundred KB every page buffer comes from the arenas, which fragment and
+/// keep what they held: with a sink down and 1,000,000 events pending, the anonymous memory
+/// ended at 47.8 MiB; with the threshold fixed at 128 KiB, at 19.8 MiB (heaptrack and
+/// `/proc/PID/status`, BENCHMARKS.md). Page buffers are few per second, so the mappings cost
+/// little.
+///
+/// Called first in `main`, before any thread starts; `MALLOC_ARENA_MAX` and
+/// `MALLOC_MMAP_THRESHOLD_` in the environment still decide.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a parameter of the allocator; no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets a parameter of the allocator; no other thread exists.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+            }
         }
     }
 }

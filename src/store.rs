@@ -896,17 +896,60 @@ impl Store {
         stream: Stream,
         max_pages: u32,
     ) -> Result<Vec<OutboxPage>, StoreError> {
+        self.pages_within(sink, account, stream, max_pages, u64::MAX)
+    }
+
+    /// [`Store::pages_for`], also no more pages than fit `max_bytes` of events (always the
+    /// first, whatever its size). Read again from the same offset, it gives the same pages or
+    /// more, never fewer: a retry sees the batch it retries.
+    pub fn pages_within(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+        max_pages: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<OutboxPage>, StoreError> {
         let state = self.lock();
         let after = offset(&state.conn, sink, account, stream.as_str()).map_err(|e| self.err(e))?;
-        let mut stmt = state
+        // The sizes first (small columns, read without touching a page's events), to know
+        // where the batch ends.
+        let mut sizes = state
             .conn
             .prepare_cached(
-                "SELECT seq, events, n_events, fetched_at, event_ends FROM outbox
+                "SELECT seq, n_bytes FROM outbox
                  WHERE account = ?1 AND stream = ?2 AND seq > ?3
                  ORDER BY seq LIMIT ?4",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_map(params![account, stream.as_str(), after, max_pages], |row| {
+        let mut rows = sizes
+            .query(params![account, stream.as_str(), after, max_pages])
+            .map_err(|e| self.err(e))?;
+        let (mut last, mut bytes) = (None::<u64>, 0u64);
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let (seq, n_bytes): (u64, u64) = (
+                row.get(0).map_err(|e| self.err(e))?,
+                row.get(1).map_err(|e| self.err(e))?,
+            );
+            bytes = bytes.saturating_add(n_bytes);
+            if last.is_some() && bytes > max_bytes {
+                break;
+            }
+            last = Some(seq);
+        }
+        drop(rows);
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = state
+            .conn
+            .prepare_cached(
+                "SELECT seq, events, n_events, fetched_at, event_ends FROM outbox
+                 WHERE account = ?1 AND stream = ?2 AND seq > ?3 AND seq <= ?4
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![account, stream.as_str(), after, last], |row| {
             Ok(OutboxPage {
                 seq: row.get(0)?,
                 events: row.get(1)?,
@@ -1490,6 +1533,35 @@ mod tests {
         let pages = store.pages_for("file", ACME, AUDIT, 10).unwrap();
         assert!(pages[0].event_ends.is_empty());
         assert_eq!(pages[0].events().unwrap(), [r#"{"uuid":"A","name":"Zoë"}"#]);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_bytes_but_always_holds_a_page() {
+        let (_dir, store) = temp_store();
+        store.register_sinks(&["file"]).unwrap();
+        let big = format!(r#"[{{"uuid":"A","pad":"{}"}}]"#, "x".repeat(1000));
+        for cursor in ["c1", "c2", "c3"] {
+            store.append_page(ACME, AUDIT, &big, 1, cursor).unwrap();
+        }
+        let seqs = |max_bytes| -> Vec<u64> {
+            let pages = store
+                .pages_within("file", ACME, AUDIT, 8, max_bytes)
+                .unwrap();
+            pages.iter().map(|page| page.seq).collect()
+        };
+        let one = big.len() as u64;
+        assert_eq!(
+            seqs(10),
+            [1],
+            "the first page, though larger than the bound"
+        );
+        assert_eq!(seqs(2 * one), [1, 2]);
+        assert_eq!(seqs(2 * one + 1), [1, 2]);
+        assert_eq!(seqs(u64::MAX), [1, 2, 3]);
+        store.ack("file", ACME, AUDIT, 2).unwrap();
+        assert_eq!(seqs(10), [3]);
+        store.ack("file", ACME, AUDIT, 3).unwrap();
+        assert_eq!(seqs(10), Vec::<u64>::new());
     }
 
     #[test]

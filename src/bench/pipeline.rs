@@ -343,7 +343,14 @@ async fn run_pipeline(
         ),
         PipelineSink::Down => Target::Down(free_loopback_port().context("no free port")?),
     };
-    let admin = free_loopback_port().context("no free port for the admin endpoint")?;
+    // A port the kernel handed out a moment ago may come back at once: the sink that is down
+    // must not be the daemon's own admin endpoint (seen once: its 404s made dead letters).
+    let admin = loop {
+        let admin = free_loopback_port().context("no free port for the admin endpoint")?;
+        if !matches!(&target, Target::Down(down) if *down == admin) {
+            break admin;
+        }
+    };
     let config_path = write_files(dir, &sim, &target, admin, limits)?;
     eprintln!(
         "bench pipeline: {} events at {} ({} sink); daemon {}",

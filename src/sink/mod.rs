@@ -38,6 +38,10 @@ use crate::stream::Stream;
 
 /// How many outbox pages one delivery carries at most (each holds up to 1,000 events).
 const BATCH_PAGES: u32 = 8;
+/// The most bytes of events a delivery reads from the outbox (always one page, whatever its
+/// size): a sink that is down holds its batch through every retry, three streams at a time,
+/// and pages of 1,000 events are ~650 KB.
+const BATCH_BYTES: u64 = 2 << 20;
 /// The longest wait between retries of a failing delivery: well below the API's, so a sink
 /// resumes within half a minute of its receiver's return.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -331,7 +335,7 @@ impl SinkWorker {
             let (name, account, stream) = (sink_name.clone(), self.account.clone(), self.stream);
             let pages = self
                 .store
-                .run(move |s| s.pages_for(&name, &account, stream, BATCH_PAGES))
+                .run(move |s| s.pages_within(&name, &account, stream, BATCH_PAGES, BATCH_BYTES))
                 .await;
             let pages = match pages {
                 Ok(pages) => pages,
@@ -373,6 +377,8 @@ impl SinkWorker {
                     match wait_after(&action, &mut backoff) {
                         Some(delay) => {
                             self.failed(&sink_name, &err, &action, delay);
+                            // Read again after the wait: not held through it.
+                            drop(pages);
                             let slow = action == Action::RetrySlowly;
                             let go_on = tokio::select! {
                                 go_on = sleep_or_shutdown(delay, &shutdown) => go_on,

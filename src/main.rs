@@ -21,8 +21,8 @@ const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// The malloc arenas glibc may make, unless `MALLOC_ARENA_MAX` says otherwise.
 const MALLOC_ARENAS: i32 = 2;
 /// Allocations from this size up are mappings of their own, given back when freed, unless
-/// `MALLOC_MMAP_THRESHOLD_` says otherwise.
-const MALLOC_MMAP_THRESHOLD: i32 = 128 * 1024;
+/// `MALLOC_MMAP_THRESHOLD_` says otherwise: above a page's buffers (~650 KB), below a batch's.
+const MALLOC_MMAP_THRESHOLD: i32 = 1 << 20;
 
 /// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
 /// each keeps what it once held: the store's blocking threads and tokio's workers then hold
@@ -32,11 +32,13 @@ const MALLOC_MMAP_THRESHOLD: i32 = 128 * 1024;
 /// together, and its user time did not grow.
 ///
 /// glibc also raises its mmap threshold to the size of the largest block freed, so after the
-/// first page of a few hundred KB every page buffer comes from the arenas, which fragment and
-/// keep what they held: with a sink down and 1,000,000 events pending, the anonymous memory
-/// ended at 47.8 MiB; with the threshold fixed at 128 KiB, at 19.8 MiB (heaptrack and
-/// `/proc/PID/status`, BENCHMARKS.md). Page buffers are few per second, so the mappings cost
-/// little.
+/// first batch of a few MB every buffer comes from the arenas, which fragment and keep what
+/// they held: with a sink down and 1,000,000 events pending, 60 MiB of peak RSS against 19 with
+/// 1,000 (heaptrack: the live heap levelled off at ~20 MB). The threshold is fixed at 1 MiB:
+/// batches (up to 2 MiB of events) are mapped and given back, a page's buffers are not. At
+/// 128 KiB the peak fell further (24.0 MiB against 29.3) but every page buffer was then mapped
+/// and faulted in afresh: the daemon's system time per event doubled (`bench pipeline`,
+/// BENCHMARKS.md).
 ///
 /// Called first in `main`, before any thread starts; `MALLOC_ARENA_MAX` and
 /// `MALLOC_MMAP_THRESHOLD_` in the environment still decide.

@@ -256,7 +256,11 @@ mod tests {
         for format in [SyslogFormat::Rfc5424, SyslogFormat::Rfc3164] {
             let mut out = Vec::new();
             syslog_messages(&mut out, &events, format);
-            assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 10, "{format:?}");
+            assert_eq!(
+                out.iter().filter(|b| **b == b'\n').count(),
+                10,
+                "{format:?}"
+            );
         }
         for format in HttpFormat::ALL {
             let mut out = Vec::new();

@@ -577,9 +577,24 @@ pub(crate) fn decode_body(
         [] => Ok(body),
         [gzip] if gzip == "gzip" || gzip == "x-gzip" => {
             use std::io::Read as _;
-            let capacity = (body.len() as u64 * 4).min(max_decoded);
+            // The gzip trailer's last four bytes are the decoded size (mod 2^32) of the last
+            // member, exact for the single member servers send: one allocation, no growth.
+            // Believed up to 64 times the body, whatever a server writes there.
+            let trailer = body
+                .len()
+                .checked_sub(4)
+                .and_then(|at| body[at..].try_into().ok())
+                .map_or(0, u32::from_le_bytes);
+            let compressed = body.len() as u64;
+            let capacity = match u64::from(trailer) {
+                0 => compressed * 4,
+                size => size.min(compressed * 64),
+            };
+            let capacity = capacity.min(max_decoded).saturating_add(1);
             let mut decoded = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-            flate2::read::MultiGzDecoder::new(&body[..])
+            // The bufread decoder reads the body in place (the read one copies it through a
+            // buffer of its own first).
+            flate2::bufread::MultiGzDecoder::new(&body[..])
                 .take(max_decoded + 1)
                 .read_to_end(&mut decoded)
                 .map_err(|err| format!("cannot decode the gzip body: {err}"))?;

@@ -70,6 +70,35 @@ pub fn hot_page(n_events: usize) -> anyhow::Result<HotPage> {
     })
 }
 
+/// `n_events` events of each stream from the simulator's generator, as it serves them.
+///
+/// # Errors
+///
+/// The simulator cannot start.
+pub fn sample_events(n_events: usize) -> anyhow::Result<Vec<(Stream, String)>> {
+    use crate::sim::{SimConfig, SimToken, Simulator};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    runtime.block_on(async {
+        let mut config = SimConfig::new("127.0.0.1:0".parse().expect("a valid address"));
+        config.initial_events = n_events;
+        config.tokens = vec![SimToken::all("bench")];
+        let sim = Simulator::start(config)
+            .await
+            .context("cannot start the simulator")?;
+        Ok(Stream::ALL
+            .into_iter()
+            .flat_map(|stream| {
+                sim.events(stream)
+                    .into_iter()
+                    .map(move |e| (stream, e.json))
+            })
+            .collect())
+    })
+}
+
 /// Inflates a gzip-encoded answer, as the API client does: the decoded length.
 ///
 /// # Errors

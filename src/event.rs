@@ -1,5 +1,7 @@
 //! The few fields sinks read from an event's raw bytes (its uuid, its time, a sign-in's
-//! category), in one place, and the array a page's events are kept in. Events are never
+//! category), in one place, read by one walk over the top level of the JSON
+//! ([`top_level`], which the API client's check of each event uses too), and the array a
+//! page's events are kept in. Events are never
 //! parsed into structs otherwise: their bytes are forwarded as the API sent them.
 
 use std::borrow::Cow;
@@ -119,40 +121,131 @@ impl<'a> EventFields<'a> {
     /// Reads the fields; an event that is not a JSON object, or whose fields are not strings,
     /// has none (its message then uses the receive time and carries no uuid).
     pub fn parse(event: &'a str) -> EventFields<'a> {
-        #[derive(Deserialize)]
-        struct Loose<'a> {
-            #[serde(borrow, default, deserialize_with = "string_or_none")]
-            uuid: Option<Cow<'a, str>>,
-            #[serde(borrow, default, deserialize_with = "string_or_none")]
-            timestamp: Option<Cow<'a, str>>,
-            #[serde(borrow, default, deserialize_with = "string_or_none")]
-            category: Option<Cow<'a, str>>,
-        }
-        match serde_json::from_str::<Loose<'a>>(event) {
-            Ok(loose) => EventFields {
-                uuid: loose.uuid,
-                timestamp: loose.timestamp,
-                category: loose.category,
-            },
-            Err(_) => EventFields::default(),
+        let Ok([uuid, timestamp, category]) = top_level(event, ["uuid", "timestamp", "category"])
+        else {
+            return EventFields::default();
+        };
+        EventFields {
+            uuid: uuid.and_then(string_value),
+            timestamp: timestamp.and_then(string_value),
+            category: category.and_then(string_value),
         }
     }
 }
 
-/// A string field, or `None` for any other JSON value.
-fn string_or_none<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Cow<'de, str>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Maybe<'a> {
-        Text(#[serde(borrow)] Cow<'a, str>),
-        Other(serde::de::IgnoredAny),
+/// A raw JSON value as the string it holds (borrowed unless it has escapes), or `None` for
+/// any other JSON value.
+fn string_value(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
     }
-    Ok(match Maybe::deserialize(deserializer)? {
-        Maybe::Text(text) => Some(text),
-        Maybe::Other(_) => None,
-    })
+}
+
+/// The raw JSON values of `keys` at the top level of `event`, an object serde has already
+/// read whole (so valid JSON; anything else is refused, never misread as far as a walk can
+/// tell): a walk over its structure that jumps over strings with memchr, about half what a
+/// serde pass over every value costs. Refuses an object that names one of `keys` twice, as
+/// serde's derive does.
+pub fn top_level<'a, const N: usize>(
+    event: &'a str,
+    keys: [&str; N],
+) -> Result<[Option<&'a str>; N], String> {
+    let bytes = event.as_bytes();
+    let broken = || "not JSON as read before".to_owned();
+    let mut found = [None; N];
+    if bytes.first() != Some(&b'{') {
+        return Err(broken());
+    }
+    let mut at = skip_space(bytes, 1);
+    if bytes.get(at) == Some(&b'}') {
+        return Ok(found);
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return Err(broken());
+        }
+        let key_end = string_end(bytes, at).ok_or_else(broken)?;
+        let key = &event[at..key_end];
+        at = skip_space(bytes, key_end);
+        if bytes.get(at) != Some(&b':') {
+            return Err(broken());
+        }
+        let start = skip_space(bytes, at + 1);
+        let end = value_end(bytes, start).ok_or_else(broken)?;
+        let name: Cow<'_, str> = if key.contains('\\') {
+            serde_json::from_str(key).map_err(|err| err.to_string())?
+        } else {
+            key[1..key.len() - 1].into()
+        };
+        if let Some(slot) = keys.iter().position(|k| *k == name) {
+            if found[slot].is_some() {
+                return Err(format!("it has \"{name}\" twice"));
+            }
+            found[slot] = Some(&event[start..end]);
+        }
+        at = skip_space(bytes, end);
+        match bytes.get(at) {
+            Some(b',') => at = skip_space(bytes, at + 1),
+            Some(b'}') => return Ok(found),
+            _ => return Err(broken()),
+        }
+    }
+}
+
+/// The first byte at or after `at` that is not JSON whitespace.
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// Just past the string that opens at `at` (its `"`).
+fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut from = at + 1;
+    loop {
+        let found = from + memchr::memchr2(b'"', b'\\', bytes.get(from..)?)?;
+        if bytes[found] == b'"' {
+            return Some(found + 1);
+        }
+        from = found + 2;
+    }
+}
+
+/// Just past the value that starts at `at`.
+fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at)? {
+        b'"' => string_end(bytes, at),
+        b'{' | b'[' => {
+            let (mut depth, mut from) = (0usize, at);
+            loop {
+                match bytes.get(from)? {
+                    b'"' => {
+                        from = string_end(bytes, from)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(from + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                from += 1;
+            }
+        }
+        _ => {
+            let len = bytes[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            Some(at + len)
+        }
+    }
 }
 
 /// An RFC 3339 time (any offset, any number of fractional digits) in UTC; `None` if it does
@@ -187,6 +280,114 @@ mod tests {
         assert!(odd.uuid.is_none() && odd.timestamp.is_none());
         assert!(EventFields::parse("[1]").uuid.is_none());
         assert_eq!(uuid(r#"{"uuid":"B\u0041"}"#).as_deref(), Some("BA"));
+    }
+
+    #[test]
+    fn the_walk_reads_top_level_keys_only_and_jumps_over_strings() {
+        fn read(event: &str) -> (Option<&str>, Option<&str>) {
+            let [uuid, timestamp] = top_level(event, ["uuid", "timestamp"]).unwrap();
+            (uuid, timestamp)
+        }
+        let t = r#""2026-11-21T10:00:00Z""#;
+        assert_eq!(
+            read(&format!(r#"{{"uuid":"A","timestamp":{t},"n":1}}"#)),
+            (Some(r#""A""#), Some(t))
+        );
+        // Nested uuids are not the event's; strings full of structure are jumped over.
+        assert_eq!(
+            read(r#"{"user":{"uuid":"inner","x":[{"uuid":1}]},"uuid":"outer"}"#).0,
+            Some(r#""outer""#)
+        );
+        assert_eq!(
+            read(r#"{"s":"a \"uuid\": \"fake\" }]{[","uuid":"U"}"#).0,
+            Some(r#""U""#)
+        );
+        assert_eq!(read(r#"{"s":"back\\","uuid":"B"}"#).0, Some(r#""B""#));
+        assert_eq!(
+            read(r#"{"n":[1,[2,{"uuid":3}]],"t":true,"f":-1.5e3,"z":null,"uuid":"C"}"#).0,
+            Some(r#""C""#)
+        );
+        // Whitespace anywhere JSON allows it, and a key written with escapes.
+        assert_eq!(
+            read(&format!("{{ \"uuid\" :\n\"D\" ,\t\"timestamp\" : {t} }}")),
+            (Some(r#""D""#), Some(t))
+        );
+        assert_eq!(read(r#"{"u\u0075id":"E"}"#).0, Some(r#""E""#));
+        assert_eq!(read("{}"), (None, None));
+        assert_eq!(
+            read(r#"{"uuid":7,"timestamp":null}"#),
+            (Some("7"), Some("null"))
+        );
+        // A key twice is refused, as serde refused it.
+        assert_eq!(
+            top_level(r#"{"uuid":"A","x":1,"uuid":"B"}"#, ["uuid", "timestamp"]).unwrap_err(),
+            "it has \"uuid\" twice"
+        );
+        assert_eq!(
+            top_level(
+                &format!(r#"{{"timestamp":{t},"uuid":"A","timestamp":{t}}}"#),
+                ["uuid", "timestamp"]
+            )
+            .unwrap_err(),
+            "it has \"timestamp\" twice"
+        );
+    }
+
+    #[test]
+    fn the_walk_agrees_with_serde_on_events_of_every_stream() {
+        use serde_json::value::RawValue;
+        #[derive(Deserialize)]
+        struct Serde<'a> {
+            #[serde(borrow)]
+            uuid: Option<&'a RawValue>,
+            #[serde(borrow)]
+            timestamp: Option<&'a RawValue>,
+        }
+        let events = crate::bench::hot::sample_events(300).unwrap();
+        assert_eq!(events.len(), 900);
+        for (_, event) in &events {
+            let [uuid, timestamp] = top_level(event, ["uuid", "timestamp"]).unwrap();
+            let theirs: Serde<'_> = serde_json::from_str(event).unwrap();
+            assert_eq!(uuid, theirs.uuid.map(RawValue::get), "{event}");
+            assert_eq!(timestamp, theirs.timestamp.map(RawValue::get), "{event}");
+        }
+    }
+
+    #[test]
+    fn event_fields_agree_with_serde_on_events_of_every_stream() {
+        #[derive(serde::Deserialize)]
+        struct Strings {
+            uuid: Option<serde_json::Value>,
+            timestamp: Option<serde_json::Value>,
+            category: Option<serde_json::Value>,
+        }
+        let text = |value: Option<serde_json::Value>| match value {
+            Some(serde_json::Value::String(text)) => Some(text),
+            _ => None,
+        };
+        let events = crate::bench::hot::sample_events(300).unwrap();
+        let mut categories = 0;
+        for (_, event) in &events {
+            let ours = EventFields::parse(event);
+            let theirs: Strings = serde_json::from_str(event).unwrap();
+            assert_eq!(ours.uuid.map(Cow::into_owned), text(theirs.uuid), "{event}");
+            assert_eq!(
+                ours.timestamp.map(Cow::into_owned),
+                text(theirs.timestamp),
+                "{event}"
+            );
+            let category = text(theirs.category);
+            categories += usize::from(category.is_some());
+            assert_eq!(ours.category.map(Cow::into_owned), category, "{event}");
+        }
+        assert!(categories >= 300, "the sign-in attempts carry a category");
+        // A field named twice, or a body that is not an object: no fields, as before.
+        assert!(
+            EventFields::parse(r#"{"uuid":"A","uuid":"B"}"#)
+                .uuid
+                .is_none()
+        );
+        assert!(EventFields::parse(r#""uuid""#).uuid.is_none());
     }
 
     #[test]

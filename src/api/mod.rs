@@ -693,125 +693,17 @@ pub(crate) fn check_items(
             return Err(refused("not a JSON object"));
         }
         if need_uuid {
-            let probe = probe(text).map_err(|why| refused(&why))?;
-            match probe.uuid {
+            let [uuid, timestamp] = crate::event::top_level(text, ["uuid", "timestamp"])
+                .map_err(|why| refused(&why))?;
+            match uuid {
                 Some(uuid) if uuid.starts_with('"') => {}
                 Some(_) => return Err(refused("its \"uuid\" is not a string")),
                 None => return Err(refused("it has no \"uuid\"")),
             }
-            newest = newest.max(probe.timestamp.and_then(timestamp_of));
+            newest = newest.max(timestamp.and_then(timestamp_of));
         }
     }
     Ok(newest)
-}
-
-/// The top-level `uuid` and `timestamp` of an event, as raw JSON.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Probe<'a> {
-    uuid: Option<&'a str>,
-    timestamp: Option<&'a str>,
-}
-
-/// Reads the top-level `uuid` and `timestamp` of `event`, a JSON object serde has already
-/// read whole (so it is valid JSON): a walk over its structure that jumps over strings, about
-/// half what a second serde pass over every value cost. Refuses an object that names either
-/// key twice, as serde does.
-fn probe(event: &str) -> Result<Probe<'_>, String> {
-    let bytes = event.as_bytes();
-    let broken = || "not JSON as read before".to_owned();
-    let mut probe = Probe::default();
-    let mut at = skip_space(bytes, 1);
-    if bytes.get(at) == Some(&b'}') {
-        return Ok(probe);
-    }
-    loop {
-        if bytes.get(at) != Some(&b'"') {
-            return Err(broken());
-        }
-        let key_end = string_end(bytes, at).ok_or_else(broken)?;
-        let key = &event[at..key_end];
-        at = skip_space(bytes, key_end);
-        if bytes.get(at) != Some(&b':') {
-            return Err(broken());
-        }
-        let start = skip_space(bytes, at + 1);
-        let end = value_end(bytes, start).ok_or_else(broken)?;
-        let name: std::borrow::Cow<'_, str> = if key.contains('\\') {
-            serde_json::from_str(key).map_err(|err| err.to_string())?
-        } else {
-            key[1..key.len() - 1].into()
-        };
-        let slot = match &*name {
-            "uuid" => Some(&mut probe.uuid),
-            "timestamp" => Some(&mut probe.timestamp),
-            _ => None,
-        };
-        if let Some(slot) = slot {
-            if slot.is_some() {
-                return Err(format!("it has \"{name}\" twice"));
-            }
-            *slot = Some(&event[start..end]);
-        }
-        at = skip_space(bytes, end);
-        match bytes.get(at) {
-            Some(b',') => at = skip_space(bytes, at + 1),
-            Some(b'}') => return Ok(probe),
-            _ => return Err(broken()),
-        }
-    }
-}
-
-/// The first byte at or after `at` that is not JSON whitespace.
-fn skip_space(bytes: &[u8], mut at: usize) -> usize {
-    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        at += 1;
-    }
-    at
-}
-
-/// Just past the string that opens at `at` (its `"`).
-fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let mut from = at + 1;
-    loop {
-        let found = from + memchr::memchr2(b'"', b'\\', bytes.get(from..)?)?;
-        if bytes[found] == b'"' {
-            return Some(found + 1);
-        }
-        from = found + 2;
-    }
-}
-
-/// Just past the value that starts at `at`.
-fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
-    match bytes.get(at)? {
-        b'"' => string_end(bytes, at),
-        b'{' | b'[' => {
-            let (mut depth, mut from) = (0usize, at);
-            loop {
-                match bytes.get(from)? {
-                    b'"' => {
-                        from = string_end(bytes, from)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(from + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                from += 1;
-            }
-        }
-        _ => {
-            let len = bytes[at..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
-            Some(at + len)
-        }
-    }
 }
 
 /// A raw JSON value as an RFC 3339 time, if it is a string that holds one.
@@ -1050,79 +942,6 @@ mod tests {
         ] {
             let page = parse_page(body, 1000).unwrap();
             assert_eq!((page.n_events, page.items.text()), (0, "[]"));
-        }
-    }
-
-    #[test]
-    fn the_probe_reads_top_level_keys_only_and_jumps_over_strings() {
-        fn read(event: &str) -> (Option<&str>, Option<&str>) {
-            let probe = probe(event).unwrap();
-            (probe.uuid, probe.timestamp)
-        }
-        let t = r#""2026-11-21T10:00:00Z""#;
-        assert_eq!(
-            read(&format!(r#"{{"uuid":"A","timestamp":{t},"n":1}}"#)),
-            (Some(r#""A""#), Some(t))
-        );
-        // Nested uuids are not the event's; strings full of structure are jumped over.
-        assert_eq!(
-            read(r#"{"user":{"uuid":"inner","x":[{"uuid":1}]},"uuid":"outer"}"#).0,
-            Some(r#""outer""#)
-        );
-        assert_eq!(
-            read(r#"{"s":"a \"uuid\": \"fake\" }]{[","uuid":"U"}"#).0,
-            Some(r#""U""#)
-        );
-        assert_eq!(read(r#"{"s":"back\\","uuid":"B"}"#).0, Some(r#""B""#));
-        assert_eq!(
-            read(r#"{"n":[1,[2,{"uuid":3}]],"t":true,"f":-1.5e3,"z":null,"uuid":"C"}"#).0,
-            Some(r#""C""#)
-        );
-        // Whitespace anywhere JSON allows it, and a key written with escapes.
-        assert_eq!(
-            read(&format!("{{ \"uuid\" :\n\"D\" ,\t\"timestamp\" : {t} }}")),
-            (Some(r#""D""#), Some(t))
-        );
-        assert_eq!(read(r#"{"u\u0075id":"E"}"#).0, Some(r#""E""#));
-        assert_eq!(read("{}"), (None, None));
-        assert_eq!(
-            read(r#"{"uuid":7,"timestamp":null}"#),
-            (Some("7"), Some("null"))
-        );
-        // A key twice is refused, as serde refused it.
-        assert_eq!(
-            probe(r#"{"uuid":"A","x":1,"uuid":"B"}"#).unwrap_err(),
-            "it has \"uuid\" twice"
-        );
-        assert_eq!(
-            probe(&format!(
-                r#"{{"timestamp":{t},"uuid":"A","timestamp":{t}}}"#
-            ))
-            .unwrap_err(),
-            "it has \"timestamp\" twice"
-        );
-    }
-
-    #[test]
-    fn the_probe_agrees_with_serde_on_a_page_of_every_stream() {
-        #[derive(Deserialize)]
-        struct Serde<'a> {
-            #[serde(borrow)]
-            uuid: Option<&'a RawValue>,
-            #[serde(borrow)]
-            timestamp: Option<&'a RawValue>,
-        }
-        let events = crate::bench::hot::sample_events(300).unwrap();
-        assert_eq!(events.len(), 900);
-        for (_, event) in &events {
-            let ours = probe(event).unwrap();
-            let theirs: Serde<'_> = serde_json::from_str(event).unwrap();
-            assert_eq!(ours.uuid, theirs.uuid.map(RawValue::get), "{event}");
-            assert_eq!(
-                ours.timestamp,
-                theirs.timestamp.map(RawValue::get),
-                "{event}"
-            );
         }
     }
 

@@ -35,7 +35,7 @@ const MALLOC_MMAP_THRESHOLD: i32 = 1 << 20;
 /// first batch of a few MB every buffer comes from the arenas, which fragment and keep what
 /// they held: with a sink down and 1,000,000 events pending, 60 MiB of peak RSS against 19 with
 /// 1,000 (heaptrack: the live heap levelled off at ~20 MB). The threshold is fixed at 1 MiB:
-/// batches (up to 2 MiB of events) are mapped and given back, a page's buffers are not. At
+/// a batch's larger buffers are mapped and given back, a page's buffers are not. At
 /// 128 KiB the peak fell further (24.0 MiB against 29.3) but every page buffer was then mapped
 /// and faulted in afresh: the daemon's system time per event doubled (`bench pipeline`,
 /// BENCHMARKS.md).

@@ -639,7 +639,7 @@ pub(crate) fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
 }
 
 /// An array of raw events, read in the same pass as the envelope around it.
-pub(crate) struct Items<'a>(pub(crate) Vec<&'a RawValue>);
+struct Items<'a>(Vec<&'a RawValue>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -43,11 +43,7 @@ impl HotPage {
 ///
 /// The simulator cannot start.
 pub fn hot_page(n_events: usize) -> anyhow::Result<HotPage> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a runtime")?;
-    let pages = runtime.block_on(super::audit_pages(n_events))?;
+    let pages = block_on(super::audit_pages(n_events))?;
     let items = pages.into_iter().next().unwrap_or_else(|| "[]".to_owned());
     let body =
         format!(r#"{{"cursor":"bench-cursor","has_more":true,"items":{items}}}"#).into_bytes();
@@ -77,11 +73,7 @@ pub fn hot_page(n_events: usize) -> anyhow::Result<HotPage> {
 /// The simulator cannot start.
 pub fn sample_events(n_events: usize) -> anyhow::Result<Vec<(Stream, String)>> {
     use crate::sim::{SimConfig, SimToken, Simulator};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a runtime")?;
-    runtime.block_on(async {
+    block_on(async {
         let mut config = SimConfig::new("127.0.0.1:0".parse().expect("a valid address"));
         config.initial_events = n_events;
         config.tokens = vec![SimToken::all("bench")];
@@ -97,6 +89,16 @@ pub fn sample_events(n_events: usize) -> anyhow::Result<Vec<(Stream, String)>> {
             })
             .collect())
     })
+}
+
+/// Runs `future` (the simulator's set-up) to its end on a runtime of its own: the
+/// micro-benchmarks and the unit tests that call these have none.
+fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?
+        .block_on(future)
 }
 
 /// Inflates a gzip-encoded answer, as the API client does: the decoded length.

@@ -135,7 +135,8 @@ enum Outcome {
 struct Unit<'a> {
     key: Key,
     event: &'a str,
-    bytes: &'a [u8],
+    /// Where its encoding is in the batch's buffer.
+    span: std::ops::Range<usize>,
 }
 
 impl HttpSink {
@@ -428,13 +429,11 @@ impl HttpSink {
                 spans.push((key, event, start..encoded.len()));
             }
         }
+        // Shared, so that a request of consecutive events is a slice of it, not a copy.
+        let encoded = Bytes::from(encoded);
         let units: Vec<Unit<'_>> = spans
             .into_iter()
-            .map(|(key, event, span)| Unit {
-                key,
-                event,
-                bytes: &encoded[span],
-            })
+            .map(|(key, event, span)| Unit { key, event, span })
             .collect();
         let mut queue: VecDeque<Vec<usize>> = self.chunks(&units).into();
         let mut awaiting: Vec<(Vec<usize>, u64, Instant)> = Vec::new();
@@ -446,7 +445,7 @@ impl HttpSink {
                 .collect();
             let outcomes = futures_util::future::join_all(
                 wave.iter()
-                    .map(|chunk| self.send(stream, chunk.iter().map(|&i| &units[i]))),
+                    .map(|chunk| self.send(&encoded, chunk.iter().map(|&i| &units[i]))),
             )
             .await;
             for (chunk, outcome) in wave.into_iter().zip(outcomes) {
@@ -574,7 +573,7 @@ impl HttpSink {
         // A JSON array's brackets and commas.
         let mut size = 2;
         for (i, unit) in units.iter().enumerate() {
-            let extra = unit.bytes.len() + 1;
+            let extra = unit.span.len() + 1;
             if !chunk.is_empty()
                 && (chunk.len() == self.config.max_events || size + extra > self.config.max_bytes)
             {
@@ -591,27 +590,37 @@ impl HttpSink {
     }
 
     /// Sends the units as one request and reads what the answer means.
+    /// `encoded` is the batch's buffer the units' spans are in.
     async fn send<'u>(
         &self,
-        _stream: Stream,
+        encoded: &Bytes,
         units: impl Iterator<Item = &'u Unit<'u>>,
     ) -> Outcome {
         let units: Vec<&Unit<'_>> = units.collect();
-        let mut body =
-            Vec::with_capacity(units.iter().map(|u| u.bytes.len() + 1).sum::<usize>() + 2);
         let json = matches!(self.config.format, HttpFormat::Json);
-        if json {
-            body.push(b'[');
-        }
-        for (n, unit) in units.iter().enumerate() {
-            if json && n > 0 {
-                body.push(b',');
+        let consecutive = units.windows(2).all(|w| w[0].span.end == w[1].span.start);
+        let body = match (units.first(), units.last()) {
+            (Some(first), Some(last)) if consecutive && !json => {
+                encoded.slice(first.span.start..last.span.end)
             }
-            body.extend_from_slice(unit.bytes);
-        }
-        if json {
-            body.push(b']');
-        }
+            _ => {
+                let mut body =
+                    Vec::with_capacity(units.iter().map(|u| u.span.len() + 1).sum::<usize>() + 2);
+                if json {
+                    body.push(b'[');
+                }
+                for (n, unit) in units.iter().enumerate() {
+                    if json && n > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(&encoded[unit.span.clone()]);
+                }
+                if json {
+                    body.push(b']');
+                }
+                Bytes::from(body)
+            }
+        };
         let request = match self.request(self.send_url.clone(), self.content_type(), body) {
             Ok(request) => request,
             Err(err) => return Outcome::Failed(err),
@@ -744,7 +753,7 @@ impl HttpSink {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(ACK_POLL_MAX);
             let ids: Vec<u64> = awaiting.iter().map(|(_, id, _)| *id).collect();
-            let body = serde_json::json!({ "acks": ids }).to_string().into_bytes();
+            let body = Bytes::from(serde_json::json!({ "acks": ids }).to_string());
             let answered = match self.request(url.clone(), "application/json", body) {
                 Ok(request) => self.client.send(request).await,
                 Err(_) => break,
@@ -791,7 +800,7 @@ impl HttpSink {
         &self,
         url: http::Uri,
         content_type: &'static str,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Result<http::Request<Full<Bytes>>, SinkError> {
         let mut request = http::Request::post(url)
             .header(http::header::CONTENT_TYPE, content_type)
@@ -817,12 +826,13 @@ impl HttpSink {
             encoder
                 .write_all(&body)
                 .and_then(|()| encoder.finish())
+                .map(Bytes::from)
                 .map_err(|err| self.error(format!("cannot gzip the request: {err}")))?
         } else {
             body
         };
         request
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|err| self.error(format!("cannot build the request: {err}")))
     }
 

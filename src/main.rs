@@ -318,6 +318,10 @@ enum BenchCommand {
         /// costs the daemon a pass over its outbox).
         #[arg(long, default_value_t = bench::POLL_EVERY_DEFAULT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(10..=60_000))]
         poll_ms: u64,
+        /// With --sink down and no live load: how long the daemon started again on the
+        /// outbox it filled (its sink still down) is watched for its peak RSS.
+        #[arg(long, default_value_t = bench::HOLD_WINDOW_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+        hold_secs: u64,
     },
 }
 
@@ -602,6 +606,7 @@ async fn async_main(command: Command) -> ExitCode {
                     live_rate,
                     secs,
                     poll_ms,
+                    hold_secs,
                 },
         } => {
             let live = match (live_rate, secs) {
@@ -631,6 +636,7 @@ async fn async_main(command: Command) -> ExitCode {
                 governed,
                 live,
                 poll_every: Duration::from_millis(poll_ms),
+                hold: Duration::from_secs(hold_secs),
                 daemon,
             };
             match bench::pipeline(&options).await {

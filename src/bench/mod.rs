@@ -24,8 +24,8 @@ mod sink_only;
 
 pub use self::governor::{GovernorBenchOptions, GovernorBenchReport, governor};
 pub use self::pipeline::{
-    LiveLoad, POLL_EVERY_DEFAULT, PipelineBenchOptions, PipelineBenchReport, PipelineSink,
-    SteadyReport, pipeline,
+    HOLD_WINDOW_DEFAULT, HeldReport, LiveLoad, POLL_EVERY_DEFAULT, PipelineBenchOptions,
+    PipelineBenchReport, PipelineSink, SteadyReport, pipeline,
 };
 pub use self::procfs::{CpuTime, ProcError, own_cpu_time, thread_cpu_time};
 pub use self::sink_only::{PreparedSink, audit_pages, prepared_sink};

@@ -11,7 +11,9 @@
 //! and peak RSS are read from `/proc` while it still runs, and it is stopped with SIGTERM.
 //!
 //! With a live load the daemon then runs on for a window, and its CPU over that window is
-//! reported as a share of one core. `/metrics` is not polled during the window, since each
+//! reported as a share of one core. With the sink that is down (and no live load) the daemon
+//! is then started again on the outbox it filled, its sink still down, and its peak RSS over
+//! a window (`--hold-secs`) says what holding the backlog costs, apart from fetching it. `/metrics` is not polled during the window, since each
 //! scrape builds a report from the state database and would be counted as the daemon's work.
 
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// The outbox bound: far above any backlog the benchmark generates, so it never holds
 /// the pollers back.
 const MAX_OUTBOX_BYTES: u64 = 1 << 36;
+/// How long the daemon started again on a full outbox (sink down) is watched, unless told
+/// otherwise.
+pub const HOLD_WINDOW_DEFAULT: Duration = Duration::from_secs(10);
 /// Lines of the daemon's log quoted in an error.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -116,6 +121,9 @@ pub struct PipelineBenchOptions {
     /// How often `/metrics` is read while the backlog drains. Each scrape costs the daemon a
     /// pass over its outbox, and the figure of seconds is only as fine as this.
     pub poll_every: Duration,
+    /// [`PipelineSink::Down`] without a live load: how long the daemon started again on the
+    /// outbox is watched.
+    pub hold: Duration,
     /// The daemon's binary, run as `<daemon> run --config <file>`.
     pub daemon: PathBuf,
 }
@@ -146,6 +154,21 @@ pub struct PipelineBenchReport {
     /// [`PipelineSink::File`] without a live load: the output files read back and checked.
     pub files_checked: Option<usize>,
     pub steady: Option<SteadyReport>,
+    /// [`PipelineSink::Down`] without a live load: the daemon started again on the outbox.
+    pub held: Option<HeldReport>,
+}
+
+/// The daemon started again on the outbox the first run filled, its sink still down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldReport {
+    /// The outbox when the daemon first answered `/metrics`.
+    pub pending_pages: u64,
+    pub pending_bytes: u64,
+    /// From the daemon's spawn to the end of the window.
+    pub elapsed: Duration,
+    pub daemon_cpu: CpuTime,
+    /// The daemon's peak RSS (VmHWM) over its whole second run, in bytes.
+    pub daemon_peak_rss: u64,
 }
 
 /// The window after the backlog, with a live load.
@@ -231,6 +254,9 @@ impl std::fmt::Display for PipelineBenchReport {
         if let Some(steady) = &self.steady {
             write!(f, "\n{steady}")?;
         }
+        if let Some(held) = &self.held {
+            write!(f, "\n{held}")?;
+        }
         Ok(())
     }
 }
@@ -263,6 +289,28 @@ impl std::fmt::Display for SteadyReport {
             "steady bench process CPU % of one core: {}",
             percent_of_core(self.bench_cpu, self.elapsed)
         )
+    }
+}
+
+impl std::fmt::Display for HeldReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "held: the daemon started again on the outbox, sink still down, for {:.1} s",
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "held outbox: {} pages, {} of events",
+            self.pending_pages,
+            mib(self.pending_bytes)
+        )?;
+        writeln!(
+            f,
+            "held daemon CPU % of one core: {}",
+            percent_of_core(self.daemon_cpu, self.elapsed)
+        )?;
+        write!(f, "held daemon peak RSS: {}", mib(self.daemon_peak_rss))
     }
 }
 
@@ -371,9 +419,16 @@ async fn run_pipeline(
     };
     let measured = measure(options, &sim, &mut daemon, &start, &backlog).await;
     let stopped = daemon.stop().await;
+    let held = match (&measured, &stopped) {
+        (Ok(_), Ok(_)) if options.sink == PipelineSink::Down && options.live.is_none() => {
+            Some(hold(options, &config_path, dir, admin).await)
+        }
+        _ => None,
+    };
     sim.shutdown();
     let mut report = measured?;
     stopped?;
+    report.held = held.transpose()?;
 
     if let Target::Http(receiver) = &target {
         let received = receiver.lines();
@@ -583,7 +638,59 @@ async fn measure(
         received: None,
         files_checked: None,
         steady,
+        held: None,
     })
+}
+
+/// Starts the daemon again on the outbox the first run filled, its sink still down, and
+/// watches it for `options.hold`: it polls the API (which has nothing new), retries its
+/// sink, and answers `/metrics` once, when it is up.
+async fn hold(
+    options: &PipelineBenchOptions,
+    config: &Path,
+    dir: &Path,
+    admin: SocketAddr,
+) -> anyhow::Result<HeldReport> {
+    let started = Instant::now();
+    let mut daemon = DaemonProcess::spawn(&options.daemon, config, &dir.join("daemon-held.log"))?;
+    let watched = async {
+        let text = loop {
+            daemon.check_running()?;
+            if let Ok((200, text)) = crate::admin::get(admin, "/metrics", SCRAPE_TIMEOUT).await {
+                break text;
+            }
+            if started.elapsed() > STALL_LIMIT {
+                bail!(
+                    "the daemon started again did not answer /metrics within {} s\n{}",
+                    STALL_LIMIT.as_secs(),
+                    daemon.log_tail()
+                );
+            }
+            tokio::time::sleep(POLL_EVERY_DEFAULT).await;
+        };
+        let pending_pages = counter(&text, "opef_outbox_pages", &[]);
+        let pending_bytes = counter(&text, "opef_outbox_bytes", &[]);
+        if pending_pages == 0 {
+            bail!(
+                "the daemon started again found its outbox empty\n{}",
+                daemon.log_tail()
+            );
+        }
+        tokio::time::sleep(options.hold.saturating_sub(started.elapsed())).await;
+        daemon.check_running()?;
+        Ok(HeldReport {
+            pending_pages,
+            pending_bytes,
+            elapsed: started.elapsed(),
+            daemon_cpu: procfs::cpu_time_of(daemon.pid)?,
+            daemon_peak_rss: procfs::peak_rss_of(daemon.pid)?,
+        })
+    }
+    .await;
+    let stopped = daemon.stop().await;
+    let report = watched?;
+    stopped?;
+    Ok(report)
 }
 
 /// Lets the daemon run for the window without scraping it, then reads its figures.

@@ -48,3 +48,39 @@ fn a_tiny_pipeline_delivers_every_event_and_reports_cpu_and_rss() {
         "{report}"
     );
 }
+
+#[test]
+fn a_tiny_run_into_a_sink_that_is_down_fetches_everything_then_holds_it_after_a_restart() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "pipeline",
+            "--events",
+            "3000",
+            "--sink",
+            "down",
+            "--hold-secs",
+            "1",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{report}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("events fetched: 3000 of 3000\n"),
+        "{report}"
+    );
+    // 1,000 events a stream in pages of 1,000: three pages, none delivered.
+    assert_eq!(figure(&report, "held outbox: "), 3.0, "{report}");
+    assert!(figure(&report, "held daemon peak RSS: ") > 0.0, "{report}");
+    assert!(
+        figure(&report, "held daemon CPU % of one core: ") > 0.0,
+        "{report}"
+    );
+}

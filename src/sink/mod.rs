@@ -704,7 +704,8 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
 /// a value changes.
 pub fn one_line(event: &str) -> std::borrow::Cow<'_, str> {
     // Bytes, not chars: a line break is one ASCII byte, and the scan needs no UTF-8 decoding.
-    if !event.bytes().any(|b| b == b'\n' || b == b'\r') {
+    // memchr's vector search: a loop over the bytes was 5 % of the daemon's CPU (perf).
+    if memchr::memchr2(b'\n', b'\r', event.as_bytes()).is_none() {
         return event.into();
     }
     let mut out = String::with_capacity(event.len());
@@ -845,5 +846,14 @@ mod tests {
     fn pretty_events_lose_only_whitespace_between_tokens() {
         let event = "{\n  \"uuid\": \"A\",\r\n  \"text\": \"two  words \\\" \\\\\"\n}";
         assert_eq!(one_line(event), r#"{"uuid":"A","text":"two  words \" \\"}"#);
+        // Either line break alone is found.
+        assert_eq!(
+            one_line("{\"uuid\":\"A\",\r\"n\":1}"),
+            r#"{"uuid":"A","n":1}"#
+        );
+        assert_eq!(
+            one_line("{\"uuid\":\"A\",\n\"n\":1}"),
+            r#"{"uuid":"A","n":1}"#
+        );
     }
 }

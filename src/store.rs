@@ -625,18 +625,20 @@ impl Store {
         let mut state = self.lock();
         let now = unix_now();
         let tx = state.conn.transaction().map_err(|e| self.err(e))?;
+        // The statements of every page (here, in `ack_with` and `delete_delivered`) are
+        // prepared once: parsing them each time was ~1 % of the daemon's CPU (perf).
         let last_seq: u64 = tx
-            .query_row(
-                "SELECT last_seq FROM streams WHERE account = ?1 AND stream = ?2",
-                params![account, stream.as_str()],
-                |row| row.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT last_seq FROM streams WHERE account = ?1 AND stream = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![account, stream.as_str()], |row| row.get(0))
+                    .optional()
+            })
             .map_err(|e| self.err(e))?
             .unwrap_or(0);
         let seq = (n_events > 0).then_some(last_seq + 1);
         if let Some(seq) = seq {
-            tx.execute(
+            execute_cached(
+                &tx,
                 "INSERT INTO outbox
                      (account, stream, seq, n_events, events, fetched_at, n_bytes, event_ends)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -653,7 +655,8 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         }
-        tx.execute(
+        execute_cached(
+            &tx,
             "INSERT INTO streams (account, stream, cursor, last_seq, updated_at, last_event_ns)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (account, stream) DO UPDATE SET
@@ -990,7 +993,8 @@ impl Store {
         let sinks = state.sinks.clone();
         let tx = state.conn.transaction().map_err(|e| self.err(e))?;
         insert_dead_letters(&tx, sink, account, stream, dead).map_err(|e| self.err(e))?;
-        tx.execute(
+        execute_cached(
+            &tx,
             "INSERT INTO sink_offsets (sink, account, stream, acked_seq, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (sink, account, stream) DO UPDATE SET
@@ -1178,7 +1182,8 @@ fn delete_delivered(
     for sink in sinks {
         min_acked = min_acked.min(offset(tx, sink, account, stream)?);
     }
-    let deleted = tx.execute(
+    let deleted = execute_cached(
+        tx,
         "DELETE FROM outbox WHERE account = ?1 AND stream = ?2 AND seq <= ?3",
         params![account, stream, min_acked],
     )?;
@@ -1186,13 +1191,21 @@ fn delete_delivered(
 }
 
 fn offset(conn: &Connection, sink: &str, account: &str, stream: &str) -> rusqlite::Result<u64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT acked_seq FROM sink_offsets WHERE sink = ?1 AND account = ?2 AND stream = ?3",
-        params![sink, account, stream],
-        |row| row.get(0),
-    )
+    )?
+    .query_row(params![sink, account, stream], |row| row.get(0))
     .optional()
     .map(|seq| seq.unwrap_or(0))
+}
+
+/// `conn.execute`, with the statement kept prepared in the connection's cache.
+fn execute_cached(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 /// The page size of a new state file. A page of 1,000 events is ~650 KB of overflow pages:

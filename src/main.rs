@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 /// How often the line `systemctl status` shows is brought up to date.
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// The malloc arenas glibc may make, unless `MALLOC_ARENA_MAX` says otherwise.
-const MALLOC_ARENAS: i32 = 2;
+const MALLOC_ARENAS: i32 = 1;
 /// Allocations from this size up are mappings of their own, given back when freed, unless
 /// `MALLOC_MMAP_THRESHOLD_` says otherwise: above a page's buffers (~650 KB), below a batch's.
 const MALLOC_MMAP_THRESHOLD: i32 = 1 << 20;
@@ -32,7 +32,11 @@ const MALLOC_TRIM_THRESHOLD: i32 = 4 << 20;
 /// far more than the daemon uses: with two arenas the peak RSS draining 300,000 events fell
 /// from 45 to 28 MiB, and fetching 1,000,000 into a sink that is down from 98 to 60 MiB
 /// (`bench pipeline`, BENCHMARKS.md). The daemon's threads take turns more than they run
-/// together, and its user time did not grow.
+/// together, and its user time did not grow. One arena rather than two, once the trim
+/// threshold below let an arena keep a page's freed buffers for the next: what one thread
+/// freed, another reuses, and the peak fell again (fetching 1,000,000 into a sink that is
+/// down 22.0–22.3 → 18.1–18.2 MiB, draining into the file sink 21.6–23.2 → 19.3–20.4) at the
+/// same CPU per event.
 ///
 /// glibc also raises its mmap threshold to the size of the largest block freed, so after the
 /// first batch of a few MB every buffer comes from the arenas, which fragment and keep what

@@ -51,12 +51,13 @@ const MALLOC_TRIM_THRESHOLD: i32 = 4 << 20;
 /// otherwise keeps it at twice the mmap threshold): each page's buffers, freed, were given
 /// back with `brk` and `madvise` and faulted in again for the next page, with a TLB shootdown
 /// to the other core each time. Draining 300,000 events took 124,480 page faults, 662 `brk`
-/// and 379 `madvise` calls, ~12 % of the daemon's CPU in `perf`; with the trim threshold at
-/// 4 MiB, 6,170, 24 and 13 (`perf stat` on `bench pipeline`), ~1 µs less system time per
-/// event, the peak RSS within a MiB.
+/// and 379 `madvise` calls (in `perf`, 6.8 % of the daemon's samples in those shootdowns and
+/// 3.5 % more in faults and page clearing); with the trim threshold at 4 MiB, 6,170, 24 and
+/// 13 (`perf stat` on `bench pipeline`), ~1 µs less system time per event. The peak rose 1–2
+/// MiB (each arena may keep 4 MiB free), which one arena instead of two took back.
 ///
-/// Called first in `main`, before any thread starts; `MALLOC_ARENA_MAX` and
-/// `MALLOC_MMAP_THRESHOLD_` in the environment still decide.
+/// Called first in `main`, before any thread starts; `MALLOC_ARENA_MAX`,
+/// `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` in the environment still decide.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -11,10 +11,13 @@
 //! and peak RSS are read from `/proc` while it still runs, and it is stopped with SIGTERM.
 //!
 //! With a live load the daemon then runs on for a window, and its CPU over that window is
-//! reported as a share of one core. With the sink that is down (and no live load) the daemon
-//! is then started again on the outbox it filled, its sink still down, and its peak RSS over
-//! a window (`--hold-secs`) says what holding the backlog costs, apart from fetching it. `/metrics` is not polled during the window, since each
+//! reported as a share of one core. `/metrics` is not polled during that window, since each
 //! scrape builds a report from the state database and would be counted as the daemon's work.
+//!
+//! With the sink that is down, a backlog and no live load, the daemon is then started again
+//! on the outbox it filled, its sink still down, and its peak RSS over a window
+//! (`--hold-secs`) says what holding the backlog costs, apart from fetching it. It is scraped
+//! once there, when it first answers, as Prometheus would.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -420,7 +423,11 @@ async fn run_pipeline(
     let measured = measure(options, &sim, &mut daemon, &start, &backlog).await;
     let stopped = daemon.stop().await;
     let held = match (&measured, &stopped) {
-        (Ok(_), Ok(_)) if options.sink == PipelineSink::Down && options.live.is_none() => {
+        (Ok(_), Ok(_))
+            if options.sink == PipelineSink::Down
+                && options.live.is_none()
+                && backlog.iter().sum::<u64>() > 0 =>
+        {
             Some(hold(options, &config_path, dir, admin).await)
         }
         _ => None,

@@ -590,6 +590,18 @@ pub(crate) fn decode_body(
                 0 => compressed * 4,
                 size => size.min(compressed * 64),
             };
+            // The usual case, a single member whose trailer tells its size: libdeflate
+            // inflates it whole into a buffer of that size, twice as fast as the streaming
+            // decoder (a 680 KB page: 0.54–0.63 ms against 1.08–1.45). A body it refuses
+            // (more than one member, a trailer that lies, bad data) goes the streaming way,
+            // which says what is wrong.
+            let size = u64::from(trailer);
+            if size > 0 && size <= compressed * 64 && size <= max_decoded {
+                let mut decoded = vec![0; usize::try_from(size).unwrap_or(0)];
+                if inflate_one_member(&body, &mut decoded) {
+                    return Ok(Bytes::from(decoded));
+                }
+            }
             let capacity = capacity.min(max_decoded).saturating_add(1);
             let mut decoded = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
             // The bufread decoder reads the body in place (the read one copies it through a
@@ -609,6 +621,35 @@ pub(crate) fn decode_body(
             "unsupported Content-Encoding {} (only gzip is asked for)",
             other.join(", ")
         )),
+    }
+}
+
+/// Inflates `body`, which must be exactly one gzip member, into `out`, which it must fill
+/// exactly; libdeflate checks the member's CRC and size. False for anything else: trailing
+/// bytes or more members, a size other than `out`'s, bad data, no memory for the state.
+fn inflate_one_member(body: &[u8], out: &mut [u8]) -> bool {
+    // SAFETY: the decompressor is checked for null, used only here and freed once; the
+    // input and output pointers and lengths come from live slices that outlive the call, and
+    // libdeflate writes at most `out.len()` bytes into `out`.
+    unsafe {
+        let inflater = libdeflate_sys::libdeflate_alloc_decompressor();
+        if inflater.is_null() {
+            return false;
+        }
+        let (mut read, mut written) = (0usize, 0usize);
+        let result = libdeflate_sys::libdeflate_gzip_decompress_ex(
+            inflater,
+            body.as_ptr().cast(),
+            body.len(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+            &mut read,
+            &mut written,
+        );
+        libdeflate_sys::libdeflate_free_decompressor(inflater);
+        result == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
+            && read == body.len()
+            && written == out.len()
     }
 }
 
@@ -1004,6 +1045,40 @@ mod tests {
             decode_body(&headers("gzip"), bomb, MIB64).unwrap_err(),
             "the gzip body expands beyond 67108864 bytes (max_response_bytes)"
         );
+    }
+
+    #[test]
+    fn gzip_bodies_libdeflate_refuses_go_the_streaming_way() {
+        use std::io::Write as _;
+        let gzip = |data: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(data).unwrap();
+            gz.finish().unwrap()
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let decode = |body: Vec<u8>| decode_body(&headers, Bytes::from(body), MIB64);
+        let page: Vec<u8> = (0..20_000)
+            .flat_map(|n| format!(r#"{{"uuid":"{n}","n":{}}},"#, n * 7).into_bytes())
+            .collect();
+        // One member, its size in the trailer: inflated whole.
+        assert_eq!(decode(gzip(&page)).unwrap(), page);
+        // Two members: all of both.
+        let mut two = gzip(b"first ");
+        two.extend(gzip(b"second"));
+        assert_eq!(decode(two).unwrap(), &b"first second"[..]);
+        // A trailer that lies about the size, either way, or a wrong CRC: refused.
+        for (at, change) in [(4, -1i16), (4, 1), (8, 1)] {
+            let mut body = gzip(&page);
+            let i = body.len() - at;
+            body[i] = (i16::from(body[i]) + change).rem_euclid(256) as u8;
+            let err = decode(body).unwrap_err();
+            assert!(err.starts_with("cannot decode the gzip body"), "{err}");
+        }
+        // Garbage after the member is not a second member.
+        let mut trailing = gzip(&page);
+        trailing.extend_from_slice(b"junk");
+        assert!(decode(trailing).is_err());
     }
 
     #[test]

@@ -17,20 +17,27 @@ fn figure(report: &str, label: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{label:?} is followed by {line:?}, not a number"))
 }
 
-#[test]
-fn a_tiny_pipeline_delivers_every_event_and_reports_cpu_and_rss() {
+/// Runs `op-events-forwarder bench pipeline <args>`, which must succeed; its report.
+fn pipeline(args: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args(["bench", "pipeline", "--events", "3000", "--sink", "file"])
+        .args(["bench", "pipeline"])
+        .args(args)
         .env_remove("RUST_LOG")
         .output()
         .expect("the binary runs");
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{}\n{report}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    report
+}
+
+#[test]
+fn a_tiny_pipeline_delivers_every_event_and_reports_cpu_and_rss() {
+    let report = pipeline(&["--events", "3000", "--sink", "file"]);
     assert!(
         report.contains("events delivered: 3000 of 3000\n"),
         "{report}"
@@ -51,27 +58,7 @@ fn a_tiny_pipeline_delivers_every_event_and_reports_cpu_and_rss() {
 
 #[test]
 fn a_tiny_run_into_a_sink_that_is_down_fetches_everything_then_holds_it_after_a_restart() {
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "pipeline",
-            "--events",
-            "3000",
-            "--sink",
-            "down",
-            "--hold-secs",
-            "1",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{report}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = pipeline(&["--events", "3000", "--sink", "down", "--hold-secs", "1"]);
     assert!(
         report.contains("events fetched: 3000 of 3000\n"),
         "{report}"
@@ -87,18 +74,7 @@ fn a_tiny_run_into_a_sink_that_is_down_fetches_everything_then_holds_it_after_a_
 
 #[test]
 fn with_no_backlog_a_sink_that_is_down_has_nothing_to_hold() {
-    let out = Command::new(BIN)
-        .args(["bench", "pipeline", "--events", "0", "--sink", "down"])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{report}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = pipeline(&["--events", "0", "--sink", "down"]);
     assert!(report.contains("events fetched: 0 of 0\n"), "{report}");
     assert!(!report.contains("held"), "{report}");
 }

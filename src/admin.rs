@@ -362,7 +362,7 @@ impl Admin {
             let labels = sink_labels(&sink, &account, stream.as_str());
             delivered.get_or_create(&labels).inc_by(stats.delivered);
             rejected.get_or_create(&labels).inc_by(stats.rejected);
-            for class in ["retry", "retry_after", "slow"] {
+            for class in ["unreachable", "retry", "retry_after", "slow"] {
                 let mut with_class = labels.clone();
                 with_class.push(("class", class.to_owned()));
                 failed
@@ -382,7 +382,7 @@ impl Admin {
         );
         registry.register(
             "sink_batches_failed",
-            "Failed deliveries, each retried, by what follows (retry, retry_after, slow: an operator must act)",
+            "Failed deliveries, each retried, by what follows (unreachable: nothing read or sent; retry, retry_after, slow: an operator must act)",
             failed,
         );
         registry.register(

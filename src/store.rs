@@ -891,6 +891,27 @@ impl Store {
         offset(&state.conn, sink, account, stream.as_str()).map_err(|e| self.err(e))
     }
 
+    /// Whether the outbox holds a page of the stream `sink` has not yet delivered (without
+    /// reading any page's events).
+    pub fn has_pending(
+        &self,
+        sink: &str,
+        account: &str,
+        stream: Stream,
+    ) -> Result<bool, StoreError> {
+        let state = self.lock();
+        let after = offset(&state.conn, sink, account, stream.as_str()).map_err(|e| self.err(e))?;
+        state
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE account = ?1 AND stream = ?2 AND seq > ?3)",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![account, stream.as_str(), after], |row| row.get(0))
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// Up to `max_pages` pages a sink has not yet delivered, oldest first.
     pub fn pages_for(
         &self,
@@ -1610,10 +1631,17 @@ mod tests {
         assert_eq!(seqs(2 * one), [1, 2]);
         assert_eq!(seqs(2 * one + 1), [1, 2]);
         assert_eq!(seqs(u64::MAX), [1, 2, 3]);
+        assert!(store.has_pending("file", ACME, AUDIT).unwrap());
+        assert!(
+            !store.has_pending("file", ACME, Stream::ItemUsages).unwrap(),
+            "another stream's pages are not this one's"
+        );
         store.ack("file", ACME, AUDIT, 2).unwrap();
         assert_eq!(seqs(10), [3]);
+        assert!(store.has_pending("file", ACME, AUDIT).unwrap());
         store.ack("file", ACME, AUDIT, 3).unwrap();
         assert_eq!(seqs(10), Vec::<u64>::new());
+        assert!(!store.has_pending("file", ACME, AUDIT).unwrap());
     }
 
     #[test]

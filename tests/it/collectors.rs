@@ -1005,3 +1005,62 @@ async fn concurrency_sends_that_many_requests_of_a_stream_at_once() {
         .count();
     assert_eq!(early, 4, "requests in flight at once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_takes_no_connections_costs_no_batch_until_it_returns() {
+    let env = Env::new(300, 311).await;
+    // A port that was free a moment ago: nothing listens there until the collector starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink = format!(
+        "[[sinks]]\nname = \"later\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
+         format = \"ndjson\"\n"
+    );
+    let config = config_with(&env, &sink, true);
+    let daemon = Daemon::start(&config).await.unwrap();
+    let want = generated(&env.sim);
+    wait_for(
+        daemon.stats(),
+        "the file sink, two refused connections",
+        |s| {
+            crate::support::delivered_all(s, &want)
+                && Stream::ALL.iter().all(|stream| {
+                    s.sink("later", ACCOUNT, *stream).failed.get("unreachable") >= Some(&2)
+                })
+        },
+    )
+    .await;
+    for stream in Stream::ALL {
+        let stats = daemon.stats().sink("later", ACCOUNT, stream);
+        // Every try stopped at the connection: no batch was read, encoded or sent.
+        assert_eq!(
+            stats.failed.get("retry"),
+            None,
+            "{stream}: {:?}",
+            stats.failed
+        );
+        assert_eq!(stats.delivered, 0);
+        let error = stats.last_error.unwrap();
+        assert!(
+            error.contains(&format!("http://127.0.0.1:{port}/in"))
+                && error.contains("cannot connect"),
+            "{error}"
+        );
+    }
+    let collector = Collector::start_on(port, None, |_| Reply::json(200, "")).await;
+    drain(&daemon, &env, "later").await;
+    daemon.stop().await;
+    let got: Vec<String> = collector
+        .seen()
+        .iter()
+        .flat_map(|seen| values(&seen.body))
+        .map(|v| v["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_once_each(&env, &got, &HashSet::new());
+    for stream in Stream::ALL {
+        env.assert_exactly_once(stream);
+    }
+}

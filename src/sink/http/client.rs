@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
+use tower_service::Service as _;
 
 use super::config::HttpSinkConfig;
 use crate::net::tls::{self, Checked, NameFrom};
@@ -67,6 +68,9 @@ pub struct Client {
     client_cert: Option<Arc<std::path::Path>>,
     /// The proxy in use, without its credentials, for errors.
     proxy: Option<String>,
+    /// How connections are made, and to where: for [`Client::reach`].
+    route: Route,
+    url: http::Uri,
 }
 
 impl Client {
@@ -133,7 +137,10 @@ impl Client {
             }
             None => builder,
         };
-        let connector = builder.enable_http1().enable_http2().wrap_connector(route);
+        let connector = builder
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(route.clone());
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(50))
@@ -149,7 +156,36 @@ impl Client {
                 .as_ref()
                 .map(|(cert, _)| Arc::from(cert.as_path())),
             proxy,
+            route,
+            url,
         })
+    }
+
+    /// Opens a connection to the collector (through the proxy's tunnel, if one is in use)
+    /// and closes it again, within the timeout, sending nothing: whether the collector
+    /// takes connections at all. TLS is not negotiated; a request does that.
+    pub async fn reach(&self) -> Result<(), Failure> {
+        let mut route = self.route.clone();
+        let connecting = async {
+            std::future::poll_fn(|cx| route.poll_ready(cx)).await?;
+            route.call(self.url.clone()).await
+        };
+        match tokio::time::timeout(self.timeout, connecting).await {
+            Ok(Ok(_connection)) => Ok(()),
+            Ok(Err(err)) => {
+                let mut detail = err.to_string();
+                let mut source = err.source();
+                while let Some(cause) = source {
+                    detail = format!("{detail}: {cause}");
+                    source = cause.source();
+                }
+                if let Some(proxy) = &self.proxy {
+                    detail = format!("{detail} (through the proxy {proxy})");
+                }
+                Err(Failure::Network(format!("cannot connect: {detail}")))
+            }
+            Err(_) => Err(Failure::Timeout(self.timeout)),
+        }
     }
 
     /// Sends one request and reads its whole answer, all within the timeout.
@@ -179,7 +215,10 @@ impl Client {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(answer) => answer,
-            Err(_) => Err(Failure::Timeout(self.timeout)),
+            Err(_) => Err(Failure::Network(format!(
+                "no connection within {}s (timeout_secs)",
+                self.timeout.as_secs()
+            ))),
         }
     }
 

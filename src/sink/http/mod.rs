@@ -309,6 +309,16 @@ impl HttpSink {
         }
     }
 
+    /// Whether the collector takes connections, sending nothing (see [`Sink::ready`]).
+    ///
+    /// [`Sink::ready`]: crate::sink::Sink::ready
+    pub async fn ready(&self) -> Result<(), SinkError> {
+        self.client
+            .reach()
+            .await
+            .map_err(|failure| self.failed(failure))
+    }
+
     /// Delivers pages of one stream (see the module's doc for what is sent and when it counts).
     pub async fn deliver(
         &self,

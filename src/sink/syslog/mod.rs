@@ -171,6 +171,25 @@ impl SyslogSink {
         })
     }
 
+    /// Opens the stream's connection (TCP, TLS) or session (RELP) if it has none, sending
+    /// nothing; the delivery that follows uses it. UDP has nothing to open.
+    pub async fn ready(&self, account: &str, stream: Stream) -> Result<(), SinkError> {
+        let inner = &self.inner;
+        if inner.config.transport == SyslogTransport::Udp {
+            return Ok(());
+        }
+        let channel = inner.channel(account, stream);
+        let mut channel = channel.lock().await;
+        inner
+            .connected(&mut channel)
+            .await
+            .map_err(|detail| SinkError::Syslog {
+                sink: inner.name.clone(),
+                address: inner.config.address.clone(),
+                detail,
+            })
+    }
+
     /// Closes the connection of one stream: TLS sends its close_notify, TCP its FIN, so the
     /// receiver sees an orderly end rather than a truncated stream.
     pub async fn close(&self, account: &str, stream: Stream) {
@@ -296,29 +315,7 @@ impl Inner {
     }
 
     async fn send_relp(&self, channel: &mut Channel, batch: &Batch) -> Result<(), String> {
-        if let Some(conn) = &mut channel.conn
-            && let Some(reason) = conn.peer_closed()
-        {
-            tracing::warn!(
-                sink = %self.name, address = %self.config.address, reason = %reason,
-                "the RELP server ended the session; reconnecting"
-            );
-            channel.conn = None;
-        }
-        if channel.conn.is_none() {
-            let session = tokio::time::timeout(self.config.timeout, async {
-                let tcp = self.connect_tcp().await?;
-                relp::RelpSession::open(tcp).await
-            })
-            .await
-            .map_err(|_| {
-                format!(
-                    "no RELP session within {}s (timeout_secs)",
-                    self.config.timeout.as_secs()
-                )
-            })??;
-            channel.conn = Some(Conn::Relp(Box::new(session)));
-        }
+        self.connected(channel).await?;
         let Some(Conn::Relp(session)) = &mut channel.conn else {
             unreachable!("a RELP sink holds RELP sessions");
         };
@@ -342,27 +339,7 @@ impl Inner {
     }
 
     async fn write_stream(&self, channel: &mut Channel, batch: Bytes) -> Result<(), String> {
-        if let Some(conn) = &mut channel.conn
-            && let Some(reason) = conn.peer_closed()
-        {
-            tracing::warn!(
-                sink = %self.name, address = %self.config.address, reason = %reason,
-                "the receiver closed the connection; reconnecting and sending the last batch again"
-            );
-            channel.conn = None;
-            channel.replay_pending = true;
-        }
-        if channel.conn.is_none() {
-            let conn = tokio::time::timeout(self.config.timeout, self.connect_stream())
-                .await
-                .map_err(|_| {
-                    format!(
-                        "no connection within {}s (timeout_secs)",
-                        self.config.timeout.as_secs()
-                    )
-                })??;
-            channel.conn = Some(conn);
-        }
+        self.connected(channel).await?;
         let conn = channel.conn.as_mut().expect("connected above");
         let replay: Vec<Bytes> = if channel.replay_pending {
             channel.replay.iter().cloned().collect()
@@ -402,6 +379,58 @@ impl Inner {
             let dropped = channel.replay.pop_front().expect("more than one batch");
             channel.replay_bytes -= dropped.len();
         }
+        Ok(())
+    }
+
+    /// Makes sure `channel` holds a live connection (TCP, TLS) or session (RELP), opening one
+    /// if it has none or the receiver ended it. After a connection the receiver closed, the
+    /// batches written last are sent again first (stream transports).
+    async fn connected(&self, channel: &mut Channel) -> Result<(), String> {
+        let relp = self.config.transport == SyslogTransport::Relp;
+        if let Some(conn) = &mut channel.conn
+            && let Some(reason) = conn.peer_closed()
+        {
+            if relp {
+                tracing::warn!(
+                    sink = %self.name, address = %self.config.address, reason = %reason,
+                    "the RELP server ended the session; reconnecting"
+                );
+            } else {
+                tracing::warn!(
+                    sink = %self.name, address = %self.config.address, reason = %reason,
+                    "the receiver closed the connection; reconnecting and sending the last batch again"
+                );
+                channel.replay_pending = true;
+            }
+            channel.conn = None;
+        }
+        if channel.conn.is_some() {
+            return Ok(());
+        }
+        let conn = if relp {
+            let session = tokio::time::timeout(self.config.timeout, async {
+                let tcp = self.connect_tcp().await?;
+                relp::RelpSession::open(tcp).await
+            })
+            .await
+            .map_err(|_| {
+                format!(
+                    "no RELP session within {}s (timeout_secs)",
+                    self.config.timeout.as_secs()
+                )
+            })??;
+            Conn::Relp(Box::new(session))
+        } else {
+            tokio::time::timeout(self.config.timeout, self.connect_stream())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no connection within {}s (timeout_secs)",
+                        self.config.timeout.as_secs()
+                    )
+                })??
+        };
+        channel.conn = Some(conn);
         Ok(())
     }
 

@@ -91,7 +91,18 @@ impl Collector {
         tls: Option<ServerTls<'_>>,
         answer: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Collector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Collector::start_on(0, tls, answer).await
+    }
+
+    /// [`Collector::start_with`] on a given port of 127.0.0.1 (0: any free one).
+    pub async fn start_on(
+        port: u16,
+        tls: Option<ServerTls<'_>>,
+        answer: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Collector {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let acceptor =
             tls.map(|tls| tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&tls))));

@@ -382,7 +382,7 @@ impl Admin {
         );
         registry.register(
             "sink_batches_failed",
-            "Failed deliveries, each retried, by what follows (unreachable: nothing read or sent; retry, retry_after, slow: an operator must act)",
+            "Failed deliveries, each retried, by what follows (unreachable: no delivery could start, nothing read or sent; retry, retry_after, slow: an operator must act)",
             failed,
         );
         registry.register(

@@ -41,9 +41,10 @@ const BATCH_PAGES: u32 = 8;
 /// The most bytes of events a delivery reads from the outbox (always one page, whatever its
 /// size): each stream's worker holds its batch and the batch's encoding while it tries, three
 /// streams at a time, and pages of 1,000 events are ~650 KB (a receiver that takes no
-/// connections costs no batch at all: see [`Sink::ready`]). With 1,000,000 events pending and the sink down,
-/// the peak RSS was 26.0 MiB at 2 MiB, 22.3 at 1 MiB (16.0 with 1,000 pending); draining into
-/// the file sink cost the same CPU per event within the noise (`bench pipeline`).
+/// connections costs no batch at all: see [`Sink::ready`]). Before that check, when each
+/// retry against a sink that was down read its batch, the peak RSS with 1,000,000 events
+/// pending was 26.0 MiB at 2 MiB, 22.3 at 1 MiB (16.0 with 1,000 pending); draining into the
+/// file sink cost the same CPU per event within the noise (`bench pipeline`).
 const BATCH_BYTES: u64 = 1 << 20;
 /// The longest wait between retries of a failing delivery: well below the API's, so a sink
 /// resumes within half a minute of its receiver's return.
@@ -166,8 +167,8 @@ fn wait_after(action: &Action, backoff: &mut Backoff) -> Option<Duration> {
 
 impl Sink {
     /// Builds a sink from its configuration. Opens nothing yet: files and connections are
-    /// opened on first delivery, so a missing directory or a receiver that is down does not
-    /// stop the daemon from starting.
+    /// opened when there is something to deliver, so a missing directory or a receiver that
+    /// is down does not stop the daemon from starting.
     ///
     /// # Errors
     ///
@@ -275,12 +276,14 @@ impl Sink {
         }
     }
 
-    /// Whether a delivery could get through now, sending no event: the syslog sink opens the
-    /// stream's connection (which the delivery then uses), the HTTP sink connects to its
-    /// collector and closes the connection again; files are always ready. The worker asks
-    /// before reading a batch whenever it is in doubt (at start, after a failed delivery),
-    /// so a receiver that is down costs neither a read of the outbox nor an encoding per
-    /// retry, and the memory it takes does not grow with the batch that waits.
+    /// Whether a delivery could start now, sending no event: the syslog sink opens the
+    /// stream's connection (TCP; TLS with its handshake; RELP with its session's `open`),
+    /// which the delivery then uses; the HTTP sink opens a TCP connection to its collector
+    /// (or a tunnel through its proxy) and closes it again; files and syslog over UDP are
+    /// always ready. The worker asks before reading a batch whenever it is in doubt (at
+    /// start, after a failure that is not an answer), so a receiver that is down costs
+    /// neither a read of the outbox nor an encoding per retry, and the memory it takes does
+    /// not grow with the batch that waits.
     pub async fn ready(&self, account: &str, stream: Stream) -> Result<(), SinkError> {
         match self {
             Sink::File(_) => Ok(()),
@@ -416,10 +419,13 @@ impl SinkWorker {
                 Ok(delivered) => delivered.rejected,
                 Err(err) => match err.action() {
                     Action::Reject(reason) => whole_batch(&pages, &reason),
-                    _ => {
+                    action => {
                         // Read again after the wait: not held through it.
                         drop(pages);
-                        in_doubt = true;
+                        // A receiver that answered (asking to wait, refusing a credential)
+                        // was reached: only a plain failure (a broken connection, a timeout,
+                        // a 5xx) leaves it in doubt.
+                        in_doubt = action == Action::Retry;
                         if !self
                             .wait_out(&sink_name, &err, true, &mut backoff, &shutdown)
                             .await
@@ -466,8 +472,11 @@ impl SinkWorker {
         match pending {
             Ok(true) => {}
             Ok(false) => return Gate::Idle,
-            // A store that cannot say: the read tells.
-            Err(_) => return Gate::Open,
+            Err(err) => {
+                // The read that follows says it too, as an error.
+                tracing::debug!(sink = %sink_name, account = %self.account, stream = %self.stream, error = %err, "cannot tell whether anything is pending");
+                return Gate::Open;
+            }
         }
         let busy = self
             .liveness
@@ -658,7 +667,6 @@ impl SinkWorker {
     }
 }
 
-/// What [`SinkWorker::replay`] did.
 /// What [`SinkWorker::gate`] found.
 enum Gate {
     /// Nothing is pending: wait for the next page.
@@ -669,6 +677,7 @@ enum Gate {
     Closed(SinkError),
 }
 
+/// What [`SinkWorker::replay`] did.
 enum Replay {
     /// No dead letters were queued.
     Nothing,

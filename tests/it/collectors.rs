@@ -399,6 +399,16 @@ async fn a_collector_that_never_answers_times_out_and_the_other_sinks_go_on() {
         .iter()
         .map(|stream| daemon.stats().delivered("stuck", ACCOUNT, *stream))
         .sum();
+    for stream in Stream::ALL {
+        // It took the connection and the request: said as no answer, not as no connection.
+        let error = daemon.stats().sink("stuck", ACCOUNT, stream).last_error;
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("no answer within 1s")),
+            "{error:?}"
+        );
+    }
     daemon.stop().await;
     assert_eq!(delivered, 0);
     for stream in Stream::ALL {
@@ -1009,12 +1019,11 @@ async fn concurrency_sends_that_many_requests_of_a_stream_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_takes_no_connections_costs_no_batch_until_it_returns() {
     let env = Env::new(300, 311).await;
-    // A port that was free a moment ago: nothing listens there until the collector starts.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port held by a socket that is bound but not listening: connections to it are
+    // refused, and the kernel hands it to nobody else until the collector takes it.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let sink = format!(
         "[[sinks]]\nname = \"later\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
          format = \"ndjson\"\n"
@@ -1050,6 +1059,7 @@ async fn a_collector_that_takes_no_connections_costs_no_batch_until_it_returns()
             "{error}"
         );
     }
+    drop(held);
     let collector = Collector::start_on(port, None, |_| Reply::json(200, "")).await;
     drain(&daemon, &env, "later").await;
     daemon.stop().await;

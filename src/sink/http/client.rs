@@ -184,7 +184,10 @@ impl Client {
                 }
                 Err(Failure::Network(format!("cannot connect: {detail}")))
             }
-            Err(_) => Err(Failure::Timeout(self.timeout)),
+            Err(_) => Err(Failure::Network(format!(
+                "no connection within {}s (timeout_secs)",
+                self.timeout.as_secs()
+            ))),
         }
     }
 
@@ -215,10 +218,7 @@ impl Client {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(answer) => answer,
-            Err(_) => Err(Failure::Network(format!(
-                "no connection within {}s (timeout_secs)",
-                self.timeout.as_secs()
-            ))),
+            Err(_) => Err(Failure::Timeout(self.timeout)),
         }
     }
 

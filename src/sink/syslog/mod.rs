@@ -171,8 +171,9 @@ impl SyslogSink {
         })
     }
 
-    /// Opens the stream's connection (TCP, TLS) or session (RELP) if it has none, sending
-    /// nothing; the delivery that follows uses it. UDP has nothing to open.
+    /// Opens the stream's connection (TCP, TLS with its handshake) or session (RELP, with
+    /// its `open` command) if it has none, sending no event; the delivery that follows uses
+    /// it. UDP has nothing to open.
     pub async fn ready(&self, account: &str, stream: Stream) -> Result<(), SinkError> {
         let inner = &self.inner;
         if inner.config.transport == SyslogTransport::Udp {

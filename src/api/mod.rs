@@ -660,10 +660,11 @@ fn inflate_one_member(body: &[u8], out: &mut [u8]) -> bool {
 /// with a string `uuid`), naming the item. A well-formed page is read the quick way
 /// ([`page`]); anything else the thorough way, which says what is wrong.
 pub(crate) fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
-    let quick = std::str::from_utf8(body)
-        .ok()
-        .and_then(|body| page::read(body, max_items));
-    match quick {
+    // serde_json checks the UTF-8 of the strings it reads, not of those it skips: the whole
+    // body is checked here, so no byte of a page goes on unchecked.
+    let text = std::str::from_utf8(body)
+        .map_err(|err| format!("the response is not UTF-8 (at byte {})", err.valid_up_to()))?;
+    match page::read(text, max_items) {
         Some(read) => Ok(Page {
             cursor: read.cursor,
             has_more: read.has_more,
@@ -678,6 +679,13 @@ pub(crate) fn parse_page(body: &[u8], max_items: u16) -> Result<Page, String> {
 
 /// [`parse_page`] the thorough way: the events taken whole, then each one's top level walked.
 pub(crate) fn parse_page_thoroughly(body: &[u8], max_items: u16) -> Result<Page, String> {
+    // The derived envelope would read a JSON array as its fields in order, too.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b == b'[') {
+        return Err("the response is a JSON array, not an object".to_owned());
+    }
     #[derive(Deserialize)]
     struct Envelope<'a> {
         cursor: Option<String>,
@@ -1019,6 +1027,15 @@ mod tests {
                 .starts_with("invalid type: map, expected an array of events at line 1")
         );
         assert!(parse_page(br#"{"cursor":"c","has_more":true,"items":[{"uuid":"#, 1000).is_err());
+        assert_eq!(
+            parse_page(br#" ["c",true,[{"uuid":"A"}]]"#, 1000).unwrap_err(),
+            "the response is a JSON array, not an object"
+        );
+        // Bytes no field is read from are checked too.
+        assert_eq!(
+            parse_page(b"{\"cursor\":\"c\",\"has_more\":true,\"x\":\"\xff\"}", 1000).unwrap_err(),
+            "the response is not UTF-8 (at byte 35)"
+        );
     }
 
     #[test]

@@ -159,7 +159,8 @@ impl<'de> Visitor<'de> for ItemsSeed<'de> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let body = self.body;
-        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_items));
+        // serde_json gives no size hint: room for a full page, which pages mostly are.
+        let mut events = Vec::with_capacity(self.max_items.min(1000));
         let mut newest = None;
         // The first event whole, walked as the thorough way walks every one.
         let Some(first) = seq.next_element::<&'de RawValue>()? else {
@@ -356,6 +357,15 @@ mod tests {
             page("[{\"uuid\":\"A\"},{\"uuid\":\"B\u{1}\"}]"),
             page(r#"[{"uuid":"A"},{"uuid":"B","n":01}]"#),
             page(r#"[{"uuid":"A"},{"uuid":"B","n":[1,]}]"#),
+            page(r#"[{"uuid":"A"},{"uuid":"B","\u0075uid":"C"}]"#),
+            page(r#"[{"uuid":"A"},{"uuid":"B","timestamp":"x","\u0074imestamp":"y"}]"#),
+            page(r#"[{"uuid":"A"},{"uuid":"B","\ud800x":1}]"#),
+            page(r#"[{"uuid":"A"},]"#),
+            page("5"),
+            page(r#""x""#),
+            r#"{"cursor":"c","has_more":true,"items":null,"items":[]}"#.to_owned(),
+            format!("\u{feff}{}", page("[]")),
+            r#"["c",true,[{"uuid":"A"}]]"#.to_owned(),
             page(r#"{"uuid":"A"}"#),
             r#"{"cursor":"c","cursor":"d","has_more":true,"items":[]}"#.to_owned(),
             r#"{"cursor":"c","has_more":true,"items":[],"items":[]}"#.to_owned(),
@@ -366,6 +376,12 @@ mod tests {
         ] {
             assert!(!agrees(&body, 3), "taken: {body}");
         }
+        assert!(!agrees(&page(r#"[{"uuid":"A"}]"#), 0), "more than none");
+        assert!(agrees(
+            &page(r#"[{"uuid":"A"},{"uuid":"B"},{"uuid":"C"}]"#),
+            3
+        ));
+        assert!(agrees(&page(" [ \n {\"uuid\":\"A\"}]"), 3));
     }
 
     #[test]

@@ -172,18 +172,10 @@ impl Client {
         };
         match tokio::time::timeout(self.timeout, connecting).await {
             Ok(Ok(_connection)) => Ok(()),
-            Ok(Err(err)) => {
-                let mut detail = err.to_string();
-                let mut source = err.source();
-                while let Some(cause) = source {
-                    detail = format!("{detail}: {cause}");
-                    source = cause.source();
-                }
-                if let Some(proxy) = &self.proxy {
-                    detail = format!("{detail} (through the proxy {proxy})");
-                }
-                Err(Failure::Network(format!("cannot connect: {detail}")))
-            }
+            Ok(Err(err)) => Err(Failure::Network(format!(
+                "cannot connect: {}",
+                self.in_words(&*err)
+            ))),
             Err(_) => Err(Failure::Network(format!(
                 "no connection within {}s (timeout_secs)",
                 self.timeout.as_secs()
@@ -223,7 +215,7 @@ impl Client {
     }
 
     /// What went wrong before an answer, in words: a refused handshake explained by the TLS
-    /// module, the innermost cause of anything else.
+    /// module, anything else with its causes.
     fn failure(&self, err: &hyper_util::client::legacy::Error) -> Failure {
         let checked = Checked {
             server_name: &self.server_name,
@@ -234,17 +226,27 @@ impl Client {
         if let Some(tls_error) = tls::rustls_error_of(err) {
             return Failure::Tls(tls::explain(tls_error, &checked));
         }
-        let mut detail = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            detail = format!("{detail}: {cause}");
-            source = cause.source();
-        }
-        if let Some(proxy) = &self.proxy {
-            detail = format!("{detail} (through the proxy {proxy})");
-        }
-        Failure::Network(detail)
+        Failure::Network(self.in_words(err))
     }
+
+    /// An error before an answer in words: its text, each cause's, and the proxy in use.
+    fn in_words(&self, err: &(dyn std::error::Error + 'static)) -> String {
+        let detail = with_causes(err.to_string(), err);
+        match &self.proxy {
+            Some(proxy) => format!("{detail} (through the proxy {proxy})"),
+            None => detail,
+        }
+    }
+}
+
+/// `detail` followed by the text of each of `err`'s causes, innermost last.
+fn with_causes(mut detail: String, err: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        detail = format!("{detail}: {cause}");
+        source = cause.source();
+    }
+    detail
 }
 
 /// A proxy's URI as shown: scheme, host and port, never its credentials.
@@ -297,17 +299,12 @@ impl tower_service::Service<http::Uri> for Route {
 /// A failed tunnel in words (hyper-util's own text is terse; its error type is not public).
 fn tunnel_error(err: &(dyn std::error::Error + 'static)) -> String {
     let said = err.to_string();
-    let mut detail = match said.as_str() {
+    let detail = match said.as_str() {
         "proxy authorization required" => {
             "the proxy requires authentication (407): put user:password@ in proxy_url".to_owned()
         }
         "unsuccessful" => "the proxy refused the CONNECT tunnel".to_owned(),
         _ => format!("the proxy tunnel failed: {said}"),
     };
-    let mut source = err.source();
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
-    }
-    detail
+    with_causes(detail, err)
 }

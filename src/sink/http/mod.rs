@@ -1185,4 +1185,41 @@ mod tests {
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(a, new_channel());
     }
+
+    /// A collector that cannot be reached is named with every cause and the proxy in use,
+    /// never the proxy's credentials.
+    #[tokio::test]
+    async fn an_unreachable_collector_is_said_with_its_causes_and_the_proxy() {
+        // Ports bound and not listening: connections to them are refused.
+        let closed = || {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket
+        };
+        let (collector, proxy) = (closed(), closed());
+        let url = format!(
+            "url = \"http://{}/in\"\nformat = \"ndjson\"",
+            collector.local_addr().unwrap()
+        );
+        let (direct, _dir) = sink(&url, "tok-direct");
+        let said = direct.ready().await.unwrap_err().to_string();
+        assert!(said.contains("cannot connect: "), "{said}");
+        assert!(said.contains("Connection refused"), "{said}");
+        assert!(!said.contains("through the proxy"), "{said}");
+
+        let proxy_port = proxy.local_addr().unwrap().port();
+        let (tunnelled, _dir) = sink(
+            &format!("{url}\nproxy_url = \"http://u:pass-secret@127.0.0.1:{proxy_port}\""),
+            "tok-tunnel",
+        );
+        let said = tunnelled.ready().await.unwrap_err().to_string();
+        assert!(said.contains("cannot connect: "), "{said}");
+        assert!(
+            said.contains(&format!(
+                "(through the proxy http://127.0.0.1:{proxy_port})"
+            )),
+            "{said}"
+        );
+        assert!(!said.contains("pass-secret"), "{said}");
+    }
 }
